@@ -1,0 +1,107 @@
+"""The sandbox's own JSON API under ``/_sandbox/`` (design §6): what it received, and test controls."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from .context import sandbox_of
+from .faults import FaultError
+
+
+async def messages(request: web.Request) -> web.Response:
+    sb = sandbox_of(request)
+    channel = request.query.get("channel")
+    key = request.query.get("subscriber_key")
+    out = [
+        m.to_json()
+        for m in sb.state.messages
+        if (channel is None or m.channel == channel) and (key is None or m.subscriber_key == key)
+    ]
+    return web.json_response(out)
+
+
+async def subscribers(request: web.Request) -> web.Response:
+    return web.json_response([s.to_json() for s in sandbox_of(request).state.subscribers.values()])
+
+
+async def imports(request: web.Request) -> web.Response:
+    return web.json_response([j.to_json() for j in sandbox_of(request).state.imports.values()])
+
+
+async def stats(request: web.Request) -> web.Response:
+    sb = sandbox_of(request)
+    out = dict(sb.state.stats)
+    out["messages"] = len(sb.state.messages)
+    out["subscribers"] = len(sb.state.subscribers)
+    out["imports"] = len(sb.state.imports)
+    out["active_tokens"] = len(sb.state.tokens)
+    return web.json_response(out)
+
+
+async def faults_get(request: web.Request) -> web.Response:
+    return web.json_response(sandbox_of(request).faults.to_json())
+
+
+async def faults_post(request: web.Request) -> web.Response:
+    sb = sandbox_of(request)
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return web.json_response({"error": "body must be JSON"}, status=400)
+    items = body if isinstance(body, list) else [body]
+    try:
+        added = [sb.faults.add(item if isinstance(item, dict) else {}) for item in items]
+    except (FaultError, TypeError, ValueError) as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    return web.json_response([f.to_json() for f in added] if isinstance(body, list) else added[0].to_json(),
+                             status=201)
+
+
+async def faults_delete(request: web.Request) -> web.Response:
+    sandbox_of(request).faults.clear()
+    return web.json_response([])
+
+
+async def reset(request: web.Request) -> web.Response:
+    sandbox_of(request).reset()
+    return web.json_response({"reset": True})
+
+
+async def expire_tokens(request: web.Request) -> web.Response:
+    """Test hook: every issued token expires now (clients then see 401 / Token Expired)."""
+    sb = sandbox_of(request)
+    count = len(sb.state.tokens)
+    for token in sb.state.tokens:
+        sb.state.tokens[token] = 0.0
+    return web.json_response({"expired": count})
+
+
+async def ens(request: web.Request) -> web.Response:
+    manager = sandbox_of(request).ens
+    return web.json_response(
+        {
+            "callbacks": [cb.to_json() for cb in manager.callbacks.values()],
+            "subscriptions": [s.to_json() for s in manager.subscriptions.values()],
+            "deliveries": list(manager.deliveries),
+        }
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/_sandbox/messages", messages)
+    app.router.add_get("/_sandbox/subscribers", subscribers)
+    app.router.add_get("/_sandbox/imports", imports)
+    app.router.add_get("/_sandbox/stats", stats)
+    app.router.add_get("/_sandbox/faults", faults_get)
+    app.router.add_post("/_sandbox/faults", faults_post)
+    app.router.add_delete("/_sandbox/faults", faults_delete)
+    app.router.add_post("/_sandbox/reset", reset)
+    app.router.add_post("/_sandbox/tokens/expire", expire_tokens)
+    app.router.add_get("/_sandbox/ens", ens)
+    app.router.add_get("/_sandbox/health", health)

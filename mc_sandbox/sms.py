@@ -1,0 +1,158 @@
+"""MobileConnect ``/sms/v1/messageContact/{messageId}/send`` and its deliveries (reference §4)."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+
+from .auth import not_authorized, rest_authorized
+from .context import sandbox_of
+from .rest import read_json
+from .state import Message, SmsSend, TrackingEvent, iso
+from .templates import SMS_DEFINITIONS, render
+
+MAX_SUBSCRIBERS = 250
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return value is True
+
+
+def _errors(*errors: str) -> web.Response:
+    return web.json_response({"errors": list(errors)}, status=400)
+
+
+async def send_handler(request: web.Request) -> web.Response:
+    sb = sandbox_of(request)
+    if not rest_authorized(request):
+        return not_authorized()
+    body, err = await read_json(request)
+    if err:
+        return err
+    message_id = request.match_info["message_id"]
+    definition = SMS_DEFINITIONS.get(message_id)
+    if definition is None:
+        return _errors(f"Message id {message_id} is not valid.")
+    if not isinstance(body, dict):
+        return _errors("The request body must be a JSON object.")
+    # .NET JSON binding: field names are case-insensitive.
+    fields = {str(k).lower(): v for k, v in body.items()}
+    numbers_raw = fields.get("mobilenumbers")
+    subscribers_raw = fields.get("subscribers")
+    errors: list[str] = []
+    if numbers_raw and subscribers_raw:
+        return _errors("An array of mobile numbers and an array of subscribers cannot be provided at the same time.")
+    recipients: list[tuple[str, str, dict[str, str]]] = []  # (number, subscriber key, attributes)
+    if subscribers_raw:
+        if not isinstance(subscribers_raw, list):
+            return _errors("Subscribers must be an array.")
+        if len(subscribers_raw) > MAX_SUBSCRIBERS:
+            return _errors(f"The count of subscribers cannot exceed {MAX_SUBSCRIBERS}.")
+        for entry in subscribers_raw:
+            e = {str(k).lower(): v for k, v in entry.items()} if isinstance(entry, dict) else {}
+            number, key = e.get("mobilenumber"), e.get("subscriberkey")
+            if not number or not key:
+                errors.append("A subscriber object must have both a mobile number and subscriber key defined.")
+                continue
+            attrs = e.get("attributes") if isinstance(e.get("attributes"), dict) else {}
+            recipients.append((str(number), str(key), {str(k): str(v) for k, v in (attrs or {}).items()}))
+    elif numbers_raw:
+        if not isinstance(numbers_raw, list):
+            return _errors("mobileNumbers must be an array.")
+        recipients = [(str(n), "", {}) for n in numbers_raw]
+    else:
+        return _errors("The count of mobile numbers or subscribers cannot be zero.")
+    for number, _key, _attrs in recipients:
+        if not number.isascii() or not number.isdigit():
+            errors.append(f"{number} is not a numeric string")
+    override = _bool(fields.get("override"))
+    text_raw = fields.get("messagetext")
+    if override and (not isinstance(text_raw, str) or not text_raw.strip()):
+        errors.append("Cannot override message text with a blank message.")
+    if not override and text_raw is not None:
+        errors.append("MessageText is not applicable when Override is false.")
+    subscribe = _bool(fields.get("subscribe")) or _bool(fields.get("resubscribe"))
+    keyword = fields.get("keyword")
+    if subscribe and not keyword:
+        errors.append("Keyword cannot be blank when Subscribe or Resubscribe are true.")
+    if not subscribe and keyword:
+        errors.append("Keyword is not necessary when Subscribe and Resubscribe are false.")
+    if keyword and str(keyword).upper() != definition.keyword.upper():
+        errors.append(f"Keyword {keyword} is invalid for the code on the message.")
+    if errors:
+        return _errors(*errors)
+
+    token_id = secrets.token_urlsafe(18)
+    texts: list[str] = []
+    for number, key, attrs in recipients:
+        text = str(text_raw) if override else render(definition.text, attrs)
+        texts.append(text)
+        msg = Message(
+            id=f"{token_id}:{number}",
+            channel="sms",
+            definition_key=message_id,
+            subscriber_key=key,
+            to=number,
+            from_name=None,
+            attributes=attrs,
+            text=text,
+            api="sms",
+        )
+        sb.state.messages.append(msg)
+        sb.state.bump("sms_accepted")
+        sb.state.events.append(
+            TrackingEvent(
+                kind="SMSMTEvent",
+                subscriber_key=key,
+                event_date=msg.received_at,
+                send_id=sb.state.next_send_id(),
+                definition_key=message_id,
+                definition_object_id="",
+                message_id=msg.id,
+            )
+        )
+    sb.state.sms_sends[token_id] = SmsSend(
+        token_id=token_id, message_id=message_id, numbers=[r[0] for r in recipients], text=texts[0]
+    )
+    return web.json_response({"tokenId": token_id}, status=202)
+
+
+async def deliveries_handler(request: web.Request) -> web.Response:
+    sb = sandbox_of(request)
+    if not rest_authorized(request):
+        return not_authorized()
+    message_id = request.match_info["message_id"]
+    token_id = request.match_info["token_id"]
+    if message_id not in SMS_DEFINITIONS:
+        return _errors(f"Message id {message_id} is not valid.")
+    send = sb.state.sms_sends.get(token_id)
+    if send is None:
+        return _errors(f"Token id {token_id} is not valid.")
+    if send.message_id != message_id:
+        return _errors(f"TokenId {token_id} is not valid for MessageId {message_id}.")
+    tracking: list[dict[str, str]] = []
+    for number in send.numbers:
+        # Carrier order, not time order: the final state is the highest standardStatusCode.
+        tracking.append(
+            {"mobileNumber": number, "statusCode": "200", "message": "Carrier Success",
+             "standardStatusCode": "4000", "description": "Delivered to handset"}
+        )
+        tracking.append(
+            {"mobileNumber": number, "statusCode": "0", "message": "DELIVERED TO AGGREGATOR",
+             "standardStatusCode": "2000", "description": "Message was Delivered to Aggregator"}
+        )
+    return web.json_response(
+        {
+            "message": send.text,
+            "count": len(send.numbers),
+            "createDate": iso(send.created_at),
+            "completeDate": iso(send.created_at + timedelta(milliseconds=50)),
+            "status": "Finished",
+            "tracking": tracking,
+        }
+    )

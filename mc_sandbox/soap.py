@@ -1,0 +1,705 @@
+"""SOAP 1.1 ``Service.asmx`` (partner API "etframework"), routed on the body's root element.
+
+Responses copy the real envelope (WS-Addressing + a wsu:Timestamp) and write elements in the WSDL's
+``xs:sequence`` order, since zeep (and .NET) parse by sequence.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from xml.sax.saxutils import escape
+
+from aiohttp import web
+from lxml import etree
+
+from .auth import token_valid
+from .context import Sandbox, sandbox_of
+from .sends import NO_VALID_SUBSCRIBERS, Refusal, accept_email, check_recipient
+from .state import ImportDefinition, ImportJob, Subscriber, iso, mc_date_string, valid_email
+from .templates import EMAIL_DEFINITIONS, email_definition
+
+NS = "http://exacttarget.com/wsdl/partnerAPI"
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+SOAP12_ENV = "http://www.w3.org/2003/05/soap-envelope"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+FAULT_NS = "urn:fault.partner.exacttarget.com"
+MAX_RETRIEVE = 2500
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True)
+
+
+# ---------------------------------------------------------------------------------------------- XML in
+
+
+def lname(el: etree._Element) -> str:
+    return etree.QName(el).localname if isinstance(el.tag, str) else ""
+
+
+def kids(el: etree._Element | None, name: str) -> list[etree._Element]:
+    if el is None:
+        return []
+    return [c for c in el if isinstance(c.tag, str) and lname(c) == name]
+
+
+def kid(el: etree._Element | None, name: str) -> etree._Element | None:
+    found = kids(el, name)
+    return found[0] if found else None
+
+
+def text(el: etree._Element | None, name: str) -> str | None:
+    c = kid(el, name)
+    if c is None or c.get(f"{{{XSI}}}nil") == "true":
+        return None
+    return (c.text or "").strip()
+
+
+def xsi_type(el: etree._Element) -> str:
+    value = el.get(f"{{{XSI}}}type") or ""
+    return value.rsplit(":", 1)[-1]
+
+
+def attributes_of(el: etree._Element) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for a in kids(el, "Attributes"):
+        name = text(a, "Name")
+        if name:
+            out[name] = text(a, "Value") or ""
+    return out
+
+
+def as_bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("true", "1")
+
+
+# --------------------------------------------------------------------------------------------- XML out
+
+
+def x(name: str, value: Any, xsi_t: str | None = None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    elif isinstance(value, datetime):
+        value = iso(value)
+    t = f' xsi:type="{xsi_t}"' if xsi_t else ""
+    return f"<{name}{t}>{escape(str(value))}</{name}>"
+
+
+def nil(name: str) -> str:
+    return f'<{name} xsi:nil="true"/>'
+
+
+def envelope(action: str, body: str) -> str:
+    now = datetime.now(UTC).replace(microsecond=0)
+    created = now.isoformat().replace("+00:00", "Z")
+    expires = (now + timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        f'<soap:Envelope xmlns:soap="{SOAP_ENV}" xmlns:xsi="{XSI}" '
+        'xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
+        'xmlns:wsa="http://schemas.xmlsoap.org/ws/2004/08/addressing" '
+        'xmlns:wsse="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd" '
+        'xmlns:wsu="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd">'
+        "<soap:Header>"
+        f"<wsa:Action>{escape(action)}</wsa:Action>"
+        f"<wsa:MessageID>urn:uuid:{uuid.uuid4()}</wsa:MessageID>"
+        f"<wsa:RelatesTo>urn:uuid:{uuid.uuid4()}</wsa:RelatesTo>"
+        "<wsa:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</wsa:To>"
+        f'<wsse:Security><wsu:Timestamp wsu:Id="Timestamp-{uuid.uuid4()}">'
+        f"<wsu:Created>{created}</wsu:Created><wsu:Expires>{expires}</wsu:Expires>"
+        "</wsu:Timestamp></wsse:Security>"
+        "</soap:Header>"
+        f"<soap:Body>{body}</soap:Body></soap:Envelope>"
+    )
+
+
+def xml_response(payload: str, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=payload.encode("utf-8"), status=status, content_type="text/xml", charset="utf-8", headers=headers
+    )
+
+
+def fault_response(
+    faultstring: str,
+    faultcode: str = "soap:Client",
+    code: int | None = None,
+    status: int = 500,
+    actor: str = "",
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    detail = ""
+    if code is not None:
+        detail = (
+            f'<detail><apifault xmlns="{FAULT_NS}"><Code>{code}</Code>'
+            f"<Message>{escape(faultstring)}</Message></apifault></detail>"
+        )
+    body = (
+        f"<soap:Fault><faultcode>{faultcode}</faultcode><faultstring>{escape(faultstring)}</faultstring>"
+        f"<faultactor>{escape(actor)}</faultactor>{detail}</soap:Fault>"
+    )
+    return xml_response(
+        envelope("http://schemas.xmlsoap.org/ws/2004/08/addressing/fault", body), status, headers
+    )
+
+
+def overall(statuses: list[str]) -> str:
+    if not statuses or all(s == "OK" for s in statuses):
+        return "OK"
+    if all(s == "Error" for s in statuses):
+        return "Error"
+    return "HasErrors"
+
+
+# ------------------------------------------------------------------------------------------- handler
+
+
+@dataclass
+class Ctx:
+    sb: Sandbox
+    request_id: str
+
+
+async def soap_handler(request: web.Request) -> web.Response:
+    sb = sandbox_of(request)
+    actor = f"{sb.config.base_url}Service.asmx"
+    raw = await request.read()
+    try:
+        doc = etree.fromstring(raw, _PARSER)
+    except etree.XMLSyntaxError:
+        return fault_response("Bad Request: the request is not well-formed XML.", actor=actor)
+    if lname(doc) != "Envelope" or etree.QName(doc).namespace not in (SOAP_ENV, SOAP12_ENV):
+        return fault_response("Bad Request: a SOAP Envelope is required.", actor=actor)
+    header = kid(doc, "Header")
+    token = None
+    if header is not None:
+        for el in header.iter():
+            # fueloauth with no namespace (the docs) or in http://exacttarget.com (the SDKs).
+            if isinstance(el.tag, str) and lname(el) == "fueloauth" and etree.QName(el).namespace in (
+                None, "http://exacttarget.com"
+            ):
+                token = (el.text or "").strip()
+    if not token_valid(sb.state, token):
+        return fault_response("Token Expired", faultcode="soap:Client", actor=actor)
+    body = kid(doc, "Body")
+    op = next((c for c in (body if body is not None else []) if isinstance(c.tag, str)), None)
+    if op is None:
+        return fault_response("Bad Request: empty SOAP Body.", actor=actor)
+    ctx = Ctx(sb, str(uuid.uuid4()))
+    handler = OPERATIONS.get(lname(op))
+    if handler is None:
+        return fault_response(
+            f"The operation {lname(op)} is not supported by this sandbox.", faultcode="soap:Client", actor=actor
+        )
+    action, payload = handler(ctx, op)
+    return xml_response(envelope(action, payload))
+
+
+# --------------------------------------------------------------------------------------------- Create
+
+
+def _save_action(op: etree._Element) -> str:
+    for so in kids(kid(kid(op, "Options"), "SaveOptions"), "SaveOption"):
+        if text(so, "PropertyName") in ("*", None, "") and text(so, "SaveAction"):
+            return text(so, "SaveAction") or "Default"
+    return "Default"
+
+
+def _result(status: str, message: str, ordinal: int, error_code: int | None = None, rest: str = "",
+            xsi_t: str | None = None) -> str:
+    t = f' xsi:type="{xsi_t}"' if xsi_t else ""
+    return (
+        f"<Results{t}>{x('StatusCode', status)}{x('StatusMessage', message)}{x('OrdinalID', ordinal)}"
+        f"{x('ErrorCode', error_code)}{rest}</Results>"
+    )
+
+
+def _subscriber_object(sub: Subscriber) -> str:
+    return (
+        f'<Object xsi:type="Subscriber">{nil("PartnerKey")}{x("ID", sub.id)}{nil("ObjectID")}'
+        f"{x('EmailAddress', sub.email)}{x('SubscriberKey', sub.subscriber_key)}</Object>"
+    )
+
+
+def _mobile_of(obj: etree._Element, attrs: dict[str, str]) -> str | None:
+    sms = kid(obj, "PrimarySMSAddress")
+    if sms is not None and text(sms, "Address"):
+        return text(sms, "Address")
+    for name in list(attrs):
+        if name.lower() in ("mobilenumber", "mobile number"):
+            return attrs.pop(name) or None
+    return None
+
+
+def _upsert_subscriber(ctx: Ctx, obj: etree._Element, ordinal: int, save_action: str, update: bool) -> tuple[str, str]:
+    state = ctx.sb.state
+    key = text(obj, "SubscriberKey")
+    email = text(obj, "EmailAddress")
+    status = text(obj, "Status")
+    attrs = attributes_of(obj)
+    mobile = _mobile_of(obj, attrs)
+    if status in ("Bounced", "Deleted") and not update:
+        return "Error", _result("Error", "A Create cannot set Status to Bounced or Deleted.", ordinal, 12016,
+                                x("NewID", 0))
+    if status and status not in ("Active", "Bounced", "Held", "Unsubscribed", "Deleted"):
+        return "Error", _result("Error", f"Invalid subscriber Status {status}.", ordinal, 12004, x("NewID", 0))
+    if not key:
+        return "Error", _result("Error", "SubscriberKey is required.", ordinal, 12015, x("NewID", 0))
+    existing = state.subscribers.get(key)
+    upsert = save_action == "UpdateAdd"
+    if email is not None or existing is None:
+        if not valid_email(email):
+            return "Error", _result("Error", "InvalidEmailAddress", ordinal, 12000, x("NewID", 0))
+    if not update and existing is not None and not upsert:
+        return "Error", _result("Error", "SubscriberAlreadyExists: The subscriber already exists.", ordinal, 12014,
+                                x("NewID", 0))
+    if update and existing is None and not upsert:
+        return "Error", _result("Error", "Subscriber Key Not Found.", ordinal, 12015, x("NewID", 0))
+    if not update and save_action == "UpdateOnly" and existing is None:
+        return "Error", _result("Error", "Subscriber Key Not Found.", ordinal, 12015, x("NewID", 0))
+    sub, created = state.upsert_subscriber(key, email or (existing.email if existing else ""), mobile, attrs,
+                                           status)
+    message = "Created Subscriber." if created else "Updated Subscriber."
+    return "OK", _result("OK", message, ordinal, None, x("NewID", sub.id if created else 0) + _subscriber_object(sub))
+
+
+def _subscriber_failure(obj_email: str | None, obj_key: str | None, refusal: Refusal, ordinal: int) -> str:
+    return (
+        "<SubscriberFailures><Subscriber>"
+        f"{x('EmailAddress', obj_email or '')}{x('SubscriberKey', obj_key or '')}</Subscriber>"
+        f"{x('ErrorCode', 'TriggeredSendSubscriberProcessingError')}{x('ErrorDescription', refusal.description)}"
+        f"{x('Ordinal', ordinal)}{x('ErrorCodeID', refusal.code_id)}</SubscriberFailures>"
+    )
+
+
+def _triggered_send(ctx: Ctx, obj: etree._Element, ordinal: int) -> tuple[str, str]:
+    tsd_el = kid(obj, "TriggeredSendDefinition")
+    ref = text(tsd_el, "CustomerKey") or text(tsd_el, "ObjectID") or ""
+    t = "TriggeredSendCreateResult"
+    definition = email_definition(ref) if ref else None
+    if definition is None or definition.status not in ("Active", "Inactive"):
+        return "Error", _result(
+            "Error",
+            "TriggeredSendUnableToCreateRequest: the TriggeredSendDefinition was not found, or is not Active.",
+            ordinal, 18002, x("NewID", 0), t,
+        )
+    subs = kids(obj, "Subscribers")
+    if not subs:
+        return "Error", _result("Error", "The Triggered Send Object must have subscribers associated with it",
+                                ordinal, 180007, x("NewID", 0), t)
+    shared = attributes_of(obj)
+    failures: list[str] = []
+    accepted = 0
+    for i, s in enumerate(subs):
+        key, email = text(s, "SubscriberKey"), text(s, "EmailAddress")
+        refusal = check_recipient(ctx.sb, key, email)
+        if refusal is not None:
+            failures.append(_subscriber_failure(email, key, refusal, i))
+            continue
+        attrs = dict(shared)
+        attrs.update(attributes_of(s))
+        from_name = text(kid(s, "Owner"), "FromName")
+        accept_email(ctx.sb, definition, key or "", email or "", from_name, attrs, "soap")
+        accepted += 1
+    for _ in failures:
+        ctx.sb.state.bump("emails_refused")
+    if accepted == 0:
+        return "Error", _result("Error", NO_VALID_SUBSCRIBERS, ordinal, 180008, x("NewID", 0) + "".join(failures), t)
+    return "OK", _result("OK", "Created TriggeredSend", ordinal, None, x("NewID", 0) + "".join(failures), t)
+
+
+def _import_definition(ctx: Ctx, obj: etree._Element, ordinal: int, save_action: str) -> tuple[str, str]:
+    key = text(obj, "CustomerKey")
+    if not key:
+        return "Error", _result("Error", "Customer Key Not Specified", ordinal, 43000, x("NewID", 0))
+    defs = ctx.sb.state.import_definitions
+    if key in defs and save_action != "UpdateAdd":
+        return "Error", _result("Error", f"An ImportDefinition with CustomerKey {key} already exists.", ordinal,
+                                43030, x("NewID", 0))
+    spec = text(obj, "FileSpec")
+    if not spec:
+        return "Error", _result("Error", "Validation Error: FileSpec is required.", ordinal, 43060, x("NewID", 0))
+    d = ImportDefinition(
+        customer_key=key,
+        name=text(obj, "Name") or key,
+        file_spec=spec,
+        allow_errors=as_bool(text(obj, "AllowErrors"), False),
+        update_type=text(obj, "UpdateType") or "AddAndUpdate",
+    )
+    defs[key] = d
+    return "OK", _result(
+        "OK", "ImportDefinition created.", ordinal, None,
+        x("NewID", 0) + x("NewObjectID", d.object_id)
+        + f'<Object xsi:type="ImportDefinition">{x("ObjectID", d.object_id)}{x("CustomerKey", key)}</Object>',
+    )
+
+
+def _unsupported_result(kind: str, obj_type: str, ordinal: int) -> tuple[str, str]:
+    return "Error", _result("Error", f"{kind} of {obj_type or 'this object'} is not supported by this sandbox.",
+                            ordinal, 15, x("NewID", 0))
+
+
+def op_create(ctx: Ctx, op: etree._Element) -> tuple[str, str]:
+    save_action = _save_action(op)
+    results: list[str] = []
+    statuses: list[str] = []
+    for i, obj in enumerate(kids(op, "Objects")):
+        kind = xsi_type(obj)
+        if kind == "Subscriber":
+            st, xml = _upsert_subscriber(ctx, obj, i, save_action, update=False)
+        elif kind == "TriggeredSend":
+            st, xml = _triggered_send(ctx, obj, i)
+        elif kind == "ImportDefinition":
+            st, xml = _import_definition(ctx, obj, i, save_action)
+        else:
+            st, xml = _unsupported_result("Create", kind, i)
+        statuses.append(st)
+        results.append(xml)
+    body = f'<CreateResponse xmlns="{NS}">{"".join(results)}{x("RequestID", ctx.request_id)}' \
+           f'{x("OverallStatus", overall(statuses))}</CreateResponse>'
+    return "CreateResponse", body
+
+
+def op_update(ctx: Ctx, op: etree._Element) -> tuple[str, str]:
+    save_action = _save_action(op)
+    results: list[str] = []
+    statuses: list[str] = []
+    for i, obj in enumerate(kids(op, "Objects")):
+        kind = xsi_type(obj)
+        if kind == "Subscriber":
+            st, xml = _upsert_subscriber(ctx, obj, i, save_action, update=True)
+        else:
+            st, xml = _unsupported_result("Update", kind, i)
+        statuses.append(st)
+        results.append(xml.replace("<NewID>0</NewID>", ""))
+    body = f'<UpdateResponse xmlns="{NS}">{"".join(results)}{x("RequestID", ctx.request_id)}' \
+           f'{x("OverallStatus", overall(statuses))}</UpdateResponse>'
+    return "UpdateResponse", body
+
+
+def op_delete(ctx: Ctx, op: etree._Element) -> tuple[str, str]:
+    results: list[str] = []
+    statuses: list[str] = []
+    for i, obj in enumerate(kids(op, "Objects")):
+        kind = xsi_type(obj)
+        key = text(obj, "SubscriberKey")
+        if kind == "Subscriber" and key and key in ctx.sb.state.subscribers:
+            del ctx.sb.state.subscribers[key]
+            statuses.append("OK")
+            results.append(_result("OK", "Subscriber deleted", i))
+        elif kind == "Subscriber":
+            statuses.append("Error")
+            results.append(_result("Error", "Subscriber Key Not Found.", i, 12015))
+        else:
+            st, xml = _unsupported_result("Delete", kind, i)
+            statuses.append(st)
+            results.append(xml.replace("<NewID>0</NewID>", ""))
+    body = f'<DeleteResponse xmlns="{NS}">{"".join(results)}{x("RequestID", ctx.request_id)}' \
+           f'{x("OverallStatus", overall(statuses))}</DeleteResponse>'
+    return "DeleteResponse", body
+
+
+# -------------------------------------------------------------------------------------------- Perform
+
+
+def op_perform(ctx: Ctx, op: etree._Element) -> tuple[str, str]:
+    action = (text(op, "Action") or "").lower()
+    results: list[str] = []
+    statuses: list[str] = []
+    for i, d in enumerate(kids(kid(op, "Definitions"), "Definition")):
+        kind = xsi_type(d)
+        key = text(d, "CustomerKey") or ""
+        obj = f'<Object xsi:type="{escape(kind or "APIObject")}">{nil("ObjectID")}{x("CustomerKey", key)}</Object>'
+        job: ImportJob | None = None
+        if kind != "ImportDefinition" or action != "start":
+            status, msg, code = "Error", f"Perform {action or '(none)'} on {kind or 'object'} is not supported.", 15
+        else:
+            definition = ctx.sb.state.import_definitions.get(key)
+            if definition is None:
+                status, msg, code = "Error", "ImportDefinition Not Found", 43010
+            else:
+                job = ctx.sb.imports.perform_start(definition)
+                status, msg, code = "OK", f"ImportDefinition performed AsyncID:{job.task_id}", 0
+        task = (
+            f"<Task>{x('StatusCode', status)}{x('StatusMessage', 'OK' if job else msg)}"
+            f"{x('ID', job.task_id if job else None)}{x('InteractionObjectID', job.object_id if job else None)}</Task>"
+        )
+        statuses.append(status)
+        results.append(
+            f"<Result>{x('StatusCode', status)}{x('StatusMessage', msg)}{x('OrdinalID', i)}"
+            f"{x('ErrorCode', code if code else None)}{obj}{task}</Result>"
+        )
+    ov = overall(statuses)
+    body = (
+        f'<PerformResponseMsg xmlns="{NS}"><Results>{"".join(results)}</Results>{x("OverallStatus", ov)}'
+        f"<OverallStatusMessage/>{x('RequestID', ctx.request_id)}</PerformResponseMsg>"
+    )
+    return "PerformResponse", body
+
+
+# ------------------------------------------------------------------------------------------- Retrieve
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RetrieveType:
+    fields: tuple[str, ...]  # retrievable properties, in the WSDL sequence order of the output
+    rows: Callable[[Sandbox], list[Record]]
+    render: Callable[[Record, list[str]], str] | None = None
+    aliases: tuple[tuple[str, str], ...] = ()
+
+
+def _subscriber_rows(sb: Sandbox) -> list[Record]:
+    return [
+        {"ID": s.id, "CreatedDate": s.created_at, "ModifiedDate": s.updated_at, "EmailAddress": s.email,
+         "SubscriberKey": s.subscriber_key, "Status": s.status, "UnsubscribedDate": None,
+         "EmailTypePreference": "HTML"}
+        for s in sb.state.subscribers.values()
+    ]
+
+
+def _import_rows(sb: Sandbox) -> list[Record]:
+    rows = []
+    for j in sb.state.imports.values():
+        if j.status == "New":
+            continue  # MC returns no row until the import has started processing
+        rows.append(
+            {"ObjectID": j.object_id, "ImportDefinitionCustomerKey": j.definition_key,
+             "StartDate": mc_date_string(j.started_at), "EndDate": mc_date_string(j.ended_at),
+             "DestinationID": "1", "NumberSuccessful": j.succeeded, "NumberDuplicated": 0,
+             "NumberRestricted": 0, "NumberErrors": len(j.errors), "TotalRows": j.total_rows,
+             "ImportType": "Lists", "ImportStatus": j.status, "TaskResultID": j.task_id}
+        )
+    return rows
+
+
+def _event_rows(kind: str) -> Callable[[Sandbox], list[Record]]:
+    def rows(sb: Sandbox) -> list[Record]:
+        return [
+            {"SendID": e.send_id, "SubscriberKey": e.subscriber_key, "Subscriber.SubscriberKey": e.subscriber_key,
+             "EventDate": e.event_date, "EventType": "Sent", "TriggeredSendDefinitionObjectID":
+             e.definition_object_id, "BatchID": 1, "MOCode": e.definition_key, "Carrier": None,
+             "ObjectID": None}
+            for e in sb.state.events if e.kind == kind
+        ]
+
+    return rows
+
+
+def _tsd_rows(sb: Sandbox) -> list[Record]:
+    return [
+        {"ObjectID": d.guid, "CustomerKey": d.key, "Name": d.name, "Description": None,
+         "TriggeredSendStatus": d.status, "EmailSubject": d.subject}
+        for d in EMAIL_DEFINITIONS.values()
+    ]
+
+
+def _import_definition_rows(sb: Sandbox) -> list[Record]:
+    return [
+        {"ObjectID": d.object_id, "CustomerKey": d.customer_key, "Name": d.name, "AllowErrors": d.allow_errors,
+         "FileSpec": d.file_spec, "UpdateType": d.update_type}
+        for d in sb.state.import_definitions.values()
+    ]
+
+
+def _render_smsmt(rec: Record, props: list[str]) -> str:
+    # SMSMTEvent sequence: SMSTriggeredSend, Subscriber, MOCode, EventDate, Carrier.
+    out = ""
+    if "Subscriber.SubscriberKey" in props:
+        out += f"<Subscriber>{x('SubscriberKey', rec['Subscriber.SubscriberKey'])}</Subscriber>"
+    for p in ("MOCode", "EventDate", "Carrier"):
+        if p in props:
+            out += x(p, rec.get(p))
+    return out
+
+
+RETRIEVE_TYPES: dict[str, RetrieveType] = {
+    "Subscriber": RetrieveType(
+        ("CreatedDate", "ModifiedDate", "ID", "EmailAddress", "SubscriberKey", "UnsubscribedDate", "Status",
+         "EmailTypePreference"),
+        _subscriber_rows,
+    ),
+    "ImportResultsSummary": RetrieveType(
+        ("ObjectID", "ImportDefinitionCustomerKey", "StartDate", "EndDate", "DestinationID", "NumberSuccessful",
+         "NumberDuplicated", "NumberRestricted", "NumberErrors", "TotalRows", "ImportType", "ImportStatus",
+         "TaskResultID"),
+        _import_rows,
+    ),
+    "SentEvent": RetrieveType(
+        ("SendID", "SubscriberKey", "EventDate", "EventType", "TriggeredSendDefinitionObjectID", "BatchID"),
+        _event_rows("SentEvent"),
+    ),
+    "SMSMTEvent": RetrieveType(
+        ("Subscriber.SubscriberKey", "MOCode", "EventDate", "Carrier"),
+        _event_rows("SMSMTEvent"),
+        _render_smsmt,
+        (("SubscriberKey", "Subscriber.SubscriberKey"), ("Subscriber", "Subscriber.SubscriberKey")),
+    ),
+    "TriggeredSendDefinition": RetrieveType(
+        ("ObjectID", "CustomerKey", "Name", "Description", "TriggeredSendStatus", "EmailSubject"),
+        _tsd_rows,
+    ),
+    "ImportDefinition": RetrieveType(
+        ("ObjectID", "CustomerKey", "Name", "AllowErrors", "FileSpec", "UpdateType"),
+        _import_definition_rows,
+    ),
+}
+
+DATE_PROPS = {"EventDate", "CreatedDate", "ModifiedDate"}
+
+
+class FilterError(ValueError):
+    pass
+
+
+def _parse_dt(value: str) -> datetime:
+    dt = datetime.fromisoformat(value.strip())
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _compare(actual: Any, op: str, values: list[str], prop: str) -> bool:
+    op_l = op.lower()
+    if op_l == "isnull":
+        return actual is None or actual == ""
+    if op_l == "isnotnull":
+        return not (actual is None or actual == "")
+    if actual is None:
+        return False
+    if isinstance(actual, datetime) or prop in DATE_PROPS:
+        try:
+            a: Any = actual if isinstance(actual, datetime) else _parse_dt(str(actual))
+            vals: list[Any] = [_parse_dt(v) for v in values]
+        except ValueError as exc:
+            raise FilterError(f"Invalid date value for {prop}") from exc
+    elif isinstance(actual, bool):
+        a, vals = str(actual).lower(), [v.lower() for v in values]
+    elif isinstance(actual, int):
+        try:
+            a, vals = actual, [int(v) for v in values]
+        except ValueError:
+            a, vals = str(actual), values
+    else:
+        a, vals = str(actual), values
+    if not vals and op_l not in ("isnull", "isnotnull"):
+        raise FilterError(f"The filter on {prop} has no value")
+    v0 = vals[0] if vals else None
+    match op_l:
+        case "equals":
+            return bool(a == v0)
+        case "notequals":
+            return bool(a != v0)
+        case "in":
+            return a in vals
+        case "greaterthan":
+            return bool(a > v0)
+        case "lessthan":
+            return bool(a < v0)
+        case "greaterthanorequal":
+            return bool(a >= v0)
+        case "lessthanorequal":
+            return bool(a <= v0)
+        case "between":
+            if len(vals) < 2:
+                raise FilterError("between needs two values")
+            return bool(vals[0] <= a <= vals[1])
+        case "like" | "contains" | "existsinstring":
+            return str(v0).strip("%").lower() in str(a).lower()
+        case "beginswith":
+            return str(a).lower().startswith(str(v0).lower())
+        case "endswith":
+            return str(a).lower().endswith(str(v0).lower())
+    raise FilterError(f"The SimpleOperator {op} is not supported")
+
+
+def _filter_fn(el: etree._Element | None, rtype: RetrieveType) -> Callable[[Record], bool]:
+    if el is None:
+        return lambda _r: True
+    aliases = dict(rtype.aliases)
+    if kid(el, "LeftOperand") is not None:
+        left = _filter_fn(kid(el, "LeftOperand"), rtype)
+        right = _filter_fn(kid(el, "RightOperand"), rtype)
+        extra = [_filter_fn(o, rtype) for o in kids(kid(el, "AdditionalOperands"), "Operand")]
+        parts = [left, right, *extra]
+        if (text(el, "LogicalOperator") or "AND").upper() == "OR":
+            return lambda r: any(p(r) for p in parts)
+        return lambda r: all(p(r) for p in parts)
+    prop = text(el, "Property") or ""
+    prop = aliases.get(prop, prop)
+    if prop not in rtype.fields and prop not in ("SubscriberKey",):
+        raise FilterError(f"The Filter Property {prop} is not a retrievable property")
+    op = text(el, "SimpleOperator") or "equals"
+    values = [(v.text or "").strip() for v in kids(el, "Value")] + [
+        (v.text or "").strip() for v in kids(el, "DateValue")
+    ]
+    return lambda r: _compare(r.get(prop), op, values, prop)
+
+
+def op_retrieve(ctx: Ctx, op: etree._Element) -> tuple[str, str]:
+    req = kid(op, "RetrieveRequest")
+    object_type = text(req, "ObjectType") or ""
+    rtype = RETRIEVE_TYPES.get(object_type)
+
+    def reply(status: str, results: str = "") -> tuple[str, str]:
+        return "RetrieveResponse", (
+            f'<RetrieveResponseMsg xmlns="{NS}">{x("OverallStatus", status)}{x("RequestID", ctx.request_id)}'
+            f"{results}</RetrieveResponseMsg>"
+        )
+
+    if rtype is None:
+        return reply(f"Error: Unable to retrieve objects of type {object_type or '(none)'} in this sandbox.")
+    aliases = dict(rtype.aliases)
+    props = [aliases.get(p, p) for p in ((c.text or "").strip() for c in kids(req, "Properties")) if p]
+    if not props:
+        return reply("Error: Request must include at least one property to retrieve.")
+    bad = [p for p in props if p not in rtype.fields]
+    if bad:
+        return reply(
+            f"Error: The Request Property(s) {', '.join(bad)} do not match with the fields of {object_type} retrieve"
+        )
+    try:
+        keep = _filter_fn(kid(req, "Filter"), rtype)
+        rows = [r for r in rtype.rows(ctx.sb) if keep(r)]
+    except FilterError as exc:
+        return reply(f"Error: {exc}")
+    rows = rows[:MAX_RETRIEVE]
+    out: list[str] = []
+    for r in rows:
+        if rtype.render is not None:
+            inner = rtype.render(r, props)
+        else:
+            inner = nil("PartnerKey") + "".join(x(f, r.get(f)) for f in rtype.fields if f in props)
+        out.append(f'<Results xsi:type="{object_type}">{inner}</Results>')
+    return reply("OK", "".join(out))
+
+
+OPERATIONS: dict[str, Callable[[Ctx, etree._Element], tuple[str, str]]] = {
+    "CreateRequest": op_create,
+    "UpdateRequest": op_update,
+    "DeleteRequest": op_delete,
+    "RetrieveRequestMsg": op_retrieve,
+    "PerformRequestMsg": op_perform,
+}
+
+
+# ------------------------------------------------------------------------------------------------ WSDL
+
+
+def load_wsdl(base_url: str) -> tuple[bytes, bytes]:
+    """The WSDL and fault XSD, rewritten to point at this sandbox so zeep needs no network."""
+    from importlib import resources
+
+    folder = resources.files("mc_sandbox") / "wsdl"
+    wsdl = (folder / "etframework.wsdl").read_text(encoding="utf-8")
+    wsdl = wsdl.replace("https://webservice.exacttarget.com/Service.asmx", f"{base_url}Service.asmx")
+    wsdl = wsdl.replace(
+        "https://webservice.exacttarget.com/ETFrameworkFault.xsd", f"{base_url}ETFrameworkFault.xsd"
+    )
+    xsd = (folder / "ETFrameworkFault.xsd").read_bytes()
+    return wsdl.encode("utf-8"), xsd
+

@@ -1,0 +1,324 @@
+"""In-memory state of the sandbox.
+
+Everything runs on one asyncio loop, and every read-modify-write below is synchronous (no ``await``
+in between), so concurrent clients cannot interleave inside an update.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(dt: datetime | None) -> str | None:
+    """ISO-8601 with a ``Z`` suffix; the inspection API and the SOAP dateTime fields use it."""
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def mc_date_string(dt: datetime | None) -> str | None:
+    """The ``M/D/YYYY h:mm:ss AM`` shape of ImportResultsSummary's string dates (UTC here)."""
+    if dt is None:
+        return None
+    dt = dt.astimezone(UTC)
+    hour = dt.hour % 12 or 12
+    ampm = "AM" if dt.hour < 12 else "PM"
+    return f"{dt.month}/{dt.day}/{dt.year} {hour}:{dt.minute:02d}:{dt.second:02d} {ampm}"
+
+
+# MC's Email Studio rule: under 100 characters, no leading/trailing spaces, ASCII only, user@domain.tld.
+_EMAIL_RE = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}$"
+)
+
+
+def valid_email(value: str | None) -> bool:
+    if not value or len(value) >= 100 or value != value.strip() or not value.isascii():
+        return False
+    return _EMAIL_RE.match(value) is not None
+
+
+BOUNCE_DOMAIN = "bounce.example"
+
+
+def is_bounce_address(email: str) -> bool:
+    return email.lower().rsplit("@", 1)[-1] == BOUNCE_DOMAIN
+
+
+@dataclass
+class Config:
+    http_port: int
+    sftp_port: int
+    import_delay: float = 1.0
+    state_dir: Path = Path(".state/mc_sandbox")
+    rate_limit: int = 0
+    message_cap: int = 1_000_000
+    token_ttl: float = 1200.0
+    client_id: str = "sandbox-client"
+    client_secret: str = "sandbox-secret"
+    account_id: str = "100000001"
+    sftp_user: str = "sandbox"
+    sftp_password: str = "sandbox"
+    # How long an import stays in Processing (per file, plus a little per row), so that a poller can
+    # observe the New -> Processing -> Completed sequence.
+    import_processing_seconds: float = 0.2
+    bounce_delay: float = 0.2
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/"
+
+    @property
+    def sftp_root(self) -> Path:
+        return self.state_dir / "sftp"
+
+
+@dataclass
+class Subscriber:
+    subscriber_key: str
+    email: str
+    id: int
+    mobile: str | None = None
+    status: str = "Active"
+    attributes: dict[str, str] = field(default_factory=dict)
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "subscriber_key": self.subscriber_key,
+            "email": self.email,
+            "mobile": self.mobile,
+            "status": self.status,
+            "attributes": dict(self.attributes),
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+        }
+
+
+@dataclass
+class Message:
+    id: str
+    channel: str  # "email" | "sms"
+    definition_key: str
+    subscriber_key: str
+    to: str
+    from_name: str | None
+    attributes: dict[str, str]
+    text: str
+    received_at: datetime = field(default_factory=utcnow)
+    api: str = "rest"  # rest | soap | sms: which API accepted it
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "channel": self.channel,
+            "definition_key": self.definition_key,
+            "subscriber_key": self.subscriber_key,
+            "to": self.to,
+            "from_name": self.from_name,
+            "attributes": dict(self.attributes),
+            "text": self.text,
+            "received_at": iso(self.received_at),
+            "api": self.api,
+        }
+
+
+@dataclass
+class ImportRowError:
+    row: int
+    subscriber_key: str
+    email: str
+    error_code: int
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "row": self.row,
+            "subscriber_key": self.subscriber_key,
+            "email": self.email,
+            "error_code": self.error_code,
+            "message": self.message,
+        }
+
+
+@dataclass
+class ImportJob:
+    task_id: int
+    definition_key: str
+    file: str  # path inside the SFTP root, e.g. "/Import/subscribers_w1.csv" ("" when none matched)
+    allow_errors: bool = True
+    source: str = "filedrop"  # filedrop | perform
+    status: str = "New"
+    total_rows: int = 0
+    succeeded: int = 0
+    errors: list[ImportRowError] = field(default_factory=list)
+    error_message: str | None = None
+    object_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    queued_at: datetime = field(default_factory=utcnow)
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "definition_key": self.definition_key,
+            "file": self.file,
+            "source": self.source,
+            "status": self.status,
+            "total_rows": self.total_rows,
+            "succeeded": self.succeeded,
+            "errors": [e.to_json() for e in self.errors],
+            "error_message": self.error_message,
+            "queued_at": iso(self.queued_at),
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
+        }
+
+
+@dataclass
+class ImportDefinition:
+    customer_key: str
+    name: str
+    file_spec: str
+    allow_errors: bool = True
+    update_type: str = "AddAndUpdate"
+    object_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+@dataclass
+class TrackingEvent:
+    """A SentEvent (email) or SMSMTEvent (sms), for SOAP Retrieve reconciliation."""
+
+    kind: str  # "SentEvent" | "SMSMTEvent"
+    subscriber_key: str
+    event_date: datetime
+    send_id: int
+    definition_key: str
+    definition_object_id: str
+    message_id: str
+
+
+@dataclass
+class SmsSend:
+    token_id: str
+    message_id: str
+    numbers: list[str]
+    text: str
+    created_at: datetime = field(default_factory=utcnow)
+
+
+class State:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.subscribers: dict[str, Subscriber] = {}
+        self.messages: deque[Message] = deque(maxlen=max(1, config.message_cap))
+        self.delivery_records: dict[str, dict[str, Any]] = {}
+        self.sms_sends: dict[str, SmsSend] = {}
+        self.events: deque[TrackingEvent] = deque(maxlen=max(1, config.message_cap))
+        self.imports: dict[int, ImportJob] = {}
+        self.import_definitions: dict[str, ImportDefinition] = {}
+        self.tokens: dict[str, float] = {}  # token -> expiry (loop.time())
+        self.stats: dict[str, int] = {}
+        self._next_subscriber_id = 481_746_000
+        self._next_task_id = 130_040_000
+        self._next_send_id = 1_888_000
+        # Bumped on reset, so that background work started before a reset (a scheduled bounce, an
+        # import waiting for its delay) can notice it belongs to a previous generation and stand down.
+        self.generation = 0
+        self.reset_stats()
+
+    def reset_stats(self) -> None:
+        self.stats = dict.fromkeys(
+            (
+                "token_requests",
+                "token_failures",
+                "soap_calls",
+                "rest_calls",
+                "sms_calls",
+                "sftp_logins",
+                "sftp_login_failures",
+                "sftp_uploads",
+                "imports_started",
+                "imports_completed",
+                "emails_accepted",
+                "emails_refused",
+                "sms_accepted",
+                "rate_limited",
+                "faults_injected",
+                "ens_deliveries",
+                "ens_delivery_failures",
+                "bounces",
+            ),
+            0,
+        )
+
+    def bump(self, counter: str, by: int = 1) -> None:
+        self.stats[counter] = self.stats.get(counter, 0) + by
+
+    def reset(self) -> None:
+        self.subscribers.clear()
+        self.messages.clear()
+        self.delivery_records.clear()
+        self.sms_sends.clear()
+        self.events.clear()
+        self.imports.clear()
+        self.import_definitions.clear()
+        self.tokens.clear()
+        self.generation += 1
+        self.reset_stats()
+
+    def next_subscriber_id(self) -> int:
+        self._next_subscriber_id += 1
+        return self._next_subscriber_id
+
+    def next_task_id(self) -> int:
+        self._next_task_id += 1
+        return self._next_task_id
+
+    def next_send_id(self) -> int:
+        self._next_send_id += 1
+        return self._next_send_id
+
+    def find_subscriber_by_email(self, email: str) -> Subscriber | None:
+        low = email.lower()
+        for sub in self.subscribers.values():
+            if sub.email.lower() == low:
+                return sub
+        return None
+
+    def upsert_subscriber(
+        self,
+        key: str,
+        email: str,
+        mobile: str | None = None,
+        attributes: dict[str, str] | None = None,
+        status: str | None = None,
+    ) -> tuple[Subscriber, bool]:
+        """Add or update; returns (subscriber, created)."""
+        now = utcnow()
+        sub = self.subscribers.get(key)
+        created = sub is None
+        if sub is None:
+            sub = Subscriber(subscriber_key=key, email=email, id=self.next_subscriber_id(), created_at=now)
+            self.subscribers[key] = sub
+        sub.email = email
+        if mobile:
+            sub.mobile = mobile
+        if attributes:
+            sub.attributes.update(attributes)
+        if status:
+            sub.status = status
+        sub.updated_at = now
+        return sub, created

@@ -1,0 +1,106 @@
+"""The Faust application, its topics and its tables: the shared vocabulary of every stage.
+
+Each stage lives in its own module (intake, batcher, imports, senders, suppression, tracking) and
+registers its agents on `app` when imported; `worker.py` imports them all.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from stream_app.mc import MarketingCloud
+from stream_app.records import BatcherInput, EmailBounced, SubscriberBatch, TraceStep
+from stream_app.settings import Settings, load
+
+settings: Settings = load()
+
+INPUT_TOPICS = ("packet.drawn", "packet.redeemed")
+READY_TOPIC = "subscriber.ready"
+STATUS_TOPIC = "notification.status"
+BOUNCED_TOPIC = "email.bounced"
+INTENTS_TOPIC = "stream_app.intents"
+BATCHES_TOPIC = "stream_app.batches"
+TRACE_TOPIC = "stream_app.trace"
+DLQ_SOURCES = (*INPUT_TOPICS, READY_TOPIC, BATCHES_TOPIC)
+
+
+def dlq_name(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+def topic_partitions() -> dict[str, int]:
+    """Every topic the app reads or writes, with its partition count (see `create-topics`)."""
+    n = settings.topic_partitions
+    counts = {name: n for name in (*INPUT_TOPICS, READY_TOPIC, STATUS_TOPIC, INTENTS_TOPIC, BATCHES_TOPIC)}
+    counts[TRACE_TOPIC] = n
+    counts[BOUNCED_TOPIC] = 1
+    counts.update({dlq_name(t): 1 for t in DLQ_SOURCES})
+    return counts
+
+
+app = faust.App(
+    "stream_app",
+    broker=settings.broker_url,
+    store=settings.store,
+    datadir=str(settings.state_dir / f"worker-{settings.web_port}"),
+    web_host=settings.web_host,
+    web_port=settings.web_port,
+    web_bind=settings.web_host,
+    topic_partitions=settings.topic_partitions,
+    # A new consumer group must start from the oldest event, not skip what arrived before it.
+    consumer_auto_offset_reset="earliest",
+    # Short commit interval: fewer replays after a SIGKILL (the ledger absorbs the rest).
+    broker_commit_interval=0.5,
+    # Our own sweeps close batch windows; Faust's 30 s default timer is not on our path.
+    table_cleanup_interval=30.0,
+    stream_wait_empty=False,
+    producer_acks=-1,
+    producer_linger_ms=2,
+    key_serializer="raw",
+    value_serializer="raw",
+    logging_config=None,
+)
+
+# External topics carry raw bytes: the agents decode them so a bad record can go to its DLQ untouched.
+packet_drawn_topic = app.topic("packet.drawn", value_type=bytes, value_serializer="raw")
+packet_redeemed_topic = app.topic("packet.redeemed", value_type=bytes, value_serializer="raw")
+ready_topic = app.topic(READY_TOPIC, value_type=bytes, value_serializer="raw")
+status_topic = app.topic(STATUS_TOPIC, value_type=bytes, value_serializer="raw")
+bounced_topic = app.topic(BOUNCED_TOPIC, value_type=EmailBounced, value_serializer="json")
+intents_topic = app.topic(INTENTS_TOPIC, value_type=BatcherInput, value_serializer="json")
+batches_topic = app.topic(BATCHES_TOPIC, value_type=SubscriberBatch, value_serializer="json")
+trace_topic = app.topic(TRACE_TOPIC, value_type=TraceStep, value_serializer="json")
+
+# Tables. Values are small and keyed per row, never lists that grow per event.
+seen_drawn = app.Table("seen-packet.drawn", key_type=str, value_type=float, key_serializer="raw")
+seen_redeemed = app.Table("seen-packet.redeemed", key_type=str, value_type=float, key_serializer="raw")
+known_subscribers = app.Table("known-subscribers", key_type=str, value_type=str, key_serializer="raw")
+pending_rows = app.Table("pending-rows", key_type=str, value_type=bytes, value_serializer="raw")
+open_windows = app.Table("open-windows", key_type=str, value_type=bytes, value_serializer="raw")
+email_ledger = app.Table("ledger-email", key_type=str, value_type=bytes, value_serializer="raw")
+sms_ledger = app.Table("ledger-sms", key_type=str, value_type=bytes, value_serializer="raw")
+suppressed = app.GlobalTable("suppressed", key_type=str, value_type=bytes, value_serializer="raw")
+event_trace = app.Table(
+    "event-trace", key_type=str, value_type=bytes, value_serializer="raw", key_serializer="raw"
+)
+
+log = logging.getLogger("stream_app")
+
+
+def marketing_cloud() -> MarketingCloud:
+    """The worker's one MC client set (one token, one HTTP pool, one SFTP connection)."""
+    global _mc
+    if _mc is None:
+        _mc = MarketingCloud(settings)
+    return _mc
+
+
+_mc: MarketingCloud | None = None
+
+
+@app.on_before_shutdown.connect
+async def _close_marketing_cloud(app: faust.App, **kwargs: object) -> None:
+    if _mc is not None:
+        await _mc.close()

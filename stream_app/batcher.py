@@ -1,0 +1,178 @@
+"""Subscriber batcher: gathers new or changed subscribers into windows, one CSV per window.
+
+A notification whose subscriber MC already has (same email and mobile) goes straight on to
+`subscriber.ready`. The others wait in a window: tumbling, aligned to the wall clock so that every
+partition's window closes at the same moment and the import stage can merge them into one upload,
+and closed early when it reaches `BATCH_MAX_ROWS`.
+
+Why not Faust's windowed tables with `on_window_close`: that callback runs from a 30 s timer outside
+stream iteration (it cannot write tables), is never called for windows restored after a restart, and
+windows have no size limit. Here the window state is two plain tables keyed per row (`pending-rows`)
+and per window (`open-windows`); a timer only *asks* for a close by putting a `close` record on the
+window's own partition, and the agent closes it in stream order, where table writes are allowed.
+Windows restored from the changelog after a crash are seen by the same timer and flushed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass
+
+import orjson
+from faust.types import TP, EventT, StreamT
+
+from stream_app.app import (
+    INTENTS_TOPIC,
+    app,
+    batches_topic,
+    intents_topic,
+    known_subscribers,
+    open_windows,
+    pending_rows,
+    settings,
+    suppressed,
+)
+from stream_app.outputs import send_ready, send_status, trace
+from stream_app.records import BatcherInput, SubscriberBatch, SubscriberReady
+
+log = logging.getLogger("stream_app.batcher")
+
+SEP = "\x1f"
+# A close request not acted on after this long (worker busy or restarted) is asked again.
+CLOSE_RETRY_SECONDS = 5.0
+
+
+@dataclass
+class WindowMeta:
+    partition: int
+    opened_at: float
+    closes_at: float
+    rows: int
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(self.__dict__)
+
+    @classmethod
+    def loads(cls, raw: bytes) -> WindowMeta:
+        return cls(**orjson.loads(raw))
+
+
+def subscriber_signature(email: str | None, mobile: str | None) -> str:
+    return f"{email or ''}{SEP}{mobile or ''}"
+
+
+def window_bounds(now: float, size: float) -> tuple[float, float]:
+    start = math.floor(now / size) * size
+    return start, start + size
+
+
+def needs_import(ready: SubscriberReady, known: str | None) -> bool:
+    """Upload the subscriber unless MC has it with this very email and mobile.
+
+    A notification without an email (an SMS whose party's email was invalid) needs no email
+    subscriber: MobileConnect sends to the number.
+    """
+    if ready.email is None:
+        return False
+    return known != subscriber_signature(ready.email, ready.mobile)
+
+
+# In-memory helpers, rebuilt from the tables whenever missing (after a restart or rebalance).
+_current_window: dict[int, str] = {}
+_close_requested: dict[str, float] = {}
+
+
+def _open_window(partition: int, now: float) -> tuple[str, WindowMeta]:
+    window_id = _current_window.get(partition)
+    if window_id is not None:
+        raw = open_windows.get(window_id)
+        if raw is not None:
+            meta = WindowMeta.loads(raw)
+            if meta.closes_at > now and meta.rows < settings.batch_max_rows:
+                return window_id, meta
+    start, end = window_bounds(now, settings.batch_window_seconds)
+    window_id = f"p{partition}-{int(start * 1000)}-{uuid.uuid4().hex[:6]}"
+    meta = WindowMeta(partition=partition, opened_at=now, closes_at=end, rows=0)
+    _current_window[partition] = window_id
+    return window_id, meta
+
+
+async def add_to_window(event: EventT, ready: SubscriberReady) -> None:
+    partition = event.message.partition
+    window_id, meta = _open_window(partition, time.time())
+    pending_rows[f"{window_id}{SEP}{ready.notification_id}"] = ready.dumps(serializer="json")
+    meta.rows += 1
+    open_windows[window_id] = meta.dumps()
+    await trace(ready.event_id, "batched", notification_id=ready.notification_id, window=window_id)
+    if meta.rows >= settings.batch_max_rows:
+        await close_window(window_id)
+
+
+async def close_window(window_id: str) -> None:
+    raw = open_windows.get(window_id)
+    if raw is None:  # already closed: a repeated close request
+        return
+    prefix = f"{window_id}{SEP}"
+    keys = [key for key in pending_rows if key.startswith(prefix)]
+    rows = [SubscriberReady.loads(pending_rows[key], serializer="json") for key in keys]
+    if rows:
+        await batches_topic.send(
+            key=window_id.encode(),
+            value=SubscriberBatch(window_id=window_id, closed_at=time.time(), rows=rows),
+            force=True,
+        )
+    for key in keys:
+        del pending_rows[key]
+    del open_windows[window_id]
+    _close_requested.pop(window_id, None)
+    for partition, current in list(_current_window.items()):
+        if current == window_id:
+            del _current_window[partition]
+    log.info("window closed", extra={"window": window_id, "rows": len(rows)})
+
+
+async def handle(event: EventT, item: BatcherInput) -> None:
+    if item.kind == "close":
+        await close_window(item.window_id or "")
+    elif item.kind == "confirmed":
+        known_subscribers[item.subscriber_key] = subscriber_signature(item.email, item.mobile)
+    elif item.kind == "intent" and item.ready is not None:
+        ready = item.ready
+        if ready.channel == "email" and ready.email and ready.email.lower() in suppressed:
+            await send_status(ready, "suppressed", reason="address on the suppression list (bounced)")
+        elif needs_import(ready, known_subscribers.get(ready.subscriber_key)):
+            await add_to_window(event, ready)
+        else:
+            await send_ready(ready, via="known subscriber")
+    else:
+        raise ValueError(f"unknown batcher input kind {item.kind!r}")
+
+
+@app.agent(intents_topic, name="subscriber-batcher")
+async def batcher(stream: StreamT) -> None:
+    async for event in stream.events():
+        try:
+            await handle(event, event.value)
+        except Exception:  # an internal record is ours; log loudly, never stop the agent
+            log.exception("batcher failed on a record", extra={"offset": event.message.offset})
+
+
+@app.timer(0.2)
+async def request_due_closes() -> None:
+    """Ask for the close of every due window this worker owns, restored ones included."""
+    now = time.time()
+    assigned = app.assignor.assigned_actives()
+    for window_id, raw in list(open_windows.items()):
+        meta = WindowMeta.loads(raw)
+        if meta.closes_at > now or TP(INTENTS_TOPIC, meta.partition) not in assigned:
+            continue
+        asked = _close_requested.get(window_id)
+        if asked is not None and now - asked < CLOSE_RETRY_SECONDS:
+            continue
+        _close_requested[window_id] = now
+        await intents_topic.send(
+            value=BatcherInput(kind="close", window_id=window_id), partition=meta.partition
+        )

@@ -1,0 +1,146 @@
+"""Import watcher: closed windows become one CSV on MC's SFTP, then subscribers MC confirmed.
+
+Batches that arrive together (every partition's window closes at the same aligned moment) are
+merged into one file, so a worker uploads at most once per window. The upload is a File Drop: MC
+starts the import when the file is completely written, and this stage polls `ImportResultsSummary`
+for that file with backoff. Rows MC imported go on to `subscriber.ready`; rows it rejected end as
+`failed` with MC's reason. A broken upload is retried under a new file name, and an import whose row
+count differs from what was written is redone, since MC may have read a partial file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from faust.types import EventT, StreamT
+
+from stream_app.app import app, batches_topic, intents_topic, marketing_cloud, settings
+from stream_app.mc import AuthError, ImportSummary, TransientMCError, attempt_name, error_report_path
+from stream_app.outputs import send_ready, send_status, send_to_dlq, trace
+from stream_app.records import BatcherInput, SubscriberBatch, SubscriberReady
+from stream_app.retry import RetriesExhausted, RetryPolicy, call_with_retries
+from stream_app.subscriber_csv import build_csv, parse_error_report, subscriber_rows
+
+log = logging.getLogger("stream_app.imports")
+
+MERGE_WITHIN_SECONDS = 0.3
+MAX_BATCHES_PER_FILE = 64
+POLL_FIRST_SECONDS = 0.2
+POLL_MAX_SECONDS = 5.0
+
+
+class ImportFailed(TransientMCError):
+    """MC's import of our file went wrong as a whole; uploading again may succeed."""
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    file_name: str
+    summary: ImportSummary
+    rejected: dict[str, str]
+
+
+def file_base_name(now: datetime) -> str:
+    return f"subscribers_{now:%Y%m%dT%H%M%S}_{uuid.uuid4().hex[:8]}.csv"
+
+
+async def wait_for_import(file_name: str, expected_rows: int) -> ImportOutcome:
+    """Poll MC until the import of `file_name` is over; never assume it is done after a delay."""
+    mc = marketing_cloud()
+    deadline = time.monotonic() + settings.import_timeout_seconds
+    pause = POLL_FIRST_SECONDS
+    while True:
+        summary = await mc.soap.import_summary(file_name)
+        if summary is not None and summary.done:
+            break
+        if time.monotonic() > deadline:
+            raise ImportFailed(f"import of {file_name} not finished after {settings.import_timeout_seconds:.0f} s")
+        await asyncio.sleep(pause)
+        pause = min(pause * 1.5, POLL_MAX_SECONDS)
+    if summary.status != "Completed":
+        raise ImportFailed(f"MC import of {file_name} ended with status {summary.status}")
+    if summary.total_rows != expected_rows:
+        raise ImportFailed(f"MC read {summary.total_rows} rows of {file_name}, {expected_rows} were written")
+    rejected: dict[str, str] = {}
+    if summary.errors:
+        report = await mc.sftp.read_file(error_report_path(file_name))
+        rejected = parse_error_report(report) if report else {}
+    return ImportOutcome(file_name, summary, rejected)
+
+
+async def import_subscribers(notifications: list[SubscriberReady]) -> ImportOutcome:
+    rows = subscriber_rows(notifications)
+    data = build_csv(rows)
+    base = file_base_name(datetime.now(UTC))
+    mc = marketing_cloud()
+
+    async def attempt(number: int) -> ImportOutcome:
+        name = attempt_name(base, number)
+        try:
+            await mc.sftp.upload(name, data)
+        except AuthError as exc:  # a wrong password blocks every batch: back off, do not drop
+            raise TransientMCError(str(exc)) from exc
+        log.info("uploaded subscriber file", extra={"file": name, "rows": len(rows)})
+        return await wait_for_import(name, len(rows))
+
+    async def on_retry(number: int, exc: TransientMCError, wait: float) -> None:
+        log.warning("import attempt %d failed, retrying in %.1f s: %s", number, wait, exc)
+
+    policy = RetryPolicy(settings.retry_max_attempts, settings.retry_base_seconds, settings.retry_max_seconds)
+    outcome, _ = await call_with_retries(attempt, policy, on_retry)
+    return outcome
+
+
+async def handle(events: list[EventT]) -> None:
+    notifications = [row for event in events for row in event.value.rows]
+    windows = [event.value.window_id for event in events]
+    try:
+        outcome = await import_subscribers(notifications)
+    except RetriesExhausted as exc:
+        for event in events:
+            await send_to_dlq(event, exc)
+        for ready in notifications:
+            await send_status(ready, "failed", reason=f"subscriber import failed: {exc}")
+        return
+    imported = outcome.summary
+    for ready in notifications:
+        await trace(
+            ready.event_id,
+            "imported",
+            notification_id=ready.notification_id,
+            windows=",".join(windows),
+            file=outcome.file_name,
+            import_status=imported.status,
+            total_rows=imported.total_rows,
+            succeeded=imported.succeeded,
+            errors=imported.errors,
+        )
+        reason = outcome.rejected.get(ready.subscriber_key)
+        if reason is not None:
+            await send_status(ready, "failed", reason=reason)
+        else:
+            await send_ready(ready, via=f"import {outcome.file_name}")
+    confirmed = {r.subscriber_key: r for r in notifications if r.subscriber_key not in outcome.rejected}
+    for key, ready in confirmed.items():
+        await intents_topic.send(
+            key=key.encode(),
+            value=BatcherInput(kind="confirmed", subscriber_key=key, email=ready.email, mobile=ready.mobile),
+            force=True,
+        )
+
+
+@app.agent(batches_topic, name="import-watcher")
+async def import_watcher(stream: StreamT[SubscriberBatch]) -> None:
+    # take_events is safe here: this stage writes no table.
+    async for events in stream.take_events(MAX_BATCHES_PER_FILE, within=MERGE_WITHIN_SECONDS):
+        try:
+            await handle(list(events))
+        except Exception as exc:  # never stop the agent; the batch is kept in the DLQ
+            log.exception("import stage failed")
+            for event in events:
+                await send_to_dlq(event, exc)

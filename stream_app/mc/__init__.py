@@ -1,0 +1,61 @@
+"""Salesforce Marketing Cloud clients: OAuth2 tokens, REST sends, SOAP lookups, SFTP imports.
+
+Everything talks to MC over the network exactly as documented, so the same code runs against the
+real service or the local sandbox.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from stream_app.mc.auth import TokenManager
+from stream_app.mc.errors import AuthError, MCError, PermanentMCError, TransientMCError
+from stream_app.mc.rest import RestClient, SendReceipt, verify_ens_signature
+from stream_app.mc.sftp import SftpUploader, attempt_name, error_report_path
+from stream_app.mc.soap import ImportSummary, SentRecord, SoapClient, SubscriberRow, UpsertResult
+from stream_app.settings import Settings
+
+__all__ = [
+    "AuthError",
+    "ImportSummary",
+    "MCError",
+    "MarketingCloud",
+    "PermanentMCError",
+    "RestClient",
+    "SendReceipt",
+    "SentRecord",
+    "SftpUploader",
+    "SoapClient",
+    "SubscriberRow",
+    "TokenManager",
+    "TransientMCError",
+    "UpsertResult",
+    "attempt_name",
+    "error_report_path",
+    "verify_ens_signature",
+]
+
+
+class MarketingCloud:
+    """The MC clients of one worker, sharing one token and one pool of HTTP connections."""
+
+    def __init__(self, settings: Settings, *, http: httpx.AsyncClient | None = None) -> None:
+        self._owns_http = http is None
+        self.http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, connect=10.0),
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32, keepalive_expiry=60),
+        )
+        self.tokens = TokenManager(settings, self.http)
+        self.rest = RestClient(self.tokens, self.http, from_address=settings.mc_from_address)
+        self.soap = SoapClient(self.tokens, self.http)
+        self.sftp = SftpUploader(settings)
+
+    async def start(self) -> None:
+        """Fetch a token and load the WSDL now, so bad credentials show at startup."""
+        await self.tokens.token()
+        await self.soap.start()
+
+    async def close(self) -> None:
+        await self.sftp.close()
+        if self._owns_http:
+            await self.http.aclose()

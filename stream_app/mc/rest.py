@@ -1,0 +1,243 @@
+"""MC REST: classic triggered email sends, MobileConnect SMS, and ENS callback registration."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from stream_app.mc.auth import TokenManager
+from stream_app.mc.errors import AuthError, PermanentMCError, TransientMCError, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SendReceipt:
+    """MC's acknowledgement of one send.
+
+    For email `request_id` is MC's requestId and `recipient_send_id` the id of the delivery record;
+    for SMS `request_id` is the MobileConnect tokenId.
+    """
+
+    request_id: str
+    recipient_send_id: str = ""
+
+
+class RestClient:
+    """Stateless wrapper over the REST routes; it never retries except once after a 401.
+
+    The caller owns the retry policy: every failure surfaces as TransientMCError or
+    PermanentMCError so it can back off or give up.
+    """
+
+    def __init__(self, tokens: TokenManager, http: httpx.AsyncClient, *, from_address: str = "") -> None:
+        self._tokens = tokens
+        self._http = http
+        self._from_address = from_address
+
+    async def send_email(
+        self,
+        definition_key: str,
+        *,
+        to: str,
+        subscriber_key: str,
+        from_name: str | None = None,
+        from_address: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> SendReceipt:
+        sender: dict[str, str] = {}
+        if from_address or self._from_address:
+            sender["Address"] = from_address or self._from_address
+        if from_name:
+            sender["Name"] = from_name
+        recipient: dict[str, Any] = {"Address": to, "SubscriberKey": subscriber_key}
+        if attributes:
+            recipient["ContactAttributes"] = {"SubscriberAttributes": dict(attributes)}
+        body: dict[str, Any] = {"To": recipient, "Options": {"RequestType": "SYNC"}}
+        if sender:
+            body["From"] = sender
+        path = f"messaging/v1/messageDefinitionSends/key:{quote(definition_key, safe='')}/send"
+        response = await self._request("POST", path, body)
+        return _email_receipt(_json(response))
+
+    async def send_sms(
+        self, message_id: str, *, mobile_e164: str, text: str, subscriber_key: str = ""
+    ) -> SendReceipt:
+        # MobileConnect wants the country code and digits only; a "+" or separators are refused.
+        digits = mobile_e164.strip().removeprefix("+")
+        if not digits.isdigit():
+            raise PermanentMCError("mobile number is not E.164 digits", code="InvalidPhoneNumber")
+        body = {"mobileNumbers": [digits], "Override": True, "messageText": text}
+        path = f"sms/v1/messageContact/{quote(message_id, safe='')}/send"
+        response = await self._request("POST", path, body)
+        payload = _json(response)
+        token_id = payload.get("tokenId") if isinstance(payload, dict) else None
+        if not token_id:
+            raise PermanentMCError("SMS send answered without a tokenId", code=response.status_code)
+        log.debug("SMS accepted for subscriber %s", subscriber_key)
+        return SendReceipt(request_id=str(token_id))
+
+    async def register_callback(self, name: str, url: str, *, max_batch_size: int = 1000) -> tuple[str, str]:
+        """Register an ENS callback; returns (callbackId, signatureKey).
+
+        MC shows the signature key only in this answer, so the caller must store it.
+        """
+        body = [{"callbackName": name, "url": url, "maxBatchSize": max_batch_size}]
+        payload = _json(await self._request("POST", "platform/v1/ens-callbacks", body))
+        item = payload[0] if isinstance(payload, list) and payload else payload
+        try:
+            return str(item["callbackId"]), str(item["signatureKey"])
+        except (KeyError, TypeError) as exc:
+            raise PermanentMCError("ENS callback registration answered without callbackId") from exc
+
+    async def verify_callback(self, callback_id: str, verification_key: str) -> None:
+        body = {"callbackId": callback_id, "verificationKey": verification_key}
+        await self._request("POST", "platform/v1/ens-verify", body)
+
+    async def subscribe(
+        self,
+        callback_id: str,
+        name: str,
+        event_types: Sequence[str],
+        *,
+        filters: Sequence[str] = (),
+    ) -> str:
+        """Subscribe a verified callback to event types; returns the subscriptionId."""
+        body = [
+            {
+                "callbackId": callback_id,
+                "subscriptionName": name,
+                "eventCategoryTypes": list(event_types),
+                "filters": list(filters),
+            }
+        ]
+        payload = _json(await self._request("POST", "platform/v1/ens-subscriptions", body))
+        item = payload[0] if isinstance(payload, list) and payload else payload
+        return str(item.get("subscriptionId", "")) if isinstance(item, dict) else ""
+
+    async def _request(self, method: str, path: str, body: Any) -> httpx.Response:
+        for attempt in (1, 2):
+            token = await self._tokens.token()
+            url = f"{self._tokens.rest_base}{path}"
+            try:
+                response = await self._http.request(
+                    method, url, json=body, headers={"Authorization": f"Bearer {token}"}
+                )
+            except httpx.TimeoutException as exc:
+                raise TransientMCError(f"{method} {path}: timed out ({type(exc).__name__})") from exc
+            except httpx.TransportError as exc:
+                raise TransientMCError(f"{method} {path}: {type(exc).__name__}") from exc
+            if response.status_code == 401:
+                # The token may have expired early or been revoked: one fresh token, then give up.
+                self._tokens.invalidate(token)
+                if attempt == 1:
+                    continue
+                raise AuthError(f"{method} {path}: MC rejected a fresh token", code=401)
+            _raise_for_status(response, f"{method} {path}")
+            return response
+        raise AssertionError("unreachable")
+
+
+def verify_ens_signature(body: bytes, header: str | None, key: str) -> bool:
+    """Check ENS's `x-sfmc-ens-signature`: base64 HMAC-SHA256 of the raw body, keyed with the
+    signature key's UTF-8 bytes (not base64-decoded)."""
+    if not header or not key:
+        return False
+    expected = base64.b64encode(hmac.new(key.encode("utf-8"), body, hashlib.sha256).digest())
+    return hmac.compare_digest(expected, header.strip().encode("ascii", "replace"))
+
+
+def _json(response: httpx.Response) -> Any:
+    if not response.content:
+        return {}
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise TransientMCError(f"HTTP {response.status_code} with a body that is not JSON") from exc
+
+
+def _raise_for_status(response: httpx.Response, what: str) -> None:
+    status = response.status_code
+    if status < 400:
+        return
+    message, code, body_retry = _error_fields(response)
+    if status == 429 or status >= 500 or status == 408:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if retry_after is None:
+            retry_after = body_retry
+        raise TransientMCError(f"{what}: HTTP {status} {message}".rstrip(), retry_after=retry_after)
+    raise PermanentMCError(
+        f"{what}: HTTP {status} {message}".rstrip(), code=code if code is not None else status
+    )
+
+
+def _error_fields(response: httpx.Response) -> tuple[str, int | str | None, float | None]:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason_phrase, None, None
+    if not isinstance(body, dict):
+        return response.reason_phrase, None, None
+    # MobileConnect answers {"errors": [...]}, the platform {"message", "errorcode"}.
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors:
+        message = "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in errors)
+    else:
+        message = str(body.get("message") or body.get("error_description") or response.reason_phrase)
+    code = body.get("errorcode", body.get("errorCode"))
+    retry = body.get("retryAfter")
+    try:
+        retry_after = float(retry) if retry is not None else None
+    except (TypeError, ValueError):
+        retry_after = None
+    return message, code, retry_after
+
+
+def _email_receipt(payload: Any) -> SendReceipt:
+    if not isinstance(payload, dict):
+        raise PermanentMCError("triggered send answered with an unexpected body")
+    responses = payload.get("responses")
+    # A missing or invalid To.Address comes back unwrapped, without `responses`.
+    item = responses[0] if isinstance(responses, list) and responses else payload
+    if not isinstance(item, dict):
+        raise PermanentMCError("triggered send answered with an unexpected body")
+    if item.get("hasErrors"):
+        raise _send_refusal(item)
+    request_id = str(payload.get("requestId") or item.get("recipientSendId") or "")
+    if not request_id:
+        raise PermanentMCError("triggered send answered without a requestId")
+    return SendReceipt(
+        request_id=request_id, recipient_send_id=str(item.get("recipientSendId") or request_id)
+    )
+
+
+def _send_refusal(item: Mapping[str, Any]) -> PermanentMCError:
+    reasons: list[str] = []
+    code: int | str | None = None
+    subscriber_code: int | None = None
+    for error in item.get("messageErrors") or []:
+        if not isinstance(error, dict):
+            continue
+        error_code = error.get("messageErrorCode")
+        if code is None:
+            code = error_code
+        elif subscriber_code is None and isinstance(error_code, int):
+            subscriber_code = error_code
+        status = error.get("messageErrorStatus")
+        if status:
+            reasons.append(str(status))
+    messages = [str(m) for m in item.get("messages") or []]
+    if code is None and messages:
+        code = messages[0]
+    reasons.extend(m for m in messages if m not in reasons)
+    return PermanentMCError(
+        "; ".join(reasons) or "triggered send refused", code=code, subscriber_code=subscriber_code
+    )

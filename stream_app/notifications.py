@@ -1,0 +1,202 @@
+"""What an input event means for people: which notifications, to whom, with which words.
+
+Pure functions only: the agents call them, the unit tests call them.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+import orjson
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from stream_app.records import PacketDrawn, PacketEvent, PacketRedeemed, Party, SubscriberReady
+from stream_app.schemas import SchemaError, validate
+
+EVENT_TYPES = ("packet.drawn", "packet.redeemed")
+SENDER_SUFFIX = " via EZTABLE"
+MAX_NAME_LENGTH = 200
+MAX_ID_LENGTH = 200
+
+# Misspelt mailbox providers seen in sign-up forms; a send there bounces and hurts our reputation.
+DOMAIN_TYPOS = {
+    "gmial.com": "gmail.com",
+    "gmai.com": "gmail.com",
+    "gmail.co": "gmail.com",
+    "gamil.com": "gmail.com",
+    "gnail.com": "gmail.com",
+    "gmail.con": "gmail.com",
+    "yaho.com": "yahoo.com",
+    "yahooo.com": "yahoo.com",
+    "yahoo.con": "yahoo.com",
+    "yaho.com.tw": "yahoo.com.tw",
+    "yahoo.com.w": "yahoo.com.tw",
+    "hotmial.com": "hotmail.com",
+    "hotmal.com": "hotmail.com",
+    "hotmai.com": "hotmail.com",
+    "hotmail.con": "hotmail.com",
+    "outlok.com": "outlook.com",
+    "outloo.com": "outlook.com",
+    "iclod.com": "icloud.com",
+    "icoud.com": "icloud.com",
+}
+
+
+class InvalidEvent(ValueError):
+    """The record cannot be processed at all: it goes to the topic's DLQ with this message."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A notification that cannot be sent because of its recipient's data (status `invalid`)."""
+
+    ready: SubscriberReady
+    reason: str
+
+
+def decode_event(topic: str, raw: bytes | None) -> PacketEvent:
+    """Bytes from an input topic -> a validated event record, or InvalidEvent saying why."""
+    if topic not in EVENT_TYPES:
+        raise InvalidEvent(f"unknown event type {topic!r}")
+    if raw is None or not raw.strip():
+        raise InvalidEvent("empty value")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"not JSON: {exc}") from None
+    if isinstance(data, dict) and "event_type" in data and data["event_type"] != topic:
+        raise InvalidEvent(f"unknown event type {data['event_type']!r} on topic {topic}")
+    try:
+        clean = validate(topic, data)
+    except SchemaError as exc:
+        raise InvalidEvent(f"schema: {exc}") from None
+    _check_text(clean)
+    if clean["amount"] < 0 or clean["cashback_amount"] < 0:
+        raise InvalidEvent("schema: amounts must not be negative")
+    if topic == "packet.drawn":
+        return PacketDrawn.from_data(clean)
+    return PacketRedeemed.from_data(clean)
+
+
+def _check_text(clean: dict[str, object]) -> None:
+    for field in ("event_id", "packet_id"):
+        value = str(clean[field])
+        if not value.strip() or len(value) > MAX_ID_LENGTH or _has_control(value):
+            raise InvalidEvent(f"schema: {field} must be 1-{MAX_ID_LENGTH} printable characters")
+    for role in ("drawer", "giver"):
+        party = clean[role]
+        assert isinstance(party, dict)
+        for field, limit in (("member_id", MAX_ID_LENGTH), ("name", MAX_NAME_LENGTH)):
+            value = party[field]
+            if not value.strip() or len(value) > limit or _has_control(value):
+                raise InvalidEvent(f"schema: {role}.{field} must be 1-{limit} printable characters")
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(ch) in {"Cc", "Cf"} and ch not in "\u200d" for ch in text)
+
+
+def check_email(address: str | None) -> str | None:
+    """Return why `address` cannot receive mail, or None when it can."""
+    if address is None:
+        return "no email address"
+    if address != address.strip() or len(address) >= 100:
+        return f"invalid email {mask_email(address)}: spaces or too long"
+    try:
+        # MC accepts ASCII addresses only; deliverability is MC's business, not a DNS look-up here.
+        result = validate_email(address, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        return f"invalid email {mask_email(address)}: {exc}"
+    domain = result.domain.lower()
+    if domain in DOMAIN_TYPOS:
+        return f"invalid email {mask_email(address)}: did you mean @{DOMAIN_TYPOS[domain]}?"
+    return None
+
+
+def check_mobile(number: str) -> str | None:
+    """Return why `number` cannot receive SMS, or None when it is a valid E.164 number."""
+    if not number.startswith("+") or not number[1:].isdigit():
+        return f"invalid mobile {mask_phone(number)}: not E.164"
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException as exc:
+        return f"invalid mobile {mask_phone(number)}: {exc}"
+    if not phonenumbers.is_valid_number(parsed):
+        return f"invalid mobile {mask_phone(number)}: not a valid number"
+    return None
+
+
+def mask_email(address: str) -> str:
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else "***"
+
+
+def mask_phone(number: str) -> str:
+    return f"{number[:4]}***{number[-2:]}" if len(number) > 6 else "***"
+
+
+# Which attribute names the recipient of each template (the CSV's Name column).
+RECIPIENT_NAME = {
+    "packet-drawn-drawer": "DrawerName",
+    "packet-drawn-welcome": "DrawerName",
+    "packet-drawn-giver": "GiverName",
+    "packet-redeemed-giver": "GiverName",
+}
+
+
+def recipient_name(ready: SubscriberReady) -> str:
+    return ready.attributes.get(RECIPIENT_NAME.get(ready.template, ""), "")
+
+
+def sms_text(attributes: dict[str, str]) -> str:
+    """The welcome SMS, rendered here because MobileConnect sends it as an override text."""
+    return (
+        f"{attributes['GiverName']} 送你 ${attributes['Amount']} 紅包！"
+        f"EZTABLE 訂位即可使用，祝 {attributes['DrawerName']} 用餐愉快。"
+    )
+
+
+def plan(event_type: str, event: PacketEvent) -> tuple[list[SubscriberReady], list[Rejected]]:
+    """The notifications an event asks for, split into sendable ones and those with bad addresses."""
+    attributes = {
+        "EventId": event.event_id,
+        "DrawerName": event.drawer.name,
+        "GiverName": event.giver.name,
+        "Amount": str(event.amount),
+        "Cashback": str(event.cashback_amount),
+    }
+    wanted: list[tuple[str, str, Party, str]] = []  # channel, template, recipient, sender name
+    if isinstance(event, PacketDrawn):
+        wanted.append(("email", "packet-drawn-drawer", event.drawer, event.giver.name))
+        if event.drawer.mobile is not None:
+            wanted.append(("sms", "packet-drawn-welcome", event.drawer, event.giver.name))
+        wanted.append(("email", "packet-drawn-giver", event.giver, event.drawer.name))
+    else:
+        attributes["SpentAmount"] = str(event.spent_amount)
+        wanted.append(("email", "packet-redeemed-giver", event.giver, event.drawer.name))
+
+    ready: list[SubscriberReady] = []
+    rejected: list[Rejected] = []
+    for channel, template, party, sender in wanted:
+        email_problem = check_email(party.email)
+        notification = SubscriberReady(
+            notification_id=f"{event.event_id}:{template}",
+            event_id=event.event_id,
+            event_type=event_type,
+            channel=channel,
+            template=template,
+            subscriber_key=party.member_id,
+            # An SMS goes to the number alone: a bad email must not hold it back from MC's import.
+            email=None if email_problem else party.email,
+            mobile=party.mobile,
+            from_name=f"{sender}{SENDER_SUFFIX}" if channel == "email" else None,
+            attributes=dict(attributes),
+        )
+        problem = email_problem if channel == "email" else check_mobile(party.mobile or "")
+        if problem:
+            rejected.append(Rejected(notification, problem))
+        else:
+            ready.append(notification)
+    return ready, rejected

@@ -1,0 +1,109 @@
+"""What every stage writes besides its main output: outcomes, DLQ records and trace steps."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from faust.types import EventT
+
+from stream_app.app import app, dlq_name, ready_topic, status_topic, trace_topic
+from stream_app.records import NotificationStatus, SubscriberReady, TraceStep
+
+log = logging.getLogger("stream_app.outputs")
+
+MAX_HEADER_TEXT = 2000
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _headers(event: EventT) -> list[tuple[str, bytes]]:
+    headers = event.message.headers or []
+    items = headers.items() if isinstance(headers, dict) else headers
+    return [(str(k), bytes(v) if v is not None else b"") for k, v in items]
+
+
+async def send_to_dlq(event: EventT, error: BaseException) -> None:
+    """Put the original record, bytes untouched, on `<topic>.dlq` with the reason in headers.
+
+    Producing the record back onto `source.topic` (console tools, kcat or `resend --dlq`) replays it.
+    """
+    message = event.message
+    headers = [h for h in _headers(event) if not h[0].startswith(("error.", "source."))]
+    headers += [
+        ("error.class", type(error).__name__.encode()),
+        ("error.message", str(error)[:MAX_HEADER_TEXT].encode("utf-8", "replace")),
+        ("source.topic", message.topic.encode()),
+        ("source.partition", str(message.partition).encode()),
+        ("source.offset", str(message.offset).encode()),
+    ]
+    await app.producer.send_and_wait(
+        dlq_name(message.topic),
+        key=message.key,
+        value=message.value,
+        partition=None,
+        timestamp=None,
+        headers=headers,
+    )
+    log.warning(
+        "record sent to DLQ",
+        extra={"topic": message.topic, "offset": message.offset, "error": str(error)[:300]},
+    )
+
+
+async def send_status(
+    ready: SubscriberReady,
+    status: str,
+    *,
+    reason: str = "",
+    mc_request_id: str = "",
+    attempts: int = 0,
+) -> None:
+    record = NotificationStatus(
+        notification_id=ready.notification_id,
+        event_id=ready.event_id,
+        channel=ready.channel,
+        template=ready.template,
+        subscriber_key=ready.subscriber_key,
+        status=status,
+        reason=reason,
+        mc_request_id=mc_request_id,
+        attempts=attempts,
+        at=now_rfc3339(),
+    )
+    await status_topic.send(
+        key=ready.notification_id.encode(), value=record.dumps(serializer="json"), force=True
+    )
+    await trace(
+        ready.event_id,
+        "outcome",
+        notification_id=ready.notification_id,
+        channel=ready.channel,
+        status=status,
+        reason=reason,
+        mc_request_id=mc_request_id,
+        attempts=attempts,
+    )
+
+
+async def trace(event_id: str, stage: str, **detail: Any) -> None:
+    step = TraceStep(event_id=event_id, stage=stage, at=now_rfc3339(), detail=detail)
+    # force=True: publish now, not at the next commit (Faust flushes the producer before committing,
+    # so at-least-once holds either way, and latency does not pay the commit interval per hop).
+    await trace_topic.send(key=event_id.encode(), value=step, force=True)
+
+
+def headers_of(event: EventT) -> dict[str, bytes]:
+    return dict(_headers(event))
+
+
+
+async def send_ready(ready: SubscriberReady, *, via: str) -> None:
+    """Hand a notification whose recipient MC knows to the senders."""
+    await ready_topic.send(
+        key=ready.notification_id.encode(), value=ready.dumps(serializer="json"), force=True
+    )
+    await trace(ready.event_id, "ready", notification_id=ready.notification_id, via=via)

@@ -1,0 +1,100 @@
+"""The records of every topic, modelled once; each mirrors its schema in `schemas/`.
+
+`include_metadata=False` keeps Faust's own `__faust` field out of the JSON, so the values on the
+wire are exactly the contract of design.md and any producer or console tool can read them.
+"""
+
+from typing import Any, Optional
+
+import faust
+
+
+class Party(faust.Record, include_metadata=False):
+    member_id: str
+    name: str
+    email: str | None = None
+    mobile: str | None = None
+    locale: str | None = None
+
+
+class PacketDrawn(faust.Record, include_metadata=False):
+    event_id: str
+    occurred_at: str
+    packet_id: str
+    amount: int
+    drawer: Party
+    giver: Party
+    cashback_amount: int = 100
+
+
+class PacketRedeemed(faust.Record, include_metadata=False):
+    event_id: str
+    occurred_at: str
+    packet_id: str
+    amount: int
+    spent_amount: int
+    drawer: Party
+    giver: Party
+    cashback_amount: int = 100
+
+
+PacketEvent = PacketDrawn | PacketRedeemed
+
+
+class SubscriberReady(faust.Record, include_metadata=False):
+    notification_id: str
+    event_id: str
+    event_type: str
+    channel: str
+    template: str
+    subscriber_key: str
+    attributes: dict[str, str]
+    email: str | None = None
+    mobile: str | None = None
+    from_name: str | None = None
+
+
+class NotificationStatus(faust.Record, include_metadata=False):
+    notification_id: str
+    event_id: str
+    channel: str
+    template: str
+    subscriber_key: str
+    status: str
+    at: str
+    reason: str = ""
+    mc_request_id: str = ""
+    attempts: int = 0
+
+
+class EmailBounced(faust.Record, include_metadata=False):
+    email: str
+    kind: str
+    at: str
+    subscriber_key: str | None = None
+    bounce_code: str | None = None
+    reason: str = ""
+    definition_key: str | None = None
+
+
+class BatcherInput(faust.Record, include_metadata=False):
+    kind: str  # intent | confirmed | close
+    ready: Optional[SubscriberReady] = None  # noqa: UP007 - Faust only revives Optional[Record]
+    subscriber_key: str | None = None
+    email: str | None = None
+    mobile: str | None = None
+    window_id: str | None = None
+    received_at: float = 0.0
+
+
+class SubscriberBatch(faust.Record, include_metadata=False):
+    window_id: str
+    closed_at: float
+    rows: list[SubscriberReady]
+
+
+class TraceStep(faust.Record, include_metadata=False):
+    event_id: str
+    stage: str
+    at: str
+    detail: dict[str, Any]

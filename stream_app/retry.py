@@ -1,0 +1,60 @@
+"""Retry policy for Marketing Cloud calls: exponential backoff with full jitter, a bounded budget."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from stream_app.mc import TransientMCError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    base_seconds: float = 2.0
+    max_seconds: float = 600.0
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random | None = None) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based).
+
+        Full jitter spreads the retries of many workers after a shared outage; MC's Retry-After is
+        a floor, never shortened by the jitter.
+        """
+        cap = min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1))
+        jittered = (rng or random).uniform(cap / 2, cap)
+        return max(jittered, retry_after or 0.0)
+
+
+class RetriesExhausted(Exception):
+    def __init__(self, attempts: int, last: TransientMCError) -> None:
+        super().__init__(f"gave up after {attempts} attempts: {last}")
+        self.attempts = attempts
+        self.last = last
+
+
+async def call_with_retries(
+    call: Callable[[int], Awaitable[T]],
+    policy: RetryPolicy,
+    on_retry: Callable[[int, TransientMCError, float], Awaitable[None]] | None = None,
+) -> tuple[T, int]:
+    """Run `call(attempt)` until it succeeds; permanent errors pass through at once.
+
+    Returns the result and the number of attempts it took.
+    """
+    attempt = 1
+    while True:
+        try:
+            return await call(attempt), attempt
+        except TransientMCError as exc:
+            if attempt >= policy.max_attempts:
+                raise RetriesExhausted(attempt, exc) from exc
+            wait = policy.delay(attempt, exc.retry_after)
+            if on_retry is not None:
+                await on_retry(attempt, exc, wait)
+            await asyncio.sleep(wait)
+            attempt += 1

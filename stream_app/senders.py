@@ -1,0 +1,189 @@
+"""Email and SMS senders: `subscriber.ready` in, one MC send per notification, outcome out.
+
+Exactly once at MC: the ledger (a table, backed by its changelog) is consulted before and written
+after every send, and the `pending` mark is flushed to Kafka before MC is called, so a worker killed
+mid-call leaves evidence; the next owner of the partition reconciles with MC's own send records.
+Transient MC failures are retried with backoff inside one of `SEND_CONCURRENCY` slots: other
+partitions keep flowing, and when MC is down every slot waits, which pauses consumption
+(backpressure) instead of buffering or spinning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from faust.types import EventT, StreamT, TableT
+
+from stream_app.app import app, email_ledger, marketing_cloud, ready_topic, settings, sms_ledger, suppressed
+from stream_app.ledger import FAILED, PENDING, SENT, Decision, Entry, decide, ledger_key
+from stream_app.mc import AuthError, PermanentMCError, SendReceipt, TransientMCError
+from stream_app.notifications import RECIPIENT_NAME, sms_text
+from stream_app.outputs import headers_of, send_status, send_to_dlq
+from stream_app.records import SubscriberReady
+from stream_app.retry import RetriesExhausted, RetryPolicy, call_with_retries
+from stream_app.schemas import SchemaError, validate
+
+log = logging.getLogger("stream_app.senders")
+
+CHANNEL_TEMPLATES = {
+    "email": {"packet-drawn-drawer", "packet-drawn-giver", "packet-redeemed-giver"},
+    "sms": {"packet-drawn-welcome"},
+}
+# MC's clock and ours differ a little; look this far before the pending mark for the send.
+RECONCILE_SLACK = timedelta(seconds=30)
+
+
+class BadReadyRecord(ValueError):
+    """A subscriber.ready record that can never be sent as it is."""
+
+
+def decode_ready(raw: bytes | None) -> SubscriberReady:
+    if not raw:
+        raise BadReadyRecord("empty value")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadReadyRecord(f"not JSON: {exc}") from None
+    try:
+        clean = validate("subscriber.ready", data)
+    except SchemaError as exc:
+        raise BadReadyRecord(f"schema: {exc}") from None
+    ready = SubscriberReady.from_data(clean)
+    if ready.template not in CHANNEL_TEMPLATES[ready.channel]:
+        raise BadReadyRecord(f"unknown {ready.channel} template {ready.template!r}")
+    if ready.channel == "email" and not ready.email:
+        raise BadReadyRecord("email notification without an address")
+    if ready.channel == "sms" and not ready.mobile:
+        raise BadReadyRecord("SMS notification without a mobile number")
+    missing = {"EventId", RECIPIENT_NAME[ready.template]} - set(ready.attributes)
+    if missing:
+        raise BadReadyRecord(f"attributes missing: {', '.join(sorted(missing))}")
+    return ready
+
+
+_inflight: dict[str, asyncio.Lock] = {}
+
+
+@asynccontextmanager
+async def exclusive(key: str) -> AsyncIterator[None]:
+    """Two copies of one notification in flight on this worker (concurrent slots) wait in turn."""
+    lock = _inflight.setdefault(key, asyncio.Lock())
+    async with lock:
+        yield
+    if not lock.locked():
+        _inflight.pop(key, None)
+
+
+async def call_mc(ready: SubscriberReady, attempt: int) -> SendReceipt:
+    mc = marketing_cloud()
+    try:
+        if ready.channel == "email":
+            assert ready.email is not None
+            return await mc.rest.send_email(
+                ready.template,
+                to=ready.email,
+                subscriber_key=ready.subscriber_key,
+                from_name=ready.from_name,
+                attributes=ready.attributes,
+            )
+        assert ready.mobile is not None
+        return await mc.rest.send_sms(
+            ready.template,
+            mobile_e164=ready.mobile,
+            text=sms_text(ready.attributes),
+            subscriber_key=ready.subscriber_key,
+        )
+    except AuthError as exc:  # credentials refused: wait for ops rather than fail every message
+        raise TransientMCError(str(exc)) from exc
+
+
+async def reconcile(ready: SubscriberReady, entry: Entry) -> bool:
+    """Did MC record this send although our worker died before writing `sent`?"""
+    since = datetime.fromtimestamp(entry.at, UTC) - RECONCILE_SLACK
+    records = await marketing_cloud().soap.sent_since(
+        ready.subscriber_key, since, sms=ready.channel == "sms"
+    )
+    if ready.channel == "sms":
+        return bool(records)
+    return any(r.definition_key in (None, ready.template) for r in records)
+
+
+async def deliver(event: EventT, ready: SubscriberReady, ledger: TableT) -> None:
+    resend = headers_of(event).get("resend", b"").strip() == b"1"
+    key = ledger_key(ready.notification_id, (event.message.partition, event.message.offset) if resend else None)
+    async with exclusive(key):
+        entry = Entry.loads(ledger.get(key))
+        decision = decide(entry)
+        if decision is Decision.DUPLICATE:
+            assert entry is not None
+            await send_status(ready, "duplicate", reason="already sent", mc_request_id=entry.mc_request_id)
+            return
+        if decision is Decision.RECONCILE:
+            assert entry is not None
+            if await reconcile(ready, entry):
+                ledger[key] = Entry(SENT, time.time(), entry.attempts, reason="reconciled with MC").dumps()
+                await send_status(ready, "sent", reason="confirmed by MC after a restart", attempts=entry.attempts)
+                return
+        if ready.channel == "email" and ready.email and ready.email.lower() in suppressed:
+            await send_status(ready, "suppressed", reason="address on the suppression list (bounced)")
+            return
+
+        ledger[key] = Entry(PENDING, time.time()).dumps()
+        # The pending mark must reach Kafka before MC sees the request: it is the crash evidence.
+        await app.producer.flush()
+        policy = RetryPolicy(settings.retry_max_attempts, settings.retry_base_seconds, settings.retry_max_seconds)
+
+        async def attempt(number: int) -> SendReceipt:
+            return await call_mc(ready, number)
+
+        async def on_retry(number: int, exc: TransientMCError, wait: float) -> None:
+            log.warning(
+                "MC send failed (%s), retry %d in %.1f s",
+                exc,
+                number,
+                wait,
+                extra={"notification_id": ready.notification_id, "event_id": ready.event_id},
+            )
+
+        try:
+            receipt, attempts = await call_with_retries(attempt, policy, on_retry)
+        except PermanentMCError as exc:
+            ledger[key] = Entry(FAILED, time.time(), 1, reason=exc.reason).dumps()
+            await send_status(ready, "failed", reason=f"MC refused: {exc.reason}", attempts=1)
+            return
+        except RetriesExhausted as exc:
+            ledger[key] = Entry(FAILED, time.time(), exc.attempts, reason=str(exc)).dumps()
+            await send_to_dlq(event, exc)
+            await send_status(ready, "failed", reason=str(exc), attempts=exc.attempts)
+            return
+        ledger[key] = Entry(SENT, time.time(), attempts, mc_request_id=receipt.request_id).dumps()
+        await send_status(ready, "sent", mc_request_id=receipt.request_id, attempts=attempts)
+
+
+def _sender(channel: str, ledger: TableT) -> None:
+    @app.agent(ready_topic, name=f"{channel}-sender", concurrency=settings.send_concurrency)
+    async def sender(stream: StreamT) -> None:
+        async for event in stream.events():
+            try:
+                ready = decode_ready(event.value)
+            except BadReadyRecord as exc:
+                if channel == "email":  # one of the two senders reports a bad record, once
+                    await send_to_dlq(event, exc)
+                continue
+            if ready.channel != channel:
+                continue
+            try:
+                await deliver(event, ready, ledger)
+            except Exception as exc:  # never lose the record: it waits in the DLQ for a replay
+                log.exception("send failed", extra={"notification_id": ready.notification_id})
+                await send_to_dlq(event, exc)
+
+
+_sender("email", email_ledger)
+_sender("sms", sms_ledger)

@@ -1,0 +1,86 @@
+"""Every knob of the worker, read once from the environment.
+
+Defaults run the embedded stack (`make run`): the local broker, the local Marketing Cloud and its
+SFTP, with the credentials both sides agree on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, str(default)))
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, str(default)))
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker_url: str = field(default_factory=lambda: _env("BROKER_URL", "kafka://127.0.0.1:9092"))
+    web_port: int = field(default_factory=lambda: _env_int("WEB_PORT", 6066))
+    web_host: str = field(default_factory=lambda: _env("WEB_HOST", "127.0.0.1"))
+    state_dir: Path = field(default_factory=lambda: Path(_env("STATE_DIR", str(PROJECT_ROOT / ".state"))))
+    # memory:// in tests and the embedded stack; rocksdb:// in production (needs the rocksdb extra).
+    store: str = field(default_factory=lambda: _env("TABLE_STORE", "memory://"))
+    topic_partitions: int = field(default_factory=lambda: _env_int("TOPIC_PARTITIONS", 4))
+
+    mc_auth_url: str = field(default_factory=lambda: _env("MC_AUTH_URL", "http://127.0.0.1:8780/"))
+    mc_client_id: str = field(default_factory=lambda: _env("MC_CLIENT_ID", "sandbox-client"))
+    mc_client_secret: str = field(default_factory=lambda: _env("MC_CLIENT_SECRET", "sandbox-secret"))
+    mc_account_id: str = field(default_factory=lambda: _env("MC_ACCOUNT_ID", "100000001"))
+    mc_sftp_host: str = field(default_factory=lambda: _env("MC_SFTP_HOST", "127.0.0.1"))
+    mc_sftp_port: int = field(default_factory=lambda: _env_int("MC_SFTP_PORT", 8722))
+    mc_sftp_user: str = field(default_factory=lambda: _env("MC_SFTP_USER", "sandbox"))
+    mc_sftp_password: str = field(default_factory=lambda: _env("MC_SFTP_PASSWORD", "sandbox"))
+    # OpenSSH known_hosts file holding MC's SFTP host key; the embedded sandbox writes its own here.
+    mc_sftp_known_hosts: Path = field(
+        default_factory=lambda: Path(
+            _env("MC_SFTP_KNOWN_HOSTS", str(PROJECT_ROOT / ".state" / "mc_sandbox" / "known_hosts"))
+        )
+    )
+    mc_sftp_folder: str = field(default_factory=lambda: _env("MC_SFTP_FOLDER", "/Import"))
+    mc_from_address: str = field(default_factory=lambda: _env("MC_FROM_ADDRESS", "noreply@eztable.com"))
+
+    batch_window_seconds: float = field(default_factory=lambda: _env_float("BATCH_WINDOW_SECONDS", 2.0))
+    batch_max_rows: int = field(default_factory=lambda: _env_int("BATCH_MAX_ROWS", 1000))
+    import_timeout_seconds: float = field(default_factory=lambda: _env_float("IMPORT_TIMEOUT_SECONDS", 1800))
+    send_concurrency: int = field(default_factory=lambda: _env_int("SEND_CONCURRENCY", 16))
+    retry_max_attempts: int = field(default_factory=lambda: _env_int("RETRY_MAX_ATTEMPTS", 8))
+    retry_base_seconds: float = field(default_factory=lambda: _env_float("RETRY_BASE_SECONDS", 2.0))
+    retry_max_seconds: float = field(default_factory=lambda: _env_float("RETRY_MAX_SECONDS", 600.0))
+
+    # Where MC's Event Notification Service reaches this worker (a URL of its own web server).
+    ens_callback_url: str = field(default_factory=lambda: _env("ENS_CALLBACK_URL", ""))
+    alert_webhook_url: str = field(default_factory=lambda: _env("ALERT_WEBHOOK_URL", ""))
+    log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "INFO"))
+
+    @property
+    def broker_host_port(self) -> tuple[str, int]:
+        first = self.broker_url.split(";")[0].split(",")[0]
+        parsed = urlparse(first if "://" in first else f"kafka://{first}")
+        return parsed.hostname or "127.0.0.1", parsed.port or 9092
+
+    @property
+    def bootstrap_servers(self) -> str:
+        host, port = self.broker_host_port
+        return f"{host}:{port}"
+
+    @property
+    def callback_url(self) -> str:
+        return self.ens_callback_url or f"http://{self.web_host}:{self.web_port}/mc/ens/"
+
+
+def load() -> Settings:
+    return Settings()

@@ -1,0 +1,132 @@
+"""Suppression: addresses MC reported as bounced are never uploaded or mailed again.
+
+At start-up the worker registers an Event Notification Service (ENS) callback with MC, as any ENS
+client does: register, answer MC's verification POST, verify, subscribe to `EmailBounced`. Each
+signed batch MC POSTs is checked against the signature key, relayed onto `email.bounced`, and the
+`suppressed` global table (every worker holds all of it) is built from that topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+import orjson
+from faust.types import StreamT
+from faust.web import Request, Response, View
+
+from stream_app.app import app, bounced_topic, marketing_cloud, settings, suppressed
+from stream_app.mc import MCError, verify_ens_signature
+from stream_app.notifications import mask_email
+from stream_app.outputs import now_rfc3339
+from stream_app.records import EmailBounced
+
+log = logging.getLogger("stream_app.suppression")
+
+BOUNCE_EVENTS = ("TransactionalSendEvents.EmailBounced",)
+_RUN_ID = uuid.uuid4().hex[:12]
+
+
+class _Registration:
+    callback_id: str = ""
+    signature_key: str = ""
+    verification: dict[str, str]
+
+    def __init__(self) -> None:
+        self.verification = {}
+        self.ready = asyncio.Event()
+
+
+registration = _Registration()
+
+
+def callback_url() -> str:
+    # A fresh path per worker run: MC refuses a URL that is already registered.
+    return f"{settings.callback_url.rstrip('/')}/{_RUN_ID}/"
+
+
+def bounces_from(batch: Any) -> list[EmailBounced]:
+    """ENS delivers a JSON array of events; keep the bounces, whatever else it carries."""
+    events = batch if isinstance(batch, list) else [batch]
+    bounces = []
+    for item in events:
+        if not isinstance(item, dict) or item.get("eventCategoryType") not in BOUNCE_EVENTS:
+            continue
+        info = item.get("info") or {}
+        address = str(info.get("to") or "").strip().lower()
+        if not address:
+            continue
+        bounces.append(
+            EmailBounced(
+                email=address,
+                subscriber_key=info.get("subscriberKey"),
+                kind=str(item["eventCategoryType"]).rsplit(".", 1)[-1],
+                bounce_code=info.get("bounceCode"),
+                reason=str(info.get("bounceMessage") or info.get("smtpReason") or ""),
+                definition_key=item.get("definitionKey"),
+                at=now_rfc3339(),
+            )
+        )
+    return bounces
+
+
+@app.page("/mc/ens/{run_id}/")
+class EnsCallback(View):
+    async def post(self, request: Request, run_id: str) -> Response:
+        body = await request.read()
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return self.json({"error": "not JSON"}, status=400)
+        if isinstance(payload, dict) and "verificationKey" in payload:
+            # MC's liveness probe during registration: unsigned, answered at once.
+            registration.verification[str(payload.get("callbackId"))] = str(payload["verificationKey"])
+            return self.json({"ok": True})
+        signature = request.headers.get("x-sfmc-ens-signature")
+        if not registration.signature_key or not verify_ens_signature(body, signature, registration.signature_key):
+            log.warning("ENS batch with a bad signature refused")
+            return self.json({"error": "bad signature"}, status=401)
+        for bounce in bounces_from(payload):
+            await bounced_topic.send(key=bounce.email.encode(), value=bounce)
+            log.info("bounce received", extra={"email": mask_email(bounce.email)})
+        return self.json({"ok": True})
+
+
+async def register_with_mc() -> None:
+    rest = marketing_cloud().rest
+    callback_id, signature_key = await rest.register_callback(f"stream_app-{settings.web_port}", callback_url())
+    registration.callback_id, registration.signature_key = callback_id, signature_key
+    for _ in range(100):  # MC probes the URL during registration; the key is usually here already
+        if callback_id in registration.verification:
+            break
+        await asyncio.sleep(0.05)
+    await rest.verify_callback(callback_id, registration.verification.pop(callback_id, ""))
+    await rest.subscribe(callback_id, f"bounces-{settings.web_port}", BOUNCE_EVENTS)
+    registration.ready.set()
+    log.info("registered ENS callback for bounces", extra={"callback_id": callback_id})
+
+
+@app.task
+async def ens_registration() -> None:
+    delay = 1.0
+    while True:
+        try:
+            await register_with_mc()
+            return
+        except MCError as exc:
+            log.warning("ENS registration failed (%s); retrying in %.0f s", exc, delay)
+        except Exception:
+            log.exception("ENS registration failed; retrying in %.0f s", delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 60.0)
+
+
+@app.agent(bounced_topic, name="suppression")
+async def suppression(stream: StreamT[EmailBounced]) -> None:
+    async for bounce in stream:
+        try:
+            suppressed[bounce.email.lower()] = bounce.dumps(serializer="json")
+        except Exception:
+            log.exception("could not record a bounce")

@@ -1,0 +1,44 @@
+"""Topic creation: Faust does not create source topics, so the worker and operators do it here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from stream_app.settings import Settings, load
+
+log = logging.getLogger("stream_app.topics")
+
+
+async def ensure_topics(settings: Settings, counts: dict[str, int], replication: int = 1) -> list[str]:
+    """Create the topics that are missing; returns the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(name, n, replication) for name, n in counts.items() if name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:  # another worker won the race
+                pass
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stream_app create-topics")
+    parser.add_argument("--replication-factor", type=int, default=1)
+    args = parser.parse_args(argv)
+    from stream_app.app import topic_partitions
+
+    settings = load()
+    created = asyncio.run(ensure_topics(settings, topic_partitions(), args.replication_factor))
+    for name, count in sorted(topic_partitions().items()):
+        print(f"{'created' if name in created else 'exists '} {name} ({count} partitions)")
+    return 0

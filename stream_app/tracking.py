@@ -1,0 +1,52 @@
+"""Event tracking: every stage's step for one input event, for `GET /events/{event_id}/`.
+
+Stages publish `TraceStep`s keyed by event_id; this agent keeps them in a table keyed the same way,
+so the web view can route a question to the worker that owns the event's partition.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from faust.types import StreamT
+
+from stream_app.app import app, event_trace, trace_topic
+from stream_app.records import TraceStep
+
+log = logging.getLogger("stream_app.tracking")
+
+# An event has at most a few dozen steps; the cap keeps a replay storm from growing one row forever.
+MAX_STEPS = 100
+
+
+def append_step(raw: bytes | None, step: TraceStep) -> bytes:
+    steps: list[dict[str, Any]] = orjson.loads(raw) if raw else []
+    steps.append({"stage": step.stage, "at": step.at, **step.detail})
+    return orjson.dumps(steps[-MAX_STEPS:])
+
+
+def summarise(event_id: str, raw: bytes | None) -> dict[str, Any]:
+    """The steps of one event, and each notification's latest outcome."""
+    steps: list[dict[str, Any]] = orjson.loads(raw) if raw else []
+    notifications: dict[str, dict[str, Any]] = {}
+    for step in steps:
+        nid = step.get("notification_id")
+        if not nid:
+            continue
+        note = notifications.setdefault(nid, {"notification_id": nid, "stages": []})
+        note["stages"].append(step["stage"])
+        for field in ("window", "file", "import_status", "via", "status", "reason", "mc_request_id", "attempts", "channel"):
+            if field in step and step[field] not in (None, ""):
+                note[field] = step[field]
+    return {"event_id": event_id, "found": bool(steps), "steps": steps, "notifications": list(notifications.values())}
+
+
+@app.agent(trace_topic, name="event-tracker")
+async def tracker(stream: StreamT[TraceStep]) -> None:
+    async for step in stream:
+        try:
+            event_trace[step.event_id] = append_step(event_trace.get(step.event_id), step)
+        except Exception:
+            log.exception("could not record a trace step")

@@ -1,0 +1,17 @@
+"""Faust web views every worker serves (design.md section 8)."""
+
+from __future__ import annotations
+
+from faust.web import Request, Response, View
+
+from stream_app.app import app, event_trace
+from stream_app.tracking import summarise
+
+
+@app.page("/events/{event_id}/")
+class EventView(View):
+    """What happened to one input event, stage by stage; asked of any worker, answered by the owner."""
+
+    @app.table_route(table=event_trace, match_info="event_id")
+    async def get(self, request: Request, event_id: str) -> Response:
+        return self.json(summarise(event_id, event_trace.get(event_id)))

@@ -1,0 +1,269 @@
+"""SoapClient with real zeep against the real WSDL and canned MC envelopes (no network)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from lxml import etree
+
+from stream_app.mc import PermanentMCError, SoapClient, SubscriberRow, TokenManager, TransientMCError
+from stream_app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+WSDL_CANDIDATES = [
+    ROOT / "mc_sandbox" / "wsdl" / "etframework.wsdl",
+    Path("/work/shared/reference/etframework.wsdl"),
+]
+WSDL = next((p for p in WSDL_CANDIDATES if p.is_file()), None)
+pytestmark = pytest.mark.skipif(WSDL is None, reason="etframework.wsdl not available")
+
+NS = {
+    "soap": "http://schemas.xmlsoap.org/soap/envelope/",
+    "et": "http://exacttarget.com/wsdl/partnerAPI",
+    "xsi": "http://www.w3.org/2001/XMLSchema-instance",
+}
+SETTINGS = replace(Settings(), mc_auth_url="https://auth.mc.test/")
+
+
+def envelope(body: str) -> str:
+    return f"""<?xml version="1.0" encoding="utf-8"?>
+<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"
+    xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsd="http://www.w3.org/2001/XMLSchema">
+  <soap:Header/>
+  <soap:Body>{body}</soap:Body>
+</soap:Envelope>"""
+
+
+def retrieve_response(results: str = "", status: str = "OK") -> str:
+    return envelope(f"""<RetrieveResponseMsg xmlns="http://exacttarget.com/wsdl/partnerAPI">
+      <OverallStatus>{status}</OverallStatus><RequestID>f37fa7f0-0203-4f45-9cde-4eec947d13bd</RequestID>
+      {results}</RetrieveResponseMsg>""")
+
+
+def fault(text: str, code: str = "soap:Server") -> str:
+    return envelope(f"""<soap:Fault><faultcode>{code}</faultcode><faultstring>{text}</faultstring>
+      <detail><apifault xmlns="urn:fault.partner.exacttarget.com"><Code>17</Code>
+      <Message>{text}</Message></apifault>
+      </detail></soap:Fault>""")
+
+
+IMPORT_ROW = """<Results xsi:type="ImportResultsSummary">
+    <PartnerKey xsi:nil="true"/><ObjectID>f7471f20-6f0e-de11-b30f-001cc494ae9e</ObjectID>
+    <ImportDefinitionCustomerKey>subscribers_w123.csv</ImportDefinitionCustomerKey>
+    <StartDate>1/10/2025 3:01:12 AM</StartDate><EndDate>1/10/2025 3:01:40 AM</EndDate>
+    <DestinationID>1234</DestinationID><NumberSuccessful>998</NumberSuccessful>
+    <NumberDuplicated>0</NumberDuplicated><NumberErrors>2</NumberErrors><TotalRows>1000</TotalRows>
+    <ImportType>Lists</ImportType><ImportStatus>Completed</ImportStatus><TaskResultID>130040236</TaskResultID>
+  </Results>"""
+
+
+class FakeSoap:
+    def __init__(self, answer: Callable[[etree._Element, int], tuple[int, str]]) -> None:
+        self.answer = answer
+        self.calls: list[etree._Element] = []
+        self.token_requests = 0
+        self.wsdl_requests = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2/token":
+            self.token_requests += 1
+            return httpx.Response(
+                200,
+                json={
+                    "access_token": f"tok-{self.token_requests}",
+                    "expires_in": 1079,
+                    "rest_instance_url": "https://rest.mc.test/",
+                    "soap_instance_url": "https://soap.mc.test/",
+                },
+            )
+        if request.url.path == "/etframework.wsdl":
+            self.wsdl_requests += 1
+            assert WSDL is not None
+            return httpx.Response(200, content=WSDL.read_bytes())
+        assert str(request.url) == "https://soap.mc.test/Service.asmx"
+        doc = etree.fromstring(request.content)
+        self.calls.append(doc)
+        status, text = self.answer(doc, len(self.calls))
+        return httpx.Response(status, text=text, headers={"Content-Type": "text/xml; charset=utf-8"})
+
+
+def make(fake: FakeSoap) -> SoapClient:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(fake))
+    return SoapClient(TokenManager(SETTINGS, http), http)
+
+
+def body_root(doc: etree._Element) -> etree._Element:
+    return doc.find("soap:Body", NS)[0]  # type: ignore[index]
+
+
+async def test_import_summary_request_and_parse() -> None:
+    fake = FakeSoap(lambda doc, n: (200, retrieve_response(IMPORT_ROW)))
+    soap = make(fake)
+    started = time.perf_counter()
+    summary = await soap.import_summary("/Import/subscribers_w123.csv")
+    print(f"first call incl. WSDL load: {(time.perf_counter() - started) * 1000:.0f} ms")
+    assert summary is not None
+    assert (summary.status, summary.total_rows, summary.succeeded, summary.errors) == (
+        "Completed",
+        1000,
+        998,
+        2,
+    )
+    assert summary.task_id == 130040236 and summary.done
+    doc = fake.calls[0]
+    header = doc.find("soap:Header/{http://exacttarget.com}fueloauth", NS)
+    assert header is not None and header.text == "tok-1"
+    request = body_root(doc)
+    assert request.tag == "{http://exacttarget.com/wsdl/partnerAPI}RetrieveRequestMsg"
+    assert request.findtext("et:RetrieveRequest/et:ObjectType", namespaces=NS) == "ImportResultsSummary"
+    flt = request.find("et:RetrieveRequest/et:Filter", NS)
+    assert flt is not None and flt.get(f"{{{NS['xsi']}}}type", "").endswith("SimpleFilterPart")
+    assert flt.findtext("et:Property", namespaces=NS) == "ImportDefinitionCustomerKey"
+    assert flt.findtext("et:SimpleOperator", namespaces=NS) == "equals"
+    assert flt.findtext("et:Value", namespaces=NS) == "subscribers_w123.csv"
+    # The WSDL is parsed once per process and fetched once per client.
+    started = time.perf_counter()
+    await soap.import_summary("subscribers_w123.csv")
+    print(f"second call: {(time.perf_counter() - started) * 1000:.1f} ms")
+    assert fake.wsdl_requests == 1
+
+
+async def test_import_summary_none_while_mc_has_no_row() -> None:
+    soap = make(FakeSoap(lambda doc, n: (200, retrieve_response())))
+    assert await soap.import_summary("subscribers_w124.csv") is None
+
+
+async def test_token_expired_fault_refreshes_once() -> None:
+    def answer(doc: etree._Element, n: int) -> tuple[int, str]:
+        if n == 1:
+            return 500, fault("Token Expired", "soap:Client")
+        return 200, retrieve_response(IMPORT_ROW)
+
+    fake = FakeSoap(answer)
+    soap = make(fake)
+    assert await soap.import_summary("subscribers_w123.csv") is not None
+    assert fake.token_requests == 2
+    second = fake.calls[1].find("soap:Header/{http://exacttarget.com}fueloauth", NS)
+    assert second is not None and second.text == "tok-2"
+
+
+async def test_rate_limited_fault_is_transient() -> None:
+    soap = make(FakeSoap(lambda doc, n: (500, fault("Rate Limited"))))
+    with pytest.raises(TransientMCError):
+        await soap.import_summary("x.csv")
+
+
+async def test_http_503_without_soap_is_transient() -> None:
+    soap = make(FakeSoap(lambda doc, n: (503, "<html>Service Unavailable</html>")))
+    with pytest.raises(TransientMCError):
+        await soap.import_summary("x.csv")
+
+
+async def test_client_fault_is_permanent() -> None:
+    soap = make(FakeSoap(lambda doc, n: (500, fault("Unknown property: Bogus", "soap:Client"))))
+    with pytest.raises(PermanentMCError):
+        await soap.import_summary("x.csv")
+
+
+async def test_retrieve_error_status_is_permanent() -> None:
+    soap = make(
+        FakeSoap(lambda doc, n: (200, retrieve_response(status="Error: The Request Property(s) Bogus")))
+    )
+    with pytest.raises(PermanentMCError):
+        await soap.import_summary("x.csv")
+
+
+SENT_ROW = """<Results xsi:type="SentEvent">
+    <Client><ID>100000001</ID></Client><PartnerKey xsi:nil="true"/>
+    <CreatedDate>2026-01-28T04:00:01</CreatedDate>
+    <ID>0</ID><ObjectID xsi:nil="true"/><SendID>4647028</SendID><SubscriberKey>M1001</SubscriberKey>
+    <EventDate>2026-01-28T04:00:01Z</EventDate><EventType>Sent</EventType>
+    <TriggeredSendDefinitionObjectID>9bcfe8e8-5a3b-e911-a2c7-1402ec83d7c0</TriggeredSendDefinitionObjectID>
+    <BatchID>29</BatchID></Results>"""
+TSD_ROW = """<Results xsi:type="TriggeredSendDefinition">
+    <ObjectID>9bcfe8e8-5a3b-e911-a2c7-1402ec83d7c0</ObjectID><CustomerKey>packet-drawn-drawer</CustomerKey>
+    <Name>Packet drawn (drawer)</Name></Results>"""
+
+
+async def test_sent_since_maps_definition_key_and_caches_it() -> None:
+    def answer(doc: etree._Element, n: int) -> tuple[int, str]:
+        kind = body_root(doc).findtext("et:RetrieveRequest/et:ObjectType", namespaces=NS)
+        return 200, retrieve_response(SENT_ROW if kind == "SentEvent" else TSD_ROW)
+
+    fake = FakeSoap(answer)
+    soap = make(fake)
+    since = datetime(2026, 1, 28, 3, 59, tzinfo=UTC)
+    for _ in range(2):
+        [record] = await soap.sent_since("M1001", since, sms=False)
+        assert record.channel == "email" and record.subscriber_key == "M1001"
+        assert record.definition_key == "packet-drawn-drawer" and record.send_id == 4647028
+        assert record.event_date is not None and record.event_date.year == 2026
+    kinds = [body_root(d).findtext("et:RetrieveRequest/et:ObjectType", namespaces=NS) for d in fake.calls]
+    assert kinds == ["SentEvent", "TriggeredSendDefinition", "SentEvent"]
+    flt = body_root(fake.calls[0]).find("et:RetrieveRequest/et:Filter", NS)
+    assert flt is not None and flt.get(f"{{{NS['xsi']}}}type", "").endswith("ComplexFilterPart")
+    assert flt.findtext("et:LeftOperand/et:Property", namespaces=NS) == "SubscriberKey"
+    assert flt.findtext("et:LogicalOperator", namespaces=NS) == "AND"
+    assert flt.findtext("et:RightOperand/et:SimpleOperator", namespaces=NS) == "greaterThan"
+    assert flt.findtext("et:RightOperand/et:DateValue", namespaces=NS, default="").startswith(
+        "2026-01-28T03:59"
+    )
+
+
+async def test_sent_since_sms() -> None:
+    row = """<Results xsi:type="SMSMTEvent"><ObjectID>abc</ObjectID>
+        <Subscriber><SubscriberKey>M1001</SubscriberKey></Subscriber>
+        <EventDate>2026-01-28T04:00:01Z</EventDate></Results>"""
+    fake = FakeSoap(lambda doc, n: (200, retrieve_response(row)))
+    [record] = await make(fake).sent_since("M1001", datetime(2026, 1, 28, tzinfo=UTC), sms=True)
+    assert (record.channel, record.subscriber_key) == ("sms", "M1001")
+    assert (
+        body_root(fake.calls[0]).findtext("et:RetrieveRequest/et:ObjectType", namespaces=NS) == "SMSMTEvent"
+    )
+
+
+def create_response(doc: etree._Element) -> str:
+    objects = body_root(doc).findall("et:Objects", NS)
+    results = []
+    for i, obj in enumerate(objects):
+        email = obj.findtext("et:EmailAddress", namespaces=NS) or ""
+        if "@" in email:
+            results.append(
+                f"<Results><StatusCode>OK</StatusCode><StatusMessage>Created Subscriber.</StatusMessage>"
+                f"<OrdinalID>{i}</OrdinalID><NewID>1</NewID></Results>"
+            )
+        else:
+            results.append(
+                f"<Results><StatusCode>Error</StatusCode><StatusMessage>InvalidEmailAddress</StatusMessage>"
+                f"<OrdinalID>{i}</OrdinalID><ErrorCode>12000</ErrorCode><NewID>0</NewID></Results>"
+            )
+    return envelope(
+        f'<CreateResponse xmlns="http://exacttarget.com/wsdl/partnerAPI">{"".join(results)}'
+        "<RequestID>5d3a9c1e</RequestID><OverallStatus>HasErrors</OverallStatus></CreateResponse>"
+    )
+
+
+async def test_upsert_subscribers_batches_of_50_with_update_add() -> None:
+    fake = FakeSoap(lambda doc, n: (200, create_response(doc)))
+    rows = [SubscriberRow(f"M{i}", f"m{i}@example.com", {"Name": f"n{i}"}) for i in range(60)]
+    rows[55] = SubscriberRow("M55", "not-an-email")
+    results = await make(fake).upsert_subscribers(rows)
+    assert len(fake.calls) == 2
+    assert [len(body_root(c).findall("et:Objects", NS)) for c in fake.calls] == [50, 10]
+    first = body_root(fake.calls[0])
+    assert (
+        first.findtext("et:Options/et:SaveOptions/et:SaveOption/et:SaveAction", namespaces=NS) == "UpdateAdd"
+    )
+    assert first.findtext("et:Options/et:SaveOptions/et:SaveOption/et:PropertyName", namespaces=NS) == "*"
+    obj = first.find("et:Objects", NS)
+    assert obj is not None and obj.get(f"{{{NS['xsi']}}}type", "").endswith("Subscriber")
+    # WSDL sequence order: EmailAddress, Attributes, SubscriberKey.
+    assert [etree.QName(c).localname for c in obj] == ["EmailAddress", "Attributes", "SubscriberKey"]
+    assert len(results) == 60 and sum(r.ok for r in results) == 59
+    assert results[55].subscriber_key == "M55" and results[55].code == 12000
