@@ -78,15 +78,21 @@ async def token_handler(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         sb.state.bump("token_failures")
         return web.json_response(
-            {"error": "invalid_request", "error_description": "The request body must be JSON.",
-             "error_uri": "https://developer.salesforce.com/docs"},
+            {
+                "error": "invalid_request",
+                "error_description": "The request body must be JSON.",
+                "error_uri": "https://developer.salesforce.com/docs",
+            },
             status=400,
         )
     if body.get("grant_type") != "client_credentials":
         sb.state.bump("token_failures")
         return web.json_response(
-            {"error": "unsupported_grant_type", "error_description": "Use client_credentials.",
-             "error_uri": "https://developer.salesforce.com/docs"},
+            {
+                "error": "unsupported_grant_type",
+                "error_description": "Use client_credentials.",
+                "error_uri": "https://developer.salesforce.com/docs",
+            },
             status=400,
         )
     cfg = sb.config
@@ -122,7 +128,10 @@ async def token_handler(request: web.Request) -> web.Response:
 async def legacy_token_handler(request: web.Request) -> web.Response:
     # Enhanced (OAuth 2.0) packages are refused on the legacy route.
     return web.json_response(
-        {"message": "This endpoint is not supported for enhanced packages. Use /v2/token.",
-         "errorcode": 10007, "documentation": DOC_URL},
+        {
+            "message": "This endpoint is not supported for enhanced packages. Use /v2/token.",
+            "errorcode": 10007,
+            "documentation": DOC_URL,
+        },
         status=400,
     )

@@ -75,9 +75,9 @@ class Callback:
             "callbackName": self.name,
             "url": self.url,
             "maxBatchSize": self.max_batch_size,
-            "status": "suspended" if time.monotonic() < self.suspended_until else (
-                "verified" if self.verified else "unverified"
-            ),
+            "status": "suspended"
+            if time.monotonic() < self.suspended_until
+            else ("verified" if self.verified else "unverified"),
         }
 
 
@@ -176,8 +176,13 @@ class EnsManager:
             "eventCategoryType": BOUNCED,
             "timestampUTC": int(time.time() * 1000),
             "compositeId": f"{definition.guid}.{job_id}.{list_id}.{batch_id}.{subscriber_id}",
-            "composite": {"jobId": job_id, "batchId": batch_id, "listId": list_id,
-                          "subscriberId": str(subscriber_id), "emailId": "297967"},
+            "composite": {
+                "jobId": job_id,
+                "batchId": batch_id,
+                "listId": list_id,
+                "subscriberId": str(subscriber_id),
+                "emailId": "297967",
+            },
             "definitionKey": definition.key,
             "definitionId": definition.guid,
             "mid": mid,
@@ -201,7 +206,9 @@ class EnsManager:
         for cb_id in targets:
             cb = self.callbacks[cb_id]
             if time.monotonic() < cb.suspended_until:
-                self.deliveries.append({"callbackId": cb_id, "outcome": "dropped_suspended", "at": iso(utcnow())})
+                self.deliveries.append(
+                    {"callbackId": cb_id, "outcome": "dropped_suspended", "at": iso(utcnow())}
+                )
                 continue
             self._spawn(self._deliver(cb, [event]))
 
@@ -219,8 +226,14 @@ class EnsManager:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 ok, outcome = False, f"error {type(exc).__name__}"
             self.deliveries.append(
-                {"callbackId": cb.callback_id, "attempt": attempt + 1, "ok": ok, "outcome": outcome,
-                 "events": len(batch), "at": iso(utcnow())}
+                {
+                    "callbackId": cb.callback_id,
+                    "attempt": attempt + 1,
+                    "ok": ok,
+                    "outcome": outcome,
+                    "events": len(batch),
+                    "at": iso(utcnow()),
+                }
             )
             if ok:
                 self.state.bump("ens_deliveries")
@@ -236,11 +249,13 @@ class EnsManager:
             cb.failed_batches.clear()
 
     async def probe(self, cb: Callback) -> str | None:
-        """The liveness probe MC sends on registration; returns an error text, or None when it answered 2xx."""
+        """MC's liveness probe on registration: an error text, or None when the callback answered 2xx."""
         payload = json.dumps({"callbackId": cb.callback_id, "verificationKey": cb.verification_key}).encode()
         try:
             async with self.session().post(
-                cb.url, data=payload, headers={"Content-Type": "application/json"},
+                cb.url,
+                data=payload,
+                headers={"Content-Type": "application/json"},
                 timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT),
             ) as resp:
                 if 200 <= resp.status < 300:
@@ -278,7 +293,9 @@ async def create_callbacks(request: web.Request) -> web.Response:
             return rest_error(400, 10002, "callbackName and url are required.")
         url = str(item["url"])
         if not _url_allowed(url):
-            return rest_error(400, 10005, f"Invalid callback url {url}: HTTPS without a query string is required.")
+            return rest_error(
+                400, 10005, f"Invalid callback url {url}: HTTPS without a query string is required."
+            )
         if any(cb.url == url for cb in ens.callbacks.values()):
             return web.Response(status=304)
         size = int(item.get("maxBatchSize", 1000))
@@ -294,12 +311,17 @@ async def create_callbacks(request: web.Request) -> web.Response:
         )
         problem = await ens.probe(cb)
         if problem is not None:
-            return rest_error(
-                400, 30000, f"MCMS_UWH_Runtime_GeneralFailure_probeCallbackLiveness: {problem}"
-            )
+            return rest_error(400, 30000, f"MCMS_UWH_Runtime_GeneralFailure_probeCallbackLiveness: {problem}")
         ens.callbacks[cb.callback_id] = cb
-        out.append({"callbackName": cb.name, "callbackId": cb.callback_id, "url": cb.url,
-                    "signatureKey": cb.signature_key, "maxBatchSize": cb.max_batch_size})
+        out.append(
+            {
+                "callbackName": cb.name,
+                "callbackId": cb.callback_id,
+                "url": cb.url,
+                "signatureKey": cb.signature_key,
+                "maxBatchSize": cb.max_batch_size,
+            }
+        )
     return web.json_response(out, status=201)
 
 
@@ -358,7 +380,9 @@ async def create_subscriptions(request: web.Request) -> web.Response:
             return rest_error(400, 30001, "The callback must be verified before subscribing.")
         cats = item.get("eventCategoryTypes")
         if not isinstance(cats, list) or not cats or any(c not in CATEGORIES for c in cats):
-            return rest_error(400, 10005, f"eventCategoryTypes must be a non-empty subset of {list(CATEGORIES)}.")
+            return rest_error(
+                400, 10005, f"eventCategoryTypes must be a non-empty subset of {list(CATEGORIES)}."
+            )
         filters = item.get("filters") or []
         if not isinstance(filters, list) or any("=" not in str(f) for f in filters):
             return rest_error(400, 10005, "filters must be strings of the form field=value.")
@@ -366,8 +390,10 @@ async def create_subscriptions(request: web.Request) -> web.Response:
             return rest_error(400, 10005, "At most 200 subscriptions per callback.")
         created.append(
             Subscription(
-                subscription_id=str(uuid.uuid4()), callback_id=cb.callback_id,
-                name=str(item.get("subscriptionName", "")), categories=[str(c) for c in cats],
+                subscription_id=str(uuid.uuid4()),
+                callback_id=cb.callback_id,
+                name=str(item.get("subscriptionName", "")),
+                categories=[str(c) for c in cats],
                 filters=[str(f) for f in filters],
             )
         )

@@ -238,7 +238,10 @@ class ImportManager:
             elif not valid_email(email):
                 job.errors.append(
                     ImportRowError(
-                        index, key, email, 12000,
+                        index,
+                        key,
+                        email,
+                        12000,
                         "InvalidEmailAddress: the email address is not valid (user@domain.tld, ASCII, "
                         "under 100 characters, no leading or trailing spaces).",
                     )

@@ -55,8 +55,9 @@ async def faults_post(request: web.Request) -> web.Response:
         added = [sb.faults.add(item if isinstance(item, dict) else {}) for item in items]
     except (FaultError, TypeError, ValueError) as exc:
         return web.json_response({"error": str(exc)}, status=400)
-    return web.json_response([f.to_json() for f in added] if isinstance(body, list) else added[0].to_json(),
-                             status=201)
+    return web.json_response(
+        [f.to_json() for f in added] if isinstance(body, list) else added[0].to_json(), status=201
+    )
 
 
 async def faults_delete(request: web.Request) -> web.Response:

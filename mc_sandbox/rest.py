@@ -65,7 +65,8 @@ async def send_handler(request: web.Request) -> web.Response:
     if definition is None or definition.status not in ("Active", "Inactive"):
         detail = {
             "messageErrorCode": 18002,
-            "messageErrorStatus": f"TriggeredSendUnableToCreateRequest: no active triggered send definition '{ref}'.",
+            "messageErrorStatus": "TriggeredSendUnableToCreateRequest: "
+            f"no active triggered send definition '{ref}'.",
         }
     else:
         refusal = check_recipient(sb, key if isinstance(key, str) else None, address)
@@ -95,11 +96,19 @@ async def send_handler(request: web.Request) -> web.Response:
     assert definition is not None and isinstance(key, str)
     from_name = _ci(_ci(body, "From"), "Name")
     attrs_raw = _ci(_ci(to, "ContactAttributes"), "SubscriberAttributes")
-    attributes = {str(k): "" if v is None else str(v) for k, v in (attrs_raw or {}).items()} if isinstance(
-        attrs_raw, dict
-    ) else {}
+    attributes = (
+        {str(k): "" if v is None else str(v) for k, v in (attrs_raw or {}).items()}
+        if isinstance(attrs_raw, dict)
+        else {}
+    )
     accept_email(
-        sb, definition, key, address, from_name if isinstance(from_name, str) else None, attributes, "rest",
+        sb,
+        definition,
+        key,
+        address,
+        from_name if isinstance(from_name, str) else None,
+        attributes,
+        "rest",
         message_id=request_id,
     )
     return web.json_response(

@@ -46,7 +46,9 @@ async def send_handler(request: web.Request) -> web.Response:
     subscribers_raw = fields.get("subscribers")
     errors: list[str] = []
     if numbers_raw and subscribers_raw:
-        return _errors("An array of mobile numbers and an array of subscribers cannot be provided at the same time.")
+        return _errors(
+            "An array of mobile numbers and an array of subscribers cannot be provided at the same time."
+        )
     recipients: list[tuple[str, str, dict[str, str]]] = []  # (number, subscriber key, attributes)
     if subscribers_raw:
         if not isinstance(subscribers_raw, list):
@@ -57,7 +59,9 @@ async def send_handler(request: web.Request) -> web.Response:
             e = {str(k).lower(): v for k, v in entry.items()} if isinstance(entry, dict) else {}
             number, key = e.get("mobilenumber"), e.get("subscriberkey")
             if not number or not key:
-                errors.append("A subscriber object must have both a mobile number and subscriber key defined.")
+                errors.append(
+                    "A subscriber object must have both a mobile number and subscriber key defined."
+                )
                 continue
             attrs = e.get("attributes") if isinstance(e.get("attributes"), dict) else {}
             recipients.append((str(number), str(key), {str(k): str(v) for k, v in (attrs or {}).items()}))
@@ -139,12 +143,22 @@ async def deliveries_handler(request: web.Request) -> web.Response:
     for number in send.numbers:
         # Carrier order, not time order: the final state is the highest standardStatusCode.
         tracking.append(
-            {"mobileNumber": number, "statusCode": "200", "message": "Carrier Success",
-             "standardStatusCode": "4000", "description": "Delivered to handset"}
+            {
+                "mobileNumber": number,
+                "statusCode": "200",
+                "message": "Carrier Success",
+                "standardStatusCode": "4000",
+                "description": "Delivered to handset",
+            }
         )
         tracking.append(
-            {"mobileNumber": number, "statusCode": "0", "message": "DELIVERED TO AGGREGATOR",
-             "standardStatusCode": "2000", "description": "Message was Delivered to Aggregator"}
+            {
+                "mobileNumber": number,
+                "statusCode": "0",
+                "message": "DELIVERED TO AGGREGATOR",
+                "standardStatusCode": "2000",
+                "description": "Message was Delivered to Aggregator",
+            }
         )
     return web.json_response(
         {

@@ -180,8 +180,10 @@ async def soap_handler(request: web.Request) -> web.Response:
     if header is not None:
         for el in header.iter():
             # fueloauth with no namespace (the docs) or in http://exacttarget.com (the SDKs).
-            if isinstance(el.tag, str) and lname(el) == "fueloauth" and etree.QName(el).namespace in (
-                None, "http://exacttarget.com"
+            if (
+                isinstance(el.tag, str)
+                and lname(el) == "fueloauth"
+                and etree.QName(el).namespace in (None, "http://exacttarget.com")
             ):
                 token = (el.text or "").strip()
     if not token_valid(sb.state, token):
@@ -194,7 +196,9 @@ async def soap_handler(request: web.Request) -> web.Response:
     handler = OPERATIONS.get(lname(op))
     if handler is None:
         return fault_response(
-            f"The operation {lname(op)} is not supported by this sandbox.", faultcode="soap:Client", actor=actor
+            f"The operation {lname(op)} is not supported by this sandbox.",
+            faultcode="soap:Client",
+            actor=actor,
         )
     action, payload = handler(ctx, op)
     return xml_response(envelope(action, payload))
@@ -210,8 +214,14 @@ def _save_action(op: etree._Element) -> str:
     return "Default"
 
 
-def _result(status: str, message: str, ordinal: int, error_code: int | None = None, rest: str = "",
-            xsi_t: str | None = None) -> str:
+def _result(
+    status: str,
+    message: str,
+    ordinal: int,
+    error_code: int | None = None,
+    rest: str = "",
+    xsi_t: str | None = None,
+) -> str:
     t = f' xsi:type="{xsi_t}"' if xsi_t else ""
     return (
         f"<Results{t}>{x('StatusCode', status)}{x('StatusMessage', message)}{x('OrdinalID', ordinal)}"
@@ -236,7 +246,9 @@ def _mobile_of(obj: etree._Element, attrs: dict[str, str]) -> str | None:
     return None
 
 
-def _upsert_subscriber(ctx: Ctx, obj: etree._Element, ordinal: int, save_action: str, update: bool) -> tuple[str, str]:
+def _upsert_subscriber(
+    ctx: Ctx, obj: etree._Element, ordinal: int, save_action: str, update: bool
+) -> tuple[str, str]:
     state = ctx.sb.state
     key = text(obj, "SubscriberKey")
     email = text(obj, "EmailAddress")
@@ -244,35 +256,42 @@ def _upsert_subscriber(ctx: Ctx, obj: etree._Element, ordinal: int, save_action:
     attrs = attributes_of(obj)
     mobile = _mobile_of(obj, attrs)
     if status in ("Bounced", "Deleted") and not update:
-        return "Error", _result("Error", "A Create cannot set Status to Bounced or Deleted.", ordinal, 12016,
-                                x("NewID", 0))
+        return "Error", _result(
+            "Error", "A Create cannot set Status to Bounced or Deleted.", ordinal, 12016, x("NewID", 0)
+        )
     if status and status not in ("Active", "Bounced", "Held", "Unsubscribed", "Deleted"):
-        return "Error", _result("Error", f"Invalid subscriber Status {status}.", ordinal, 12004, x("NewID", 0))
+        return "Error", _result(
+            "Error", f"Invalid subscriber Status {status}.", ordinal, 12004, x("NewID", 0)
+        )
     if not key:
         return "Error", _result("Error", "SubscriberKey is required.", ordinal, 12015, x("NewID", 0))
     existing = state.subscribers.get(key)
     upsert = save_action == "UpdateAdd"
-    if email is not None or existing is None:
-        if not valid_email(email):
-            return "Error", _result("Error", "InvalidEmailAddress", ordinal, 12000, x("NewID", 0))
+    if (email is not None or existing is None) and not valid_email(email):
+        return "Error", _result("Error", "InvalidEmailAddress", ordinal, 12000, x("NewID", 0))
     if not update and existing is not None and not upsert:
-        return "Error", _result("Error", "SubscriberAlreadyExists: The subscriber already exists.", ordinal, 12014,
-                                x("NewID", 0))
+        return "Error", _result(
+            "Error", "SubscriberAlreadyExists: The subscriber already exists.", ordinal, 12014, x("NewID", 0)
+        )
     if update and existing is None and not upsert:
         return "Error", _result("Error", "Subscriber Key Not Found.", ordinal, 12015, x("NewID", 0))
     if not update and save_action == "UpdateOnly" and existing is None:
         return "Error", _result("Error", "Subscriber Key Not Found.", ordinal, 12015, x("NewID", 0))
-    sub, created = state.upsert_subscriber(key, email or (existing.email if existing else ""), mobile, attrs,
-                                           status)
+    sub, created = state.upsert_subscriber(
+        key, email or (existing.email if existing else ""), mobile, attrs, status
+    )
     message = "Created Subscriber." if created else "Updated Subscriber."
-    return "OK", _result("OK", message, ordinal, None, x("NewID", sub.id if created else 0) + _subscriber_object(sub))
+    # UpdateResult has no NewID: its sequence is Object, UpdateResults, ParentPropertyName.
+    new_id = "" if update else x("NewID", sub.id if created else 0)
+    return "OK", _result("OK", message, ordinal, None, new_id + _subscriber_object(sub))
 
 
 def _subscriber_failure(obj_email: str | None, obj_key: str | None, refusal: Refusal, ordinal: int) -> str:
     return (
         "<SubscriberFailures><Subscriber>"
         f"{x('EmailAddress', obj_email or '')}{x('SubscriberKey', obj_key or '')}</Subscriber>"
-        f"{x('ErrorCode', 'TriggeredSendSubscriberProcessingError')}{x('ErrorDescription', refusal.description)}"
+        f"{x('ErrorCode', 'TriggeredSendSubscriberProcessingError')}"
+        f"{x('ErrorDescription', refusal.description)}"
         f"{x('Ordinal', ordinal)}{x('ErrorCodeID', refusal.code_id)}</SubscriberFailures>"
     )
 
@@ -285,13 +304,22 @@ def _triggered_send(ctx: Ctx, obj: etree._Element, ordinal: int) -> tuple[str, s
     if definition is None or definition.status not in ("Active", "Inactive"):
         return "Error", _result(
             "Error",
-            "TriggeredSendUnableToCreateRequest: the TriggeredSendDefinition was not found, or is not Active.",
-            ordinal, 18002, x("NewID", 0), t,
+            "TriggeredSendUnableToCreateRequest: the TriggeredSendDefinition was not found or is not Active.",
+            ordinal,
+            18002,
+            x("NewID", 0),
+            t,
         )
     subs = kids(obj, "Subscribers")
     if not subs:
-        return "Error", _result("Error", "The Triggered Send Object must have subscribers associated with it",
-                                ordinal, 180007, x("NewID", 0), t)
+        return "Error", _result(
+            "Error",
+            "The Triggered Send Object must have subscribers associated with it",
+            ordinal,
+            180007,
+            x("NewID", 0),
+            t,
+        )
     shared = attributes_of(obj)
     failures: list[str] = []
     accepted = 0
@@ -309,7 +337,9 @@ def _triggered_send(ctx: Ctx, obj: etree._Element, ordinal: int) -> tuple[str, s
     for _ in failures:
         ctx.sb.state.bump("emails_refused")
     if accepted == 0:
-        return "Error", _result("Error", NO_VALID_SUBSCRIBERS, ordinal, 180008, x("NewID", 0) + "".join(failures), t)
+        return "Error", _result(
+            "Error", NO_VALID_SUBSCRIBERS, ordinal, 180008, x("NewID", 0) + "".join(failures), t
+        )
     return "OK", _result("OK", "Created TriggeredSend", ordinal, None, x("NewID", 0) + "".join(failures), t)
 
 
@@ -319,11 +349,18 @@ def _import_definition(ctx: Ctx, obj: etree._Element, ordinal: int, save_action:
         return "Error", _result("Error", "Customer Key Not Specified", ordinal, 43000, x("NewID", 0))
     defs = ctx.sb.state.import_definitions
     if key in defs and save_action != "UpdateAdd":
-        return "Error", _result("Error", f"An ImportDefinition with CustomerKey {key} already exists.", ordinal,
-                                43030, x("NewID", 0))
+        return "Error", _result(
+            "Error",
+            f"An ImportDefinition with CustomerKey {key} already exists.",
+            ordinal,
+            43030,
+            x("NewID", 0),
+        )
     spec = text(obj, "FileSpec")
     if not spec:
-        return "Error", _result("Error", "Validation Error: FileSpec is required.", ordinal, 43060, x("NewID", 0))
+        return "Error", _result(
+            "Error", "Validation Error: FileSpec is required.", ordinal, 43060, x("NewID", 0)
+        )
     d = ImportDefinition(
         customer_key=key,
         name=text(obj, "Name") or key,
@@ -333,15 +370,24 @@ def _import_definition(ctx: Ctx, obj: etree._Element, ordinal: int, save_action:
     )
     defs[key] = d
     return "OK", _result(
-        "OK", "ImportDefinition created.", ordinal, None,
-        x("NewID", 0) + x("NewObjectID", d.object_id)
+        "OK",
+        "ImportDefinition created.",
+        ordinal,
+        None,
+        x("NewID", 0)
+        + x("NewObjectID", d.object_id)
         + f'<Object xsi:type="ImportDefinition">{x("ObjectID", d.object_id)}{x("CustomerKey", key)}</Object>',
     )
 
 
 def _unsupported_result(kind: str, obj_type: str, ordinal: int) -> tuple[str, str]:
-    return "Error", _result("Error", f"{kind} of {obj_type or 'this object'} is not supported by this sandbox.",
-                            ordinal, 15, x("NewID", 0))
+    return "Error", _result(
+        "Error",
+        f"{kind} of {obj_type or 'this object'} is not supported by this sandbox.",
+        ordinal,
+        15,
+        x("NewID", 0),
+    )
 
 
 def op_create(ctx: Ctx, op: etree._Element) -> tuple[str, str]:
@@ -360,8 +406,10 @@ def op_create(ctx: Ctx, op: etree._Element) -> tuple[str, str]:
             st, xml = _unsupported_result("Create", kind, i)
         statuses.append(st)
         results.append(xml)
-    body = f'<CreateResponse xmlns="{NS}">{"".join(results)}{x("RequestID", ctx.request_id)}' \
-           f'{x("OverallStatus", overall(statuses))}</CreateResponse>'
+    body = (
+        f'<CreateResponse xmlns="{NS}">{"".join(results)}{x("RequestID", ctx.request_id)}'
+        f'{x("OverallStatus", overall(statuses))}</CreateResponse>'
+    )
     return "CreateResponse", body
 
 
@@ -377,8 +425,10 @@ def op_update(ctx: Ctx, op: etree._Element) -> tuple[str, str]:
             st, xml = _unsupported_result("Update", kind, i)
         statuses.append(st)
         results.append(xml.replace("<NewID>0</NewID>", ""))
-    body = f'<UpdateResponse xmlns="{NS}">{"".join(results)}{x("RequestID", ctx.request_id)}' \
-           f'{x("OverallStatus", overall(statuses))}</UpdateResponse>'
+    body = (
+        f'<UpdateResponse xmlns="{NS}">{"".join(results)}{x("RequestID", ctx.request_id)}'
+        f'{x("OverallStatus", overall(statuses))}</UpdateResponse>'
+    )
     return "UpdateResponse", body
 
 
@@ -399,8 +449,10 @@ def op_delete(ctx: Ctx, op: etree._Element) -> tuple[str, str]:
             st, xml = _unsupported_result("Delete", kind, i)
             statuses.append(st)
             results.append(xml.replace("<NewID>0</NewID>", ""))
-    body = f'<DeleteResponse xmlns="{NS}">{"".join(results)}{x("RequestID", ctx.request_id)}' \
-           f'{x("OverallStatus", overall(statuses))}</DeleteResponse>'
+    body = (
+        f'<DeleteResponse xmlns="{NS}">{"".join(results)}{x("RequestID", ctx.request_id)}'
+        f'{x("OverallStatus", overall(statuses))}</DeleteResponse>'
+    )
     return "DeleteResponse", body
 
 
@@ -414,10 +466,15 @@ def op_perform(ctx: Ctx, op: etree._Element) -> tuple[str, str]:
     for i, d in enumerate(kids(kid(op, "Definitions"), "Definition")):
         kind = xsi_type(d)
         key = text(d, "CustomerKey") or ""
-        obj = f'<Object xsi:type="{escape(kind or "APIObject")}">{nil("ObjectID")}{x("CustomerKey", key)}</Object>'
+        obj_type = escape(kind or "APIObject")
+        obj = f'<Object xsi:type="{obj_type}">{nil("ObjectID")}{x("CustomerKey", key)}</Object>'
         job: ImportJob | None = None
         if kind != "ImportDefinition" or action != "start":
-            status, msg, code = "Error", f"Perform {action or '(none)'} on {kind or 'object'} is not supported.", 15
+            status, msg, code = (
+                "Error",
+                f"Perform {action or '(none)'} on {kind or 'object'} is not supported.",
+                15,
+            )
         else:
             definition = ctx.sb.state.import_definitions.get(key)
             if definition is None:
@@ -427,7 +484,8 @@ def op_perform(ctx: Ctx, op: etree._Element) -> tuple[str, str]:
                 status, msg, code = "OK", f"ImportDefinition performed AsyncID:{job.task_id}", 0
         task = (
             f"<Task>{x('StatusCode', status)}{x('StatusMessage', 'OK' if job else msg)}"
-            f"{x('ID', job.task_id if job else None)}{x('InteractionObjectID', job.object_id if job else None)}</Task>"
+            f"{x('ID', job.task_id if job else None)}"
+            f"{x('InteractionObjectID', job.object_id if job else None)}</Task>"
         )
         statuses.append(status)
         results.append(
@@ -457,9 +515,16 @@ class RetrieveType:
 
 def _subscriber_rows(sb: Sandbox) -> list[Record]:
     return [
-        {"ID": s.id, "CreatedDate": s.created_at, "ModifiedDate": s.updated_at, "EmailAddress": s.email,
-         "SubscriberKey": s.subscriber_key, "Status": s.status, "UnsubscribedDate": None,
-         "EmailTypePreference": "HTML"}
+        {
+            "ID": s.id,
+            "CreatedDate": s.created_at,
+            "ModifiedDate": s.updated_at,
+            "EmailAddress": s.email,
+            "SubscriberKey": s.subscriber_key,
+            "Status": s.status,
+            "UnsubscribedDate": None,
+            "EmailTypePreference": "HTML",
+        }
         for s in sb.state.subscribers.values()
     ]
 
@@ -470,11 +535,21 @@ def _import_rows(sb: Sandbox) -> list[Record]:
         if j.status == "New":
             continue  # MC returns no row until the import has started processing
         rows.append(
-            {"ObjectID": j.object_id, "ImportDefinitionCustomerKey": j.definition_key,
-             "StartDate": mc_date_string(j.started_at), "EndDate": mc_date_string(j.ended_at),
-             "DestinationID": "1", "NumberSuccessful": j.succeeded, "NumberDuplicated": 0,
-             "NumberRestricted": 0, "NumberErrors": len(j.errors), "TotalRows": j.total_rows,
-             "ImportType": "Lists", "ImportStatus": j.status, "TaskResultID": j.task_id}
+            {
+                "ObjectID": j.object_id,
+                "ImportDefinitionCustomerKey": j.definition_key,
+                "StartDate": mc_date_string(j.started_at),
+                "EndDate": mc_date_string(j.ended_at),
+                "DestinationID": "1",
+                "NumberSuccessful": j.succeeded,
+                "NumberDuplicated": 0,
+                "NumberRestricted": 0,
+                "NumberErrors": len(j.errors),
+                "TotalRows": j.total_rows,
+                "ImportType": "Lists",
+                "ImportStatus": j.status,
+                "TaskResultID": j.task_id,
+            }
         )
     return rows
 
@@ -482,11 +557,20 @@ def _import_rows(sb: Sandbox) -> list[Record]:
 def _event_rows(kind: str) -> Callable[[Sandbox], list[Record]]:
     def rows(sb: Sandbox) -> list[Record]:
         return [
-            {"SendID": e.send_id, "SubscriberKey": e.subscriber_key, "Subscriber.SubscriberKey": e.subscriber_key,
-             "EventDate": e.event_date, "EventType": "Sent", "TriggeredSendDefinitionObjectID":
-             e.definition_object_id, "BatchID": 1, "MOCode": e.definition_key, "Carrier": None,
-             "ObjectID": None}
-            for e in sb.state.events if e.kind == kind
+            {
+                "SendID": e.send_id,
+                "SubscriberKey": e.subscriber_key,
+                "Subscriber.SubscriberKey": e.subscriber_key,
+                "EventDate": e.event_date,
+                "EventType": "Sent",
+                "TriggeredSendDefinitionObjectID": e.definition_object_id,
+                "BatchID": 1,
+                "MOCode": e.definition_key,
+                "Carrier": None,
+                "ObjectID": None,
+            }
+            for e in sb.state.events
+            if e.kind == kind
         ]
 
     return rows
@@ -494,16 +578,28 @@ def _event_rows(kind: str) -> Callable[[Sandbox], list[Record]]:
 
 def _tsd_rows(sb: Sandbox) -> list[Record]:
     return [
-        {"ObjectID": d.guid, "CustomerKey": d.key, "Name": d.name, "Description": None,
-         "TriggeredSendStatus": d.status, "EmailSubject": d.subject}
+        {
+            "ObjectID": d.guid,
+            "CustomerKey": d.key,
+            "Name": d.name,
+            "Description": None,
+            "TriggeredSendStatus": d.status,
+            "EmailSubject": d.subject,
+        }
         for d in EMAIL_DEFINITIONS.values()
     ]
 
 
 def _import_definition_rows(sb: Sandbox) -> list[Record]:
     return [
-        {"ObjectID": d.object_id, "CustomerKey": d.customer_key, "Name": d.name, "AllowErrors": d.allow_errors,
-         "FileSpec": d.file_spec, "UpdateType": d.update_type}
+        {
+            "ObjectID": d.object_id,
+            "CustomerKey": d.customer_key,
+            "Name": d.name,
+            "AllowErrors": d.allow_errors,
+            "FileSpec": d.file_spec,
+            "UpdateType": d.update_type,
+        }
         for d in sb.state.import_definitions.values()
     ]
 
@@ -521,14 +617,34 @@ def _render_smsmt(rec: Record, props: list[str]) -> str:
 
 RETRIEVE_TYPES: dict[str, RetrieveType] = {
     "Subscriber": RetrieveType(
-        ("CreatedDate", "ModifiedDate", "ID", "EmailAddress", "SubscriberKey", "UnsubscribedDate", "Status",
-         "EmailTypePreference"),
+        (
+            "CreatedDate",
+            "ModifiedDate",
+            "ID",
+            "EmailAddress",
+            "SubscriberKey",
+            "UnsubscribedDate",
+            "Status",
+            "EmailTypePreference",
+        ),
         _subscriber_rows,
     ),
     "ImportResultsSummary": RetrieveType(
-        ("ObjectID", "ImportDefinitionCustomerKey", "StartDate", "EndDate", "DestinationID", "NumberSuccessful",
-         "NumberDuplicated", "NumberRestricted", "NumberErrors", "TotalRows", "ImportType", "ImportStatus",
-         "TaskResultID"),
+        (
+            "ObjectID",
+            "ImportDefinitionCustomerKey",
+            "StartDate",
+            "EndDate",
+            "DestinationID",
+            "NumberSuccessful",
+            "NumberDuplicated",
+            "NumberRestricted",
+            "NumberErrors",
+            "TotalRows",
+            "ImportType",
+            "ImportStatus",
+            "TaskResultID",
+        ),
         _import_rows,
     ),
     "SentEvent": RetrieveType(
@@ -660,7 +776,8 @@ def op_retrieve(ctx: Ctx, op: etree._Element) -> tuple[str, str]:
     bad = [p for p in props if p not in rtype.fields]
     if bad:
         return reply(
-            f"Error: The Request Property(s) {', '.join(bad)} do not match with the fields of {object_type} retrieve"
+            f"Error: The Request Property(s) {', '.join(bad)} do not match with the fields of "
+            f"{object_type} retrieve"
         )
     try:
         keep = _filter_fn(kid(req, "Filter"), rtype)
@@ -702,4 +819,3 @@ def load_wsdl(base_url: str) -> tuple[bytes, bytes]:
     )
     xsd = (folder / "ETFrameworkFault.xsd").read_bytes()
     return wsdl.encode("utf-8"), xsd
-

@@ -43,13 +43,15 @@ EMAIL_DEFINITIONS: dict[str, EmailDefinition] = {
             key="packet-drawn-drawer",
             name="Packet drawn (drawer)",
             subject="紅包",
-            text="親愛的 %%DrawerName%% 恭喜你好手氣抽到 %%GiverName%% 送的紅包 $%%Amount%%！訂餐廳吃飯可直接用！",
+            text="親愛的 %%DrawerName%% 恭喜你好手氣抽到 %%GiverName%% 送的紅包 $%%Amount%%！"
+            "訂餐廳吃飯可直接用！",
         ),
         EmailDefinition(
             key="packet-drawn-giver",
             name="Packet drawn (giver)",
             subject="紅包",
-            text="你的朋友 %%DrawerName%% 抽到你發的 $%%Amount%% EZCASH 紅包！只要他消費你就能得到 $%%Cashback%% 回饋！",
+            text="你的朋友 %%DrawerName%% 抽到你發的 $%%Amount%% EZCASH 紅包！"
+            "只要他消費你就能得到 $%%Cashback%% 回饋！",
         ),
         EmailDefinition(
             key="packet-redeemed-giver",
@@ -75,7 +77,7 @@ _PLACEHOLDER = re.compile(r"%%([A-Za-z0-9_]+)%%")
 
 
 def render(text: str, attributes: dict[str, str]) -> str:
-    """Substitute ``%%Name%%`` (case-insensitive, like AMPscript); unknown attributes render empty, as in MC."""
+    """Substitute ``%%Name%%`` (case-insensitive, like AMPscript); unknown names render empty, as in MC."""
     lowered = {k.lower(): v for k, v in attributes.items()}
     return _PLACEHOLDER.sub(lambda m: str(lowered.get(m.group(1).lower(), "")), text)
 

@@ -74,17 +74,16 @@ batches_topic = app.topic(BATCHES_TOPIC, value_type=SubscriberBatch, value_seria
 trace_topic = app.topic(TRACE_TOPIC, value_type=TraceStep, value_serializer="json")
 
 # Tables. Values are small and keyed per row, never lists that grow per event.
-seen_drawn = app.Table("seen-packet.drawn", key_type=str, value_type=float, key_serializer="raw")
-seen_redeemed = app.Table("seen-packet.redeemed", key_type=str, value_type=float, key_serializer="raw")
-known_subscribers = app.Table("known-subscribers", key_type=str, value_type=str, key_serializer="raw")
-pending_rows = app.Table("pending-rows", key_type=str, value_type=bytes, value_serializer="raw")
-open_windows = app.Table("open-windows", key_type=str, value_type=bytes, value_serializer="raw")
-email_ledger = app.Table("ledger-email", key_type=str, value_type=bytes, value_serializer="raw")
-sms_ledger = app.Table("ledger-sms", key_type=str, value_type=bytes, value_serializer="raw")
-suppressed = app.GlobalTable("suppressed", key_type=str, value_type=bytes, value_serializer="raw")
-event_trace = app.Table(
-    "event-trace", key_type=str, value_type=bytes, value_serializer="raw", key_serializer="raw"
-)
+# Keys are str, values raw bytes each stage encodes itself (cheap, and readable with console tools).
+seen_drawn = app.Table("seen-packet.drawn", key_type=str, value_type=bytes)
+seen_redeemed = app.Table("seen-packet.redeemed", key_type=str, value_type=bytes)
+known_subscribers = app.Table("known-subscribers", key_type=str, value_type=bytes)
+pending_rows = app.Table("pending-rows", key_type=str, value_type=bytes)
+open_windows = app.Table("open-windows", key_type=str, value_type=bytes)
+email_ledger = app.Table("ledger-email", key_type=str, value_type=bytes)
+sms_ledger = app.Table("ledger-sms", key_type=str, value_type=bytes)
+suppressed = app.GlobalTable("suppressed", key_type=str, value_type=bytes)
+event_trace = app.Table("event-trace", key_type=str, value_type=bytes)
 
 log = logging.getLogger("stream_app")
 

@@ -60,8 +60,8 @@ class WindowMeta:
         return cls(**orjson.loads(raw))
 
 
-def subscriber_signature(email: str | None, mobile: str | None) -> str:
-    return f"{email or ''}{SEP}{mobile or ''}"
+def subscriber_signature(email: str | None, mobile: str | None) -> bytes:
+    return f"{email or ''}{SEP}{mobile or ''}".encode()
 
 
 def window_bounds(now: float, size: float) -> tuple[float, float]:
@@ -69,7 +69,7 @@ def window_bounds(now: float, size: float) -> tuple[float, float]:
     return start, start + size
 
 
-def needs_import(ready: SubscriberReady, known: str | None) -> bool:
+def needs_import(ready: SubscriberReady, known: bytes | None) -> bool:
     """Upload the subscriber unless MC has it with this very email and mobile.
 
     A notification without an email (an SMS whose party's email was invalid) needs no email
@@ -164,7 +164,7 @@ async def batcher(stream: StreamT) -> None:
 async def request_due_closes() -> None:
     """Ask for the close of every due window this worker owns, restored ones included."""
     now = time.time()
-    assigned = app.assignor.assigned_actives()
+    assigned = app.consumer.assignment()
     for window_id, raw in list(open_windows.items()):
         meta = WindowMeta.loads(raw)
         if meta.closes_at > now or TP(INTENTS_TOPIC, meta.partition) not in assigned:

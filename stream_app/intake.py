@@ -33,7 +33,7 @@ async def handle(event_type: str, event: EventT, seen: TableT) -> None:
     if packet.event_id in seen:
         await trace(packet.event_id, "duplicate-input", topic=event_type, offset=event.message.offset)
         return
-    seen[packet.event_id] = time.time()
+    seen[packet.event_id] = b"%.3f" % time.time()
     ready, rejected = plan(event_type, packet)
     await trace(
         packet.event_id,

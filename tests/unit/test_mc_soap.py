@@ -99,7 +99,7 @@ def make(fake: FakeSoap) -> SoapClient:
 
 
 def body_root(doc: etree._Element) -> etree._Element:
-    return doc.find("soap:Body", NS)[0]  # type: ignore[index]
+    return doc.find("soap:Body", NS)[0]
 
 
 async def test_import_summary_request_and_parse() -> None:

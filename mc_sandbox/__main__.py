@@ -1,0 +1,41 @@
+"""``python -m mc_sandbox``: a local Salesforce Marketing Cloud for development and tests."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .server import run
+from .state import Config
+
+DEFAULT_STATE_DIR = Path(__file__).resolve().parent.parent / ".state" / "mc_sandbox"
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    p = argparse.ArgumentParser(prog="python -m mc_sandbox", description=__doc__)
+    p.add_argument("--http-port", type=int, default=8780, help="auth, SOAP, REST, SMS, ENS and /_sandbox")
+    p.add_argument("--sftp-port", type=int, default=8722)
+    p.add_argument("--import-delay", type=float, default=1.0, help="seconds from upload/start to processing")
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    p.add_argument("--rate-limit", type=int, default=0, help="requests/s over SOAP+REST+SMS; 0 = off")
+    p.add_argument("--message-cap", type=int, default=1_000_000, help="messages kept for inspection")
+    p.add_argument("--token-ttl", type=float, default=1200.0, help="OAuth token lifetime in seconds")
+    a = p.parse_args(argv)
+    return Config(
+        http_port=a.http_port,
+        sftp_port=a.sftp_port,
+        import_delay=a.import_delay,
+        state_dir=a.state_dir.resolve(),
+        rate_limit=a.rate_limit,
+        message_cap=a.message_cap,
+        token_ttl=a.token_ttl,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

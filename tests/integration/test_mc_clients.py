@@ -1,0 +1,295 @@
+"""The MC clients against the local sandbox, over the network exactly as against real MC."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from stream_app.mc import (
+    ImportSummary,
+    MarketingCloud,
+    PermanentMCError,
+    SftpUploader,
+    TransientMCError,
+    error_report_path,
+)
+from stream_app.settings import Settings
+
+# Fixtures live on the session loop; the tests must run on it too.
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class _Sandbox:
+    http_url: str
+    sftp_port: int
+    known_hosts: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def mc_box(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The shared `sandbox` fixture when the suite provides one, else a sandbox of our own."""
+    try:
+        yield request.getfixturevalue("sandbox")
+        return
+    except pytest.FixtureLookupError:
+        pass
+    if not (ROOT / "mc_sandbox" / "__main__.py").is_file():
+        pytest.skip("mc_sandbox is not available")
+    state = tmp_path_factory.mktemp("mc_sandbox")
+    http_port, sftp_port = _free_port(), _free_port()
+    cmd = [sys.executable, "-m", "mc_sandbox", "--http-port", str(http_port), "--sftp-port", str(sftp_port)]
+    cmd += ["--import-delay", "0.3", "--state-dir", str(state)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    url = f"http://127.0.0.1:{http_port}/"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if (
+                    httpx.get(f"{url}_sandbox/health", timeout=1).status_code == 200
+                    and (state / "known_hosts").is_file()
+                ):
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("mc_sandbox did not start")
+            time.sleep(0.1)
+        yield _Sandbox(url, sftp_port, state / "known_hosts")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def settings(mc_box: Any) -> Settings:
+    return replace(
+        Settings(),
+        mc_auth_url=mc_box.http_url,
+        mc_sftp_host="127.0.0.1",
+        mc_sftp_port=mc_box.sftp_port,
+        mc_sftp_known_hosts=Path(mc_box.known_hosts),
+    )
+
+
+@pytest.fixture
+async def admin(mc_box: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=mc_box.http_url, timeout=10) as client:
+        await client.post("/_sandbox/reset")
+        await client.delete("/_sandbox/faults")
+        yield client
+        await client.delete("/_sandbox/faults")
+
+
+@pytest.fixture
+async def mc(settings: Settings, admin: httpx.AsyncClient) -> AsyncIterator[MarketingCloud]:
+    cloud = MarketingCloud(settings)
+    await cloud.start()
+    yield cloud
+    await cloud.close()
+
+
+async def fault(admin: httpx.AsyncClient, target: str, mode: str, count: int = 1) -> None:
+    response = await admin.post("/_sandbox/faults", json={"target": target, "mode": mode, "count": count})
+    assert response.status_code in (200, 201), response.text
+
+
+CSV = (
+    b'"Subscriber Key","Email Address"\r\n'
+    b'"M1001","ez@example.com"\r\n'
+    b'"M2002","table@example.com"\r\n'
+    b'"M3003","not-an-email"\r\n'
+)
+
+
+async def import_subscribers(mc: MarketingCloud, name: str, data: bytes = CSV) -> ImportSummary:
+    await mc.sftp.upload(name, data)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        summary = await mc.soap.import_summary(name)
+        if summary is not None and summary.done:
+            return summary
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"import of {name} did not complete")
+
+
+async def test_token_is_cached(mc: MarketingCloud, admin: httpx.AsyncClient) -> None:
+    before = (await admin.get("/_sandbox/stats")).json().get("token_requests")
+    cloud = MarketingCloud(replace(mc.tokens._settings))
+    started = time.perf_counter()
+    await cloud.tokens.token()
+    print(f"\ntoken fetch: {(time.perf_counter() - started) * 1000:.1f} ms")
+    for _ in range(5):
+        await cloud.tokens.token()
+    after = (await admin.get("/_sandbox/stats")).json().get("token_requests")
+    await cloud.close()
+    assert after - before == 1
+
+
+async def test_import_then_send(mc: MarketingCloud, admin: httpx.AsyncClient) -> None:
+    started = time.perf_counter()
+    summary = await import_subscribers(mc, "subscribers_it1.csv")
+    print(f"\nupload -> import Completed: {(time.perf_counter() - started) * 1000:.0f} ms")
+    assert summary.status == "Completed"
+    assert (summary.total_rows, summary.succeeded, summary.errors) == (3, 2, 1)
+
+    report = await mc.sftp.read_file(error_report_path("subscribers_it1.csv"))
+    assert report is not None
+    lines = report.decode().splitlines()
+    assert lines[0].replace('"', "") == "SubscriberKey,EmailAddress,ErrorCode,ErrorMessage"
+    assert any("M3003" in line for line in lines[1:])
+    assert await mc.sftp.read_file("/Export/never_uploaded_errors.csv") is None
+
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        await mc.soap.import_summary("subscribers_it1.csv")
+        timings.append((time.perf_counter() - started) * 1000)
+    print(f"SOAP Retrieve ImportResultsSummary: median {sorted(timings)[2]:.1f} ms")
+
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        receipt = await mc.rest.send_email(
+            "packet-drawn-drawer",
+            to="ez@example.com",
+            subscriber_key="M1001",
+            from_name="TABLE via EZTABLE",
+            attributes={"DrawerName": "EZ", "GiverName": "TABLE", "Amount": "250"},
+        )
+        timings.append((time.perf_counter() - started) * 1000)
+    print(f"REST send_email: median {sorted(timings)[2]:.1f} ms")
+    assert receipt.request_id
+    messages = (await admin.get("/_sandbox/messages")).json()
+    email = [m for m in messages if m["channel"] == "email"]
+    assert len(email) == 5
+    assert email[-1]["from_name"] == "TABLE via EZTABLE"
+    assert email[-1]["subscriber_key"] == "M1001" and email[-1]["to"] == "ez@example.com"
+
+    started = time.perf_counter()
+    sent = await mc.soap.sent_since("M1001", since, sms=False)
+    print(f"SOAP sent_since (SentEvent + TSD lookup): {(time.perf_counter() - started) * 1000:.1f} ms")
+    assert len(sent) == 5
+    assert {r.definition_key for r in sent} == {"packet-drawn-drawer"}
+    assert await mc.soap.sent_since("M2002", since) == []
+
+
+async def test_send_refusals_are_permanent(mc: MarketingCloud) -> None:
+    await import_subscribers(mc, "subscribers_it2.csv")
+    with pytest.raises(PermanentMCError) as info:
+        await mc.rest.send_email("packet-drawn-drawer", to="other@example.com", subscriber_key="M1001")
+    assert info.value.code == 180008
+    with pytest.raises(PermanentMCError) as info:
+        await mc.rest.send_email("packet-drawn-drawer", to="", subscriber_key="M1001")
+    with pytest.raises(PermanentMCError):
+        await mc.rest.send_email("no-such-definition", to="ez@example.com", subscriber_key="M1001")
+
+
+async def test_sms(mc: MarketingCloud, admin: httpx.AsyncClient) -> None:
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    receipt = await mc.rest.send_sms(
+        "packet-drawn-welcome", mobile_e164="+886912345678", text="hi", subscriber_key="M1001"
+    )
+    assert receipt.request_id
+    sms = [m for m in (await admin.get("/_sandbox/messages")).json() if m["channel"] == "sms"]
+    assert len(sms) == 1 and "886912345678" in str(sms[0]["to"])
+    with pytest.raises(PermanentMCError):
+        await mc.rest.send_sms("no-such-message", mobile_e164="+886912345678", text="hi")
+    sent = await mc.soap.sent_since("M1001", since, sms=True)
+    assert all(r.channel == "sms" for r in sent)
+
+
+@pytest.mark.parametrize("target", ["rest", "soap"])
+async def test_injected_faults_are_transient(
+    mc: MarketingCloud, admin: httpx.AsyncClient, target: str
+) -> None:
+    async def call() -> object:
+        if target == "rest":
+            return await mc.rest.send_email(
+                "packet-drawn-drawer", to="ez@example.com", subscriber_key="M1001"
+            )
+        return await mc.soap.import_summary("whatever.csv")
+
+    await fault(admin, target, "error500")
+    with pytest.raises(TransientMCError):
+        await call()
+    await fault(admin, target, "error429")
+    with pytest.raises(TransientMCError) as info:
+        await call()
+    if target == "rest":
+        assert info.value.retry_after is not None
+
+
+async def test_expired_token_is_refreshed(mc: MarketingCloud, admin: httpx.AsyncClient) -> None:
+    await admin.post("/_sandbox/tokens/expire")
+    assert await mc.soap.import_summary("nothing.csv") is None
+    await admin.post("/_sandbox/tokens/expire")
+    with pytest.raises(PermanentMCError):  # reaches MC with a fresh token, which refuses the unknown key
+        await mc.rest.send_email("no-such-definition", to="ez@example.com", subscriber_key="M1001")
+
+
+async def test_sftp_disconnect_is_transient_and_reconnects(
+    mc: MarketingCloud, admin: httpx.AsyncClient
+) -> None:
+    await mc.sftp.upload("warmup_it.csv", b'"Subscriber Key","Email Address"\r\n')
+    await fault(admin, "sftp", "disconnect")
+    with pytest.raises(TransientMCError):
+        await mc.sftp.upload("subscribers_it3.csv", CSV)
+    path = await mc.sftp.upload("subscribers_it3.r2.csv", CSV)
+    assert path == "/Import/subscribers_it3.r2.csv"
+
+
+async def test_host_key_mismatch_is_refused(settings: Settings, tmp_path: Path) -> None:
+    bogus = tmp_path / "known_hosts"
+    key = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"  # some other host's key
+    bogus.write_text(f"[127.0.0.1]:{settings.mc_sftp_port} ssh-ed25519 {key}\n")
+    uploader = SftpUploader(replace(settings, mc_sftp_known_hosts=bogus))
+    with pytest.raises(PermanentMCError) as info:
+        await uploader.upload("never.csv", b"x")
+    assert info.value.code == "HostKeyMismatch"
+    await uploader.close()
+
+
+async def test_no_secret_is_logged(
+    mc: MarketingCloud, admin: httpx.AsyncClient, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    await admin.post("/_sandbox/tokens/expire")
+    await mc.soap.import_summary("nothing.csv")
+    await mc.rest.send_sms("packet-drawn-welcome", mobile_e164="+886912345678", text="hi")
+    await mc.sftp.close()
+    await mc.sftp.upload("logcheck_it.csv", b'"Subscriber Key","Email Address"\r\n')
+    token = await mc.tokens.token()
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert caplog.records
+    assert token not in text
+    assert settings.mc_client_secret not in text
+    # The sandbox's SFTP password is a plain word that also names its routes and its SFTP user.
+    text = text.replace(f"user {settings.mc_sftp_user}", "user <name>")
+    assert not re.search(rf"(?<![\w/-]){re.escape(settings.mc_sftp_password)}(?![\w/-])", text)

@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+from tests.fixtures.ports import free_port
+from tests.fixtures.sandbox import SandboxProcess
+
+from .helpers import token
+
+
+class Receiver:
+    def __init__(self, fail_first: int = 0) -> None:
+        self.bodies: list[tuple[bytes, dict[str, str]]] = []
+        self.fail_first = fail_first
+        self.port = free_port()
+        self.runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        self.bodies.append((raw, dict(request.headers)))
+        if self.fail_first > 0 and isinstance(json.loads(raw), list):
+            self.fail_first -= 1
+            return web.Response(status=500)
+        return web.Response(status=200)
+
+    async def __aenter__(self) -> Receiver:
+        app = web.Application()
+        app.router.add_post("/ens", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/ens"
+
+    def events(self) -> list[tuple[list[dict[str, Any]], bytes, dict[str, str]]]:
+        return [(json.loads(b), b, h) for b, h in self.bodies if isinstance(json.loads(b), list)]
+
+
+async def _until(cond: Any, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def _register(c: httpx.AsyncClient, rec: Receiver) -> dict[str, Any]:
+    r = await c.post("platform/v1/ens-callbacks", json=[{"callbackName": "cb", "url": rec.url}])
+    assert r.status_code == 201, r.text
+    cb = r.json()[0]
+    probe = json.loads(rec.bodies[0][0])
+    assert probe["callbackId"] == cb["callbackId"]
+    r = await c.post(
+        "platform/v1/ens-subscriptions",
+        json=[
+            {
+                "callbackId": cb["callbackId"],
+                "subscriptionName": "s",
+                "eventCategoryTypes": ["TransactionalSendEvents.EmailBounced"],
+            }
+        ],
+    )
+    assert r.status_code == 400  # not verified yet
+    r = await c.post("platform/v1/ens-verify", json={"callbackId": cb["callbackId"], "verificationKey": "x"})
+    assert r.status_code == 404
+    r = await c.post("platform/v1/ens-verify", json=probe)
+    assert r.status_code == 200
+    r = await c.post(
+        "platform/v1/ens-subscriptions",
+        json=[
+            {
+                "callbackId": cb["callbackId"],
+                "subscriptionName": "bounces",
+                "eventCategoryTypes": ["TransactionalSendEvents.EmailBounced"],
+                "filters": ["bounceCode=HARD"],
+            }
+        ],
+    )
+    assert r.status_code == 201 and r.json()[0]["status"] == "active"
+    listed = await c.get(f"platform/v1/ens-subscriptions-by-cb/{cb['callbackId']}")
+    assert len(listed.json()) == 1
+    return cb
+
+
+async def _bounce_send(c: httpx.AsyncClient, base: str, key: str, email: str) -> str:
+    tok = c.headers["Authorization"].split()[1]
+    env = (
+        '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+        f"<soap:Header><fueloauth>{tok}</fueloauth></soap:Header><soap:Body>"
+        '<CreateRequest xmlns="http://exacttarget.com/wsdl/partnerAPI"><Options/>'
+        f'<Objects xsi:type="Subscriber"><EmailAddress>{email}</EmailAddress>'
+        f"<SubscriberKey>{key}</SubscriberKey>"
+        "</Objects></CreateRequest></soap:Body></soap:Envelope>"
+    )
+    assert "<OverallStatus>OK" in (await c.post(f"{base}Service.asmx", content=env)).text
+    r = await c.post(
+        "messaging/v1/messageDefinitionSends/key:packet-drawn-drawer/send",
+        json={"To": {"Address": email, "SubscriberKey": key}},
+    )
+    assert r.json()["responses"][0]["hasErrors"] is False
+    return str(r.json()["requestId"])
+
+
+async def test_bounce_is_signed_and_delivered(clean_sandbox: SandboxProcess) -> None:
+    base = clean_sandbox.http_url
+    async with (
+        Receiver() as rec,
+        httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token(base)}"}) as c,
+    ):
+        cb = await _register(c, rec)
+        send_id = await _bounce_send(c, base, "B1", "gone@bounce.example")
+        await _until(lambda: rec.events())
+        ((batch, raw, headers),) = rec.events()
+        expected = base64.b64encode(
+            hmac.new(cb["signatureKey"].encode(), raw, hashlib.sha256).digest()
+        ).decode()
+        assert headers["x-sfmc-ens-signature"] == expected
+        event = batch[0]
+        assert event["eventCategoryType"] == "TransactionalSendEvents.EmailBounced"
+        assert event["definitionKey"] == "packet-drawn-drawer"
+        assert event["info"]["to"] == "gone@bounce.example" and event["info"]["subscriberKey"] == "B1"
+        assert event["info"]["bounceCode"] == "HARD" and event["info"]["smtpReason"] == "5.1.1"
+        assert event["info"]["messageKey"] == send_id
+        subs = (await c.get("_sandbox/subscribers")).json()
+        assert subs[0]["status"] == "Held"
+        r = await c.post(
+            "messaging/v1/messageDefinitionSends/key:packet-drawn-drawer/send",
+            json={"To": {"Address": "gone@bounce.example", "SubscriberKey": "B1"}},
+        )
+        assert r.json()["responses"][0]["messageErrors"][1]["messageErrorCode"] == 2
+        assert (await c.delete(f"platform/v1/ens-callbacks/{cb['callbackId']}")).status_code == 200
+        assert (await c.get(f"platform/v1/ens-callbacks/{cb['callbackId']}")).status_code == 404
+
+
+async def test_delivery_retried_on_failure(clean_sandbox: SandboxProcess) -> None:
+    base = clean_sandbox.http_url
+    async with (
+        Receiver(fail_first=2) as rec,
+        httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token(base)}"}) as c,
+    ):
+        await _register(c, rec)
+        await _bounce_send(c, base, "B2", "gone2@bounce.example")
+        await _until(lambda: len(rec.events()) == 3)
+        deliveries = (await c.get("_sandbox/ens")).json()["deliveries"]
+        assert [d["ok"] for d in deliveries] == [False, False, True]
+        raws = {raw for _b, raw, _h in rec.events()}
+        assert len(raws) == 1  # the same batch, retried
+
+
+async def test_probe_failure_and_bad_url(clean_sandbox: SandboxProcess) -> None:
+    base = clean_sandbox.http_url
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token(base)}"}) as c:
+        dead = f"http://127.0.0.1:{free_port()}/ens"
+        r = await c.post("platform/v1/ens-callbacks", json=[{"callbackName": "cb", "url": dead}])
+        assert r.status_code == 400
+        assert r.json()["message"].startswith("MCMS_UWH_Runtime_GeneralFailure_probeCallbackLiveness")
+        r = await c.post(
+            "platform/v1/ens-callbacks", json=[{"callbackName": "cb", "url": "http://example.com/x"}]
+        )
+        assert r.status_code == 400
