@@ -41,7 +41,7 @@ def topic_partitions() -> dict[str, int]:
 
 
 app = faust.App(
-    "stream_app",
+    settings.app_id,
     broker=settings.broker_url,
     store=settings.store,
     datadir=str(settings.state_dir / f"worker-{settings.web_port}"),

@@ -91,7 +91,7 @@ async def import_subscribers(notifications: list[SubscriberReady]) -> ImportOutc
     async def on_retry(number: int, exc: TransientMCError, wait: float) -> None:
         log.warning("import attempt %d failed, retrying in %.1f s: %s", number, wait, exc)
 
-    policy = RetryPolicy(settings.retry_max_attempts, settings.retry_base_seconds, settings.retry_max_seconds)
+    policy = RetryPolicy.from_settings(settings)
     outcome, _ = await call_with_retries(attempt, policy, on_retry)
     return outcome
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from stream_app.mc import TransientMCError
+from stream_app.settings import Settings
 
 T = TypeVar("T")
 
@@ -17,7 +18,13 @@ T = TypeVar("T")
 class RetryPolicy:
     max_attempts: int = 8
     base_seconds: float = 2.0
-    max_seconds: float = 600.0
+    max_seconds: float = 900.0
+    # x3 per try: quick second chances for a blip, yet 8 tries span ~30 min of a real outage.
+    factor: float = 3.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(settings.retry_max_attempts, settings.retry_base_seconds, settings.retry_max_seconds)
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based).
@@ -25,7 +32,7 @@ class RetryPolicy:
         Full jitter spreads the retries of many workers after a shared outage; MC's Retry-After is
         a floor, never shortened by the jitter.
         """
-        cap = min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1))
+        cap = min(self.max_seconds, self.base_seconds * self.factor ** (attempt - 1))
         jittered = (rng or random).uniform(cap / 2, cap)
         return max(jittered, retry_after or 0.0)
 

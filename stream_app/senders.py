@@ -137,7 +137,7 @@ async def deliver(event: EventT, ready: SubscriberReady, ledger: TableT) -> None
         ledger[key] = Entry(PENDING, time.time()).dumps()
         # The pending mark must reach Kafka before MC sees the request: it is the crash evidence.
         await app.producer.flush()
-        policy = RetryPolicy(settings.retry_max_attempts, settings.retry_base_seconds, settings.retry_max_seconds)
+        policy = RetryPolicy.from_settings(settings)
 
         async def attempt(number: int) -> SendReceipt:
             return await call_mc(ready, number)

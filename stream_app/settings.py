@@ -28,6 +28,7 @@ def _env_float(name: str, default: float) -> float:
 
 @dataclass(frozen=True)
 class Settings:
+    app_id: str = field(default_factory=lambda: _env("APP_ID", "stream_app"))
     broker_url: str = field(default_factory=lambda: _env("BROKER_URL", "kafka://127.0.0.1:9092"))
     web_port: int = field(default_factory=lambda: _env_int("WEB_PORT", 6066))
     web_host: str = field(default_factory=lambda: _env("WEB_HOST", "127.0.0.1"))
@@ -59,7 +60,7 @@ class Settings:
     send_concurrency: int = field(default_factory=lambda: _env_int("SEND_CONCURRENCY", 16))
     retry_max_attempts: int = field(default_factory=lambda: _env_int("RETRY_MAX_ATTEMPTS", 8))
     retry_base_seconds: float = field(default_factory=lambda: _env_float("RETRY_BASE_SECONDS", 2.0))
-    retry_max_seconds: float = field(default_factory=lambda: _env_float("RETRY_MAX_SECONDS", 600.0))
+    retry_max_seconds: float = field(default_factory=lambda: _env_float("RETRY_MAX_SECONDS", 900.0))
 
     # Where MC's Event Notification Service reaches this worker (a URL of its own web server).
     ens_callback_url: str = field(default_factory=lambda: _env("ENS_CALLBACK_URL", ""))

@@ -15,3 +15,13 @@ class EventView(View):
     @app.table_route(table=event_trace, match_info="event_id")
     async def get(self, request: Request, event_id: str) -> Response:
         return self.json(summarise(event_id, event_trace.get(event_id)))
+
+
+@app.page("/health/")
+class HealthView(View):
+    """Ready once the worker owns partitions and has restored its tables (for probes and tests)."""
+
+    async def get(self, request: Request) -> Response:
+        assigned = len(app.consumer.assignment()) if app.consumer else 0
+        ready = assigned > 0 and not app.rebalancing and app.tables.recovery.completed.is_set()
+        return self.json({"ready": ready, "assigned_partitions": assigned}, status=200 if ready else 503)

@@ -1,0 +1,194 @@
+"""Pure decisions of the batcher, import watcher, senders, ledger, retry policy and tracking."""
+
+from __future__ import annotations
+
+import random
+
+import orjson
+import pytest
+
+from stream_app.batcher import needs_import, subscriber_signature, window_bounds
+from stream_app.ledger import FAILED, PENDING, SENT, Decision, Entry, decide, ledger_key
+from stream_app.records import SubscriberReady, TraceStep
+from stream_app.retry import RetryPolicy
+from stream_app.senders import BadReadyRecord, decode_ready
+from stream_app.subscriber_csv import build_csv, neutralise, parse_error_report, subscriber_rows
+from stream_app.tracking import MAX_STEPS, append_step, summarise
+
+
+def ready(**changes: object) -> SubscriberReady:
+    fields: dict[str, object] = {
+        "notification_id": "d-1:packet-drawn-drawer",
+        "event_id": "d-1",
+        "event_type": "packet.drawn",
+        "channel": "email",
+        "template": "packet-drawn-drawer",
+        "subscriber_key": "M1",
+        "email": "ez@example.com",
+        "mobile": "+886912345678",
+        "from_name": "TABLE via EZTABLE",
+        "attributes": {"EventId": "d-1", "DrawerName": "EZ", "GiverName": "TABLE", "Amount": "250", "Cashback": "100"},
+    }
+    fields.update(changes)
+    return SubscriberReady(**fields)
+
+
+# --- batcher ---------------------------------------------------------------------------------
+
+
+def test_windows_are_aligned_to_the_clock_so_partitions_close_together() -> None:
+    assert window_bounds(1000.7, 2.0) == (1000.0, 1002.0)
+    assert window_bounds(1001.99, 2.0) == (1000.0, 1002.0)
+    assert window_bounds(1002.0, 2.0) == (1002.0, 1004.0)
+
+
+def test_known_subscriber_with_same_email_and_mobile_skips_the_import() -> None:
+    r = ready()
+    assert needs_import(r, None)
+    assert not needs_import(r, subscriber_signature("ez@example.com", "+886912345678"))
+    assert needs_import(r, subscriber_signature("old@example.com", "+886912345678"))
+    assert needs_import(r, subscriber_signature("ez@example.com", None))
+
+
+def test_notification_without_email_needs_no_email_subscriber() -> None:
+    assert not needs_import(ready(channel="sms", template="packet-drawn-welcome", email=None), None)
+
+
+# --- CSV ---------------------------------------------------------------------------------------
+
+
+def test_csv_has_one_row_per_subscriber_quoted_and_neutralised() -> None:
+    rows = subscriber_rows(
+        [
+            ready(),
+            ready(notification_id="d-1:packet-drawn-welcome", channel="sms", template="packet-drawn-welcome"),
+            ready(
+                notification_id="d-1:packet-drawn-giver",
+                template="packet-drawn-giver",
+                subscriber_key="M2",
+                email="table@example.com",
+                mobile=None,
+                attributes={"EventId": "d-1", "DrawerName": "EZ", "GiverName": '=HYPERLINK("x"), "Ann" 🧧'},
+            ),
+        ]
+    )
+    text = build_csv(rows).decode("utf-8")
+    assert text.splitlines() == [
+        '"SubscriberKey","EmailAddress","MobileNumber","Name"',
+        '"M1","ez@example.com","886912345678","EZ"',
+        '"M2","table@example.com","","\'=HYPERLINK(""x""), ""Ann"" 🧧"',
+    ]
+
+
+@pytest.mark.parametrize("cell", ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx"])
+def test_formula_cells_are_neutralised(cell: str) -> None:
+    assert neutralise(cell) == "'" + cell
+
+
+def test_plain_cells_are_left_alone() -> None:
+    assert neutralise("EZ 🧧, \"quoted\"") == "EZ 🧧, \"quoted\""
+
+
+def test_error_report_maps_subscriber_to_reason() -> None:
+    report = b"SubscriberKey,EmailAddress,ErrorCode,ErrorMessage\r\nM9,bad@,12000,InvalidEmailAddress\r\n"
+    assert parse_error_report(report) == {"M9": "MC import error 12000: InvalidEmailAddress"}
+
+
+# --- ledger ------------------------------------------------------------------------------------
+
+
+def test_ledger_decisions() -> None:
+    assert decide(None) is Decision.SEND
+    assert decide(Entry(SENT, 1.0)) is Decision.DUPLICATE
+    assert decide(Entry(PENDING, 1.0)) is Decision.RECONCILE
+    assert decide(Entry(FAILED, 1.0)) is Decision.SEND
+
+
+def test_resend_is_its_own_ledger_entry_per_record() -> None:
+    assert ledger_key("d-1:t", None) == "d-1:t"
+    assert ledger_key("d-1:t", (3, 42)) == "d-1:t#resend@3:42"
+    assert ledger_key("d-1:t", (3, 42)) != ledger_key("d-1:t", (3, 43))
+
+
+def test_ledger_entry_round_trip() -> None:
+    entry = Entry(SENT, 12.5, 2, mc_request_id="abc")
+    assert Entry.loads(entry.dumps()) == entry
+    assert Entry.loads(None) is None
+
+
+# --- retry -------------------------------------------------------------------------------------
+
+
+def test_backoff_grows_is_capped_and_honours_retry_after() -> None:
+    policy = RetryPolicy(max_attempts=8, base_seconds=2.0, max_seconds=60.0, factor=3.0)
+    rng = random.Random(7)
+    delays = [policy.delay(n, None, rng) for n in range(1, 9)]
+    for n, delay in enumerate(delays, start=1):
+        cap = min(60.0, 2.0 * 3 ** (n - 1))
+        assert cap / 2 <= delay <= cap
+    assert policy.delay(1, 30.0, rng) >= 30.0
+
+
+def test_default_budget_spans_about_half_an_hour() -> None:
+    policy = RetryPolicy()
+    waits = range(1, policy.max_attempts)  # no wait after the last try
+    longest = sum(min(policy.max_seconds, policy.base_seconds * policy.factor ** (n - 1)) for n in waits)
+    shortest = longest / 2  # full jitter draws from [cap/2, cap]
+    assert 10 * 60 <= shortest and longest <= 40 * 60
+
+
+# --- senders -----------------------------------------------------------------------------------
+
+
+def test_decode_ready_accepts_the_contract_record() -> None:
+    r = decode_ready(ready().dumps(serializer="json"))
+    assert r.notification_id == "d-1:packet-drawn-drawer"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"", "empty value"),
+        (b"{nope", "not JSON"),
+        (orjson.dumps({"notification_id": "x"}), "schema"),
+        (ready(template="packet-drawn-nope").dumps(serializer="json"), "unknown email template"),
+        (ready(channel="fax").dumps(serializer="json"), "schema: channel"),
+        (ready(email=None).dumps(serializer="json"), "without an address"),
+        (ready(channel="sms", template="packet-drawn-welcome", mobile=None).dumps(serializer="json"), "without a mobile"),
+        (ready(attributes={"Amount": "1"}).dumps(serializer="json"), "attributes missing"),
+    ],
+)
+def test_decode_ready_refuses_bad_records(raw: bytes, message: str) -> None:
+    with pytest.raises(BadReadyRecord, match=message):
+        decode_ready(raw)
+
+
+# --- tracking ----------------------------------------------------------------------------------
+
+
+def test_trace_summary_groups_steps_by_notification() -> None:
+    raw = None
+    for stage, detail in [
+        ("received", {"topic": "packet.drawn"}),
+        ("batched", {"notification_id": "d-1:a", "window": "p0-1"}),
+        ("ready", {"notification_id": "d-1:a", "via": "import f.csv"}),
+        ("outcome", {"notification_id": "d-1:a", "status": "sent", "mc_request_id": "r1", "attempts": 1}),
+    ]:
+        raw = append_step(raw, TraceStep(event_id="d-1", stage=stage, at="t", detail=detail))
+    summary = summarise("d-1", raw)
+    assert summary["found"] is True
+    assert [s["stage"] for s in summary["steps"]] == ["received", "batched", "ready", "outcome"]
+    (note,) = summary["notifications"]
+    assert note["stages"] == ["batched", "ready", "outcome"]
+    assert (note["window"], note["status"], note["mc_request_id"]) == ("p0-1", "sent", "r1")
+
+
+def test_trace_is_bounded() -> None:
+    raw = None
+    for i in range(MAX_STEPS + 20):
+        raw = append_step(raw, TraceStep(event_id="d-1", stage=f"s{i}", at="t", detail={}))
+    assert len(orjson.loads(raw or b"[]")) == MAX_STEPS
+
+
+def test_unknown_event_is_reported_not_found() -> None:
+    assert summarise("nope", None) == {"event_id": "nope", "found": False, "steps": [], "notifications": []}
