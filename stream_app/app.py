@@ -11,6 +11,7 @@ import logging
 import faust
 
 from stream_app.mc import MarketingCloud
+from stream_app.metrics import instrument_mc
 from stream_app.records import BatcherInput, EmailBounced, SubscriberBatch, TraceStep
 from stream_app.settings import Settings, load
 
@@ -23,7 +24,7 @@ BOUNCED_TOPIC = "email.bounced"
 INTENTS_TOPIC = "stream_app.intents"
 BATCHES_TOPIC = "stream_app.batches"
 TRACE_TOPIC = "stream_app.trace"
-DLQ_SOURCES = (*INPUT_TOPICS, READY_TOPIC, BATCHES_TOPIC)
+DLQ_SOURCES = (*INPUT_TOPICS, READY_TOPIC, BATCHES_TOPIC, BOUNCED_TOPIC)
 
 
 def dlq_name(topic: str) -> str:
@@ -53,6 +54,8 @@ app = faust.App(
     consumer_auto_offset_reset="earliest",
     # Short commit interval: fewer replays after a SIGKILL (the ledger absorbs the rest).
     broker_commit_interval=0.5,
+    broker_session_timeout=settings.session_timeout_seconds,
+    broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
     # Our own sweeps close batch windows; Faust's 30 s default timer is not on our path.
     table_cleanup_interval=30.0,
     stream_wait_empty=False,
@@ -82,7 +85,11 @@ pending_rows = app.Table("pending-rows", key_type=str, value_type=bytes)
 open_windows = app.Table("open-windows", key_type=str, value_type=bytes)
 email_ledger = app.Table("ledger-email", key_type=str, value_type=bytes)
 sms_ledger = app.Table("ledger-sms", key_type=str, value_type=bytes)
-suppressed = app.GlobalTable("suppressed", key_type=str, value_type=bytes)
+# One partition, like its source email.bounced: Faust refuses a changelog wider than the source, and
+# a one-partition global table is its documented way round a recovery loop with several workers.
+suppressed = app.GlobalTable(
+    "suppressed", key_type=str, value_type=bytes, partitions=1, recovery_buffer_size=1
+)
 event_trace = app.Table("event-trace", key_type=str, value_type=bytes)
 
 log = logging.getLogger("stream_app")
@@ -92,7 +99,7 @@ def marketing_cloud() -> MarketingCloud:
     """The worker's one MC client set (one token, one HTTP pool, one SFTP connection)."""
     global _mc
     if _mc is None:
-        _mc = MarketingCloud(settings)
+        _mc = instrument_mc(MarketingCloud(settings))  # MC call latency in /metrics
     return _mc
 
 

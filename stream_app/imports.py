@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from faust.types import EventT, StreamT
 
+from stream_app import metrics
 from stream_app.app import app, batches_topic, intents_topic, marketing_cloud, settings
 from stream_app.mc import AuthError, ImportSummary, TransientMCError, attempt_name, error_report_path
 from stream_app.outputs import send_ready, send_status, send_to_dlq, trace
@@ -75,6 +76,7 @@ async def wait_for_import(file_name: str, expected_rows: int) -> ImportOutcome:
 
 async def import_subscribers(notifications: list[SubscriberReady]) -> ImportOutcome:
     rows = subscriber_rows(notifications)
+    metrics.BATCH_SIZE.observe(len(rows))
     data = build_csv(rows)
     base = file_base_name(datetime.now(UTC))
     mc = marketing_cloud()
@@ -86,7 +88,8 @@ async def import_subscribers(notifications: list[SubscriberReady]) -> ImportOutc
         except AuthError as exc:  # a wrong password blocks every batch: back off, do not drop
             raise TransientMCError(str(exc)) from exc
         log.info("uploaded subscriber file", extra={"file": name, "rows": len(rows)})
-        return await wait_for_import(name, len(rows))
+        with metrics.import_pending(name, len(rows)):  # dashboard, stuck-import alert, duration
+            return await wait_for_import(name, len(rows))
 
     async def on_retry(number: int, exc: TransientMCError, wait: float) -> None:
         log.warning("import attempt %d failed, retrying in %.1f s: %s", number, wait, exc)

@@ -13,6 +13,7 @@ import time
 
 from faust.types import EventT, StreamT, TableT, TopicT
 
+from stream_app import metrics
 from stream_app.app import (
     app,
     intents_topic,
@@ -58,6 +59,7 @@ def _intake_agent(topic: TopicT, event_type: str, seen: TableT) -> None:
     @app.agent(topic, name=f"intake-{event_type}")
     async def intake(stream: StreamT) -> None:
         async for event in stream.events():
+            metrics.event_received(event_type)
             try:
                 await handle(event_type, event, seen)
             except InvalidEvent as exc:

@@ -8,6 +8,7 @@ from typing import Any
 
 from faust.types import EventT
 
+from stream_app import metrics
 from stream_app.app import app, dlq_name, ready_topic, status_topic, trace_topic
 from stream_app.records import NotificationStatus, SubscriberReady, TraceStep
 
@@ -48,6 +49,8 @@ async def send_to_dlq(event: EventT, error: BaseException) -> None:
         timestamp=None,
         headers=headers,
     )
+    metrics.record_dlq(dlq_topic=dlq_name(message.topic), source_topic=message.topic,
+                       partition=message.partition, offset=message.offset, error=error)
     log.warning(
         "record sent to DLQ",
         extra={"topic": message.topic, "offset": message.offset, "error": str(error)[:300]},
@@ -77,6 +80,11 @@ async def send_status(
     await status_topic.send(
         key=ready.notification_id.encode(), value=record.dumps(serializer="json"), force=True
     )
+    metrics.record_outcome(channel=ready.channel, status=status, notification_id=ready.notification_id,
+                           event_id=ready.event_id, template=ready.template, reason=reason)
+    if status in metrics.FAILED_STATUSES:
+        log.warning("notification %s: %s", status, reason, extra={"event_id": ready.event_id,
+                    "notification_id": ready.notification_id, "channel": ready.channel, "status": status})
     await trace(
         ready.event_id,
         "outcome",
@@ -90,6 +98,7 @@ async def send_status(
 
 
 async def trace(event_id: str, stage: str, **detail: Any) -> None:
+    metrics.record_stage(stage)
     step = TraceStep(event_id=event_id, stage=stage, at=now_rfc3339(), detail=detail)
     # force=True: publish now, not at the next commit (Faust flushes the producer before committing,
     # so at-least-once holds either way, and latency does not pay the commit interval per hop).

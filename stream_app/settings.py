@@ -57,6 +57,8 @@ class Settings:
     batch_window_seconds: float = field(default_factory=lambda: _env_float("BATCH_WINDOW_SECONDS", 2.0))
     batch_max_rows: int = field(default_factory=lambda: _env_int("BATCH_MAX_ROWS", 1000))
     import_timeout_seconds: float = field(default_factory=lambda: _env_float("IMPORT_TIMEOUT_SECONDS", 1800))
+    # A SIGKILLed worker's partitions move after this long; Faust's 60 s default stalls recovery.
+    session_timeout_seconds: float = field(default_factory=lambda: _env_float("SESSION_TIMEOUT_SECONDS", 10.0))
     send_concurrency: int = field(default_factory=lambda: _env_int("SEND_CONCURRENCY", 16))
     retry_max_attempts: int = field(default_factory=lambda: _env_int("RETRY_MAX_ATTEMPTS", 8))
     retry_base_seconds: float = field(default_factory=lambda: _env_float("RETRY_BASE_SECONDS", 2.0))
@@ -65,6 +67,24 @@ class Settings:
     # Where MC's Event Notification Service reaches this worker (a URL of its own web server).
     ens_callback_url: str = field(default_factory=lambda: _env("ENS_CALLBACK_URL", ""))
     alert_webhook_url: str = field(default_factory=lambda: _env("ALERT_WEBHOOK_URL", ""))
+    # Alert rules (stream_app/alerts.py): how often they run, how often one may repeat, thresholds.
+    alert_interval_seconds: float = field(default_factory=lambda: _env_float("ALERT_INTERVAL_SECONDS", 5.0))
+    alert_repeat_seconds: float = field(default_factory=lambda: _env_float("ALERT_REPEAT_SECONDS", 300.0))
+    alert_failure_threshold: int = field(default_factory=lambda: _env_int("ALERT_FAILURE_THRESHOLD", 10))
+    alert_failure_window_seconds: float = field(
+        default_factory=lambda: _env_float("ALERT_FAILURE_WINDOW_SECONDS", 60.0)
+    )
+    alert_dlq_quiet_seconds: float = field(
+        default_factory=lambda: _env_float("ALERT_DLQ_QUIET_SECONDS", 120.0)
+    )
+    alert_import_stuck_seconds: float = field(
+        default_factory=lambda: _env_float("ALERT_IMPORT_STUCK_SECONDS", 300.0)
+    )
+    alert_lag_stall_seconds: float = field(
+        default_factory=lambda: _env_float("ALERT_LAG_STALL_SECONDS", 120.0)
+    )
+    # json: one object per line (collectors); text: for humans at a terminal.
+    log_format: str = field(default_factory=lambda: _env("LOG_FORMAT", "json"))
     log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "INFO"))
 
     @property

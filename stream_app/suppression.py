@@ -20,7 +20,7 @@ from faust.web import Request, Response, View
 from stream_app.app import app, bounced_topic, marketing_cloud, settings, suppressed
 from stream_app.mc import MCError, verify_ens_signature
 from stream_app.notifications import mask_email
-from stream_app.outputs import now_rfc3339
+from stream_app.outputs import now_rfc3339, send_to_dlq
 from stream_app.records import EmailBounced
 
 log = logging.getLogger("stream_app.suppression")
@@ -125,8 +125,30 @@ async def ens_registration() -> None:
 
 @app.agent(bounced_topic, name="suppression")
 async def suppression(stream: StreamT[EmailBounced]) -> None:
-    async for bounce in stream:
+    async for event in stream.events():
         try:
+            bounce = event.value
             suppressed[bounce.email.lower()] = bounce.dumps(serializer="json")
-        except Exception:
+        except Exception as exc:  # keep the bounce: email.bounced.dlq replays it
             log.exception("could not record a bounce")
+            await send_to_dlq(event, exc)
+
+
+@app.page("/suppressed/{address}/")
+class SuppressedView(View):
+    """Is this address on the suppression list? (Every worker holds the whole list.)"""
+
+    async def get(self, request: Request, address: str) -> Response:
+        raw = suppressed.get(address.strip().lower())
+        if raw is None:
+            return self.json({"address": mask_email(address), "suppressed": False})
+        bounce = orjson.loads(raw)
+        return self.json(
+            {
+                "address": mask_email(address),
+                "suppressed": True,
+                "kind": bounce.get("kind"),
+                "bounce_code": bounce.get("bounce_code"),
+                "since": bounce.get("at"),
+            }
+        )

@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fixtures.sandbox", "tests.fixtures.worker"]
+pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.sandbox", "tests.fixtures.worker"]

@@ -75,7 +75,13 @@ class RestClient:
         digits = mobile_e164.strip().removeprefix("+")
         if not digits.isdigit():
             raise PermanentMCError("mobile number is not E.164 digits", code="InvalidPhoneNumber")
-        body = {"mobileNumbers": [digits], "Override": True, "messageText": text}
+        # With a subscriber key MC ties the SMS to the contact (its history, its opt-outs).
+        recipients: dict[str, Any] = (
+            {"Subscribers": [{"MobileNumber": digits, "SubscriberKey": subscriber_key}]}
+            if subscriber_key
+            else {"mobileNumbers": [digits]}
+        )
+        body = {**recipients, "Override": True, "messageText": text}
         path = f"sms/v1/messageContact/{quote(message_id, safe='')}/send"
         response = await self._request("POST", path, body)
         payload = _json(response)

@@ -350,10 +350,12 @@ async def test_send_sms_digits_only_and_override() -> None:
     request = fake.api_requests[0]
     assert request.url.path == "/sms/v1/messageContact/MzA6Nzg6MA/send"
     assert json.loads(request.content) == {
-        "mobileNumbers": ["886912345678"],
+        "Subscribers": [{"MobileNumber": "886912345678", "SubscriberKey": "M1001"}],
         "Override": True,
         "messageText": "hi",
     }
+    await rest.send_sms("MzA6Nzg6MA", mobile_e164="+886912345678", text="hi")
+    assert json.loads(fake.api_requests[1].content)["mobileNumbers"] == ["886912345678"]
 
 
 async def test_send_sms_400_errors_are_permanent() -> None:

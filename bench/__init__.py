@@ -1,0 +1,1 @@
+"""Benchmark harness behind `make bench` (see README.md)."""

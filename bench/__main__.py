@@ -1,0 +1,527 @@
+"""`python -m bench` (`make bench`): throughput, latency, memory and upload figures of one worker.
+
+One run starts its own Apache Kafka broker and MC sandbox on free ports, measures, prints a table and,
+as the last line, one JSON object; it appends the figures to bench/results.csv. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from bench.data import Event, known_events, new_member_events, warmup_events
+from bench.kafka import Offsets, bulk_producer, create_topics, produce_bulk
+from bench.procs import RssSampler, Stack, Worker
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results.csv"
+PARTITIONS = 4
+DRAWN = "packet.drawn"
+READY = "subscriber.ready"
+BASE_IN, BASE_OUT = "bench.baseline.in", "bench.baseline.out"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+async def wait_for(
+    what: str, check: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.25
+) -> float:
+    """Await `check()` until true; returns the monotonic time it became true. Raises on the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await check():
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not done after {timeout:.0f} s")
+        await asyncio.sleep(interval)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+class Run:
+    def __init__(self, stack: Stack, opts: argparse.Namespace) -> None:
+        self.stack = stack
+        self.opts = opts
+        assert stack.kafka is not None and stack.sandbox is not None
+        self.bootstrap = stack.kafka.bootstrap
+        self.sandbox_url = stack.sandbox.http_url
+        self.run_id = uuid.uuid4().hex[:6]
+        self.http = httpx.AsyncClient(base_url=self.sandbox_url, timeout=60)
+        self.offsets = Offsets(self.bootstrap)
+        self.figures: dict[str, Any] = {}
+        self.notes: list[str] = []
+        self.worker: Worker | None = None
+        self.sampler: RssSampler | None = None
+
+    # -- sandbox
+
+    async def stats(self) -> dict[str, int]:
+        r = await self.http.get("/_sandbox/stats")
+        r.raise_for_status()
+        return dict(r.json())
+
+    async def sent(self) -> int:
+        s = await self.stats()
+        return int(s.get("messages", 0))
+
+    async def set_phase(self, phase: str) -> None:
+        if self.sampler is not None:
+            self.sampler.phase = phase
+        log(phase)
+
+    # -- phases
+
+    async def baseline(self, backlog: list[Event]) -> None:
+        """Plain aiokafka consume -> orjson decode -> produce over the same records: the ceiling."""
+        await self.set_phase("baseline")
+        producer = bulk_producer(self.bootstrap)
+        await producer.start()
+        try:
+            await produce_bulk(producer, BASE_IN, ((e.key, e.value) for e in backlog), PARTITIONS)
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(
+            BASE_IN,
+            bootstrap_servers=self.bootstrap,
+            group_id=f"bench-baseline-{self.run_id}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=4 * 2**20,
+        )
+        out = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+        await consumer.start()
+        await out.start()
+        try:
+            n, started = 0, 0.0
+            while n < len(backlog):
+                batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+                if batches and not started:
+                    started = time.monotonic()
+                for records in batches.values():
+                    for record in records:
+                        value = orjson.loads(record.value)
+                        await out.send(BASE_OUT, key=record.key, value=orjson.dumps(value))
+                        n += 1
+            await out.flush()
+            await consumer.commit()
+            elapsed = time.monotonic() - started
+        finally:
+            await consumer.stop()
+            await out.stop()
+        self.figures["baseline_msgs_per_s"] = round(n / elapsed, 1)
+        log(f"baseline: {n} records in {elapsed:.2f} s = {n / elapsed:,.0f}/s")
+
+    async def start_worker(self) -> Worker:
+        await self.set_phase("worker-start")
+        worker = self.stack.start_worker(f"bench-{self.run_id}")
+        self.sampler = RssSampler(worker.pid)
+        self.sampler.start()
+        await asyncio.to_thread(worker.wait_ready)
+        self.worker = worker
+        return worker
+
+    async def warmup(self) -> None:
+        """All MEMBERS members through windows and imports, so they are known to MC and the worker."""
+        await self.set_phase("warmup")
+        events = warmup_events(f"{self.run_id}-w")
+        expected = sum(e.notifications for e in events)
+        base = await self.sent()
+        started = time.monotonic()
+        producer = bulk_producer(self.bootstrap)
+        await producer.start()
+        try:
+            await produce_bulk(producer, DRAWN, ((e.key, e.value) for e in events), PARTITIONS)
+        finally:
+            await producer.stop()
+
+        async def all_sent() -> bool:
+            return await self.sent() >= base + expected
+
+        done = await wait_for("warm-up sends", all_sent, timeout=self.opts.phase_timeout)
+        await self.wait_consumed("stream_app.intents", 60)
+        elapsed = done - started
+        self.figures["warmup_events"] = len(events)
+        self.figures["warmup_sends_per_s"] = round(expected / elapsed, 1)
+        log(f"warm-up: {len(events)} events, {expected} sends (all new subscribers) in {elapsed:.1f} s")
+
+    async def wait_consumed(self, topic: str, timeout: float) -> None:
+        assert self.worker is not None
+        group = self.worker.app_id
+
+        async def caught_up() -> bool:
+            return await self.offsets.committed(group, topic) >= await self.offsets.end(topic)
+
+        await wait_for(f"{group} to consume {topic}", caught_up, timeout)
+
+    async def steady(self, events: list[Event], rate: float) -> dict[str, float]:
+        """Produce `events` at `rate`/s, one at a time; returns event_id -> produce time (epoch s)."""
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=0)
+        await producer.start()
+        produced: dict[str, float] = {}
+        try:
+            start = time.monotonic()
+            for i, event in enumerate(events):
+                delay = start + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                produced[event.event_id] = time.time()
+                await producer.send(DRAWN, key=event.key, value=event.value)
+            await producer.flush()
+        finally:
+            await producer.stop()
+        return produced
+
+    async def latency(self) -> None:
+        rate, seconds = self.opts.latency_rate, self.opts.latency_seconds
+        n = int(rate * seconds)
+        groups = {
+            "known": list(known_events(f"{self.run_id}-k", n, seed=7)),
+            "new": new_member_events(f"{self.run_id}-n", n, start=0),
+        }
+        produced: dict[str, dict[str, float]] = {}
+        for name, events in groups.items():
+            await self.set_phase(f"latency-{name}")
+            base = await self.sent()
+            produced[name] = await self.steady(events, rate)
+            expected = sum(e.notifications for e in events)
+
+            async def all_sent(base: int = base, expected: int = expected) -> bool:
+                return await self.sent() >= base + expected
+
+            await wait_for(f"latency-{name} sends", all_sent, timeout=60)
+        r = await self.http.get("/_sandbox/messages")
+        r.raise_for_status()
+        received: dict[str, list[float]] = {}
+        for m in r.json():
+            event_id = (m.get("attributes") or {}).get("EventId")
+            if event_id:
+                at = dt.datetime.fromisoformat(m["received_at"].replace("Z", "+00:00")).timestamp()
+                received.setdefault(event_id, []).append(at)
+        for name, times in produced.items():
+            lat = [(at - t0) * 1000 for eid, t0 in times.items() for at in received.get(eid, [])]
+            for q in (50, 95, 99):
+                self.figures[f"latency_ms_p{q}_{name}"] = round(percentile(lat, q), 1)
+            self.figures[f"latency_sends_{name}"] = len(lat)
+            log(f"latency {name}: {len(lat)} sends, p50 {percentile(lat, 50):.0f} ms, p99 {percentile(lat, 99):.0f} ms")
+
+    async def intake(self, backlog: list[Event]) -> None:
+        """The backlog through validation, dedupe and batching to subscriber.ready, MC sends held back."""
+        assert self.worker is not None
+        await self.set_phase("intake")
+        # Hold the senders: every MC send takes `hold` s, so 2 x SEND_CONCURRENCY slots make ~3 sends/s
+        # and the worker's time goes to intake and the batcher (what the issue asks to measure).
+        hold = self.opts.hold_seconds
+        for target in ("rest", "sms"):
+            r = await self.http.post(
+                "/_sandbox/faults", json={"target": target, "mode": "slow", "count": 10**7, "seconds": hold}
+            )
+            r.raise_for_status()
+        expected = sum(e.notifications for e in backlog)
+        ready_base = await self.offsets.end(READY)
+        drawn_end = await self.offsets.end(DRAWN) + len(backlog)
+        group = self.worker.app_id
+        started = time.monotonic()
+        producer = bulk_producer(self.bootstrap)
+        await producer.start()
+        try:
+            await produce_bulk(producer, DRAWN, ((e.key, e.value) for e in backlog), PARTITIONS)
+        finally:
+            await producer.stop()
+        produced = time.monotonic() - started
+        consumed_at: float | None = None
+
+        async def all_ready() -> bool:
+            nonlocal consumed_at
+            if consumed_at is None and await self.offsets.committed(group, DRAWN) >= drawn_end:
+                consumed_at = time.monotonic()
+            return await self.offsets.end(READY) >= ready_base + expected
+
+        try:
+            done = await wait_for("intake to subscriber.ready", all_ready, timeout=self.opts.phase_timeout)
+        except TimeoutError:
+            # Report what got through rather than nothing.
+            done = time.monotonic()
+            got = await self.offsets.end(READY) - ready_base
+            self.notes.append(f"intake: only {got}/{expected} notifications ready within the deadline")
+            expected = got
+        elapsed = done - started
+        events = len(backlog) * expected / max(1, sum(e.notifications for e in backlog))
+        self.figures["intake_events_per_s"] = round(events / elapsed, 1)
+        self.figures["intake_notifications_per_s"] = round(expected / elapsed, 1)
+        if consumed_at is not None:
+            self.figures["intake_consumed_events_per_s"] = round(len(backlog) / (consumed_at - started), 1)
+        log(
+            f"intake: {len(backlog)} events ({expected} notifications) to {READY} in {elapsed:.1f} s "
+            f"(produced in {produced:.1f} s) = {events / elapsed:,.0f} events/s"
+        )
+
+    async def sends(self) -> None:
+        """Release the held senders; MC sends/s over a backlog of ready notifications."""
+        await self.set_phase("sends")
+        r = await self.http.delete("/_sandbox/faults")
+        r.raise_for_status()
+        base = await self.sent()
+
+        async def flowing() -> bool:
+            return await self.sent() > base + 100
+
+        first = await wait_for("sends to start", flowing, timeout=self.opts.hold_seconds + 30)
+        n0 = await self.sent()
+        await asyncio.sleep(self.opts.send_seconds)  # a measuring interval, not a wait for a condition
+        n1 = await self.sent()
+        elapsed = time.monotonic() - first
+        self.figures["sends_per_s"] = round((n1 - n0) / elapsed, 1)
+        log(f"sends: {n1 - n0} sends in {elapsed:.1f} s = {(n1 - n0) / elapsed:,.0f}/s")
+
+    async def backlog_rss(self) -> None:
+        """RSS with a backlog of `--backlog` events waiting in packet.drawn: it must not grow with it."""
+        assert self.sampler is not None and self.worker is not None
+        rss_before = self.sampler.peak_mb("sends")
+        await self.set_phase("backlog-produce")
+        group = self.worker.app_id
+        committed_before = await self.offsets.committed(group, DRAWN)
+        started = time.monotonic()
+        producer = bulk_producer(self.bootstrap)
+        await producer.start()
+        try:
+            count = await produce_bulk(producer, DRAWN, self.small_events(self.opts.backlog), PARTITIONS)
+        finally:
+            await producer.stop()
+        took = time.monotonic() - started
+        await self.set_phase("backlog-hold")
+        await asyncio.sleep(self.opts.hold_backlog_seconds)  # observing RSS while the backlog waits
+        processed = await self.offsets.committed(group, DRAWN) - committed_before
+        waiting = await self.offsets.end(DRAWN) - await self.offsets.committed(group, DRAWN)
+        self.figures["backlog_events"] = count
+        self.figures["backlog_produce_s"] = round(took, 1)
+        self.figures["rss_mb_before_backlog"] = round(rss_before, 1)
+        self.figures["rss_mb_peak_with_backlog"] = round(self.sampler.peak_mb("backlog-produce", "backlog-hold"), 1)
+        self.figures["backlog_processed_meanwhile"] = processed
+        self.figures["backlog_still_waiting"] = waiting
+        log(f"backlog: {count} events produced in {took:.1f} s; {waiting} still waiting after the hold")
+
+    def small_events(self, count: int) -> Iterable[tuple[bytes | None, bytes]]:
+        for e in known_events(f"{self.run_id}-m", count, seed=11, small=True):
+            yield e.key, e.value
+
+    async def uploads(self) -> None:
+        stats = await self.stats()
+        self.figures["sftp_uploads"] = int(stats.get("sftp_uploads", 0))
+        consumer = AIOKafkaConsumer(
+            "stream_app.batches", bootstrap_servers=self.bootstrap, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        try:
+            end = await self.offsets.end("stream_app.batches")
+            windows: set[str] = set()
+            slots: set[str] = set()
+            n = 0
+            while n < end:
+                batches = await consumer.getmany(timeout_ms=1000)
+                if not batches:
+                    break
+                for records in batches.values():
+                    for record in records:
+                        n += 1
+                        window_id = str(orjson.loads(record.value).get("window_id", ""))
+                        windows.add(window_id)
+                        slots.add(window_id.split("-")[1] if "-" in window_id else window_id)
+        finally:
+            await consumer.stop()
+        self.figures["windows_closed"] = len(windows)
+        self.figures["window_slots"] = len(slots)
+        ok = self.figures["sftp_uploads"] <= len(slots)
+        self.figures["uploads_at_most_one_per_window"] = ok
+        if not ok:
+            self.notes.append("more SFTP uploads than window slots")
+
+    async def run(self) -> None:
+        await create_topics(self.bootstrap, {DRAWN: PARTITIONS, BASE_IN: PARTITIONS, BASE_OUT: PARTITIONS})
+        await self.offsets.start()
+        try:
+            backlog = list(known_events(f"{self.run_id}-i", self.opts.events, seed=3))
+            self.figures["events"] = len(backlog)
+            await self.baseline(backlog)
+            await self.start_worker()
+            await self.warmup()
+            await self.latency()
+            await self.intake(backlog)
+            self.figures["ratio"] = round(
+                self.figures["intake_events_per_s"] / self.figures["baseline_msgs_per_s"], 4
+            )
+            await self.sends()
+            if self.opts.backlog:
+                await self.backlog_rss()
+            await self.uploads()
+        finally:
+            if self.sampler is not None:
+                self.sampler.stop()
+                self.figures["worker_peak_rss_mb"] = round(self.sampler.peak_mb(), 1)
+            await self.offsets.close()
+            await self.http.aclose()
+
+
+def git_head() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent, capture_output=True, text=True)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+ROWS = [
+    ("events", "input events (backlog)", ""),
+    ("baseline_msgs_per_s", "baseline aiokafka consume-decode-produce", "msgs/s"),
+    ("intake_events_per_s", "intake: packet.drawn -> subscriber.ready", "events/s"),
+    ("intake_notifications_per_s", "intake: notifications made ready", "notif/s"),
+    ("intake_consumed_events_per_s", "intake: packet.drawn offsets committed", "events/s"),
+    ("ratio", "intake / baseline", ""),
+    ("sends_per_s", "MC sends (ready backlog)", "sends/s"),
+    ("warmup_sends_per_s", "warm-up: new subscribers end to end", "sends/s"),
+    ("latency_ms_p50_known", "draw-to-send p50, known subscriber", "ms"),
+    ("latency_ms_p95_known", "draw-to-send p95, known subscriber", "ms"),
+    ("latency_ms_p99_known", "draw-to-send p99, known subscriber", "ms"),
+    ("latency_ms_p50_new", "draw-to-send p50, new subscriber", "ms"),
+    ("latency_ms_p95_new", "draw-to-send p95, new subscriber", "ms"),
+    ("latency_ms_p99_new", "draw-to-send p99, new subscriber", "ms"),
+    ("worker_peak_rss_mb", "worker peak RSS (whole run)", "MB"),
+    ("rss_mb_before_backlog", "worker RSS before the big backlog", "MB"),
+    ("rss_mb_peak_with_backlog", "worker peak RSS with the big backlog", "MB"),
+    ("backlog_events", "big backlog produced", "events"),
+    ("backlog_produce_s", "big backlog produce time", "s"),
+    ("backlog_still_waiting", "big backlog still waiting at the end", "events"),
+    ("sftp_uploads", "SFTP uploads", ""),
+    ("window_slots", "window slots (aligned windows)", ""),
+    ("windows_closed", "windows closed (per partition)", ""),
+    ("total_s", "bench wall time", "s"),
+]
+
+
+def print_table(figures: dict[str, Any]) -> None:
+    print()
+    print(f"{'figure':<46} {'value':>14}  unit")
+    print("-" * 70)
+    for key, label, unit in ROWS:
+        if key in figures:
+            value = figures[key]
+            text = f"{value:,.1f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+            print(f"{label:<46} {text:>14}  {unit}")
+    print()
+
+
+def append_csv(figures: dict[str, Any]) -> None:
+    fields = ["date", "commit", *[key for key, _, _ in ROWS]]
+    row = {"date": dt.datetime.now().isoformat(timespec="seconds"), "commit": git_head()}
+    row.update({k: figures.get(k, "") for k, _, _ in ROWS})
+    new = not RESULTS.exists()
+    with RESULTS.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--events", type=int, default=100_000, help="backlog of packet.drawn events (>= 100000)")
+    p.add_argument("--backlog", type=int, default=1_000_000, help="events waiting for the RSS check (0: skip)")
+    p.add_argument("--latency-rate", type=float, default=20.0, help="events/s in the latency phases")
+    p.add_argument("--latency-seconds", type=float, default=20.0)
+    p.add_argument("--hold-seconds", type=float, default=10.0, help="MC send delay while measuring intake")
+    p.add_argument("--send-seconds", type=float, default=20.0, help="how long sends/s is measured")
+    p.add_argument("--hold-backlog-seconds", type=float, default=20.0)
+    p.add_argument("--phase-timeout", type=float, default=240.0)
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs) after the run")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    opts = parse(argv)
+    started = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="stream_app_bench_"))
+    stack = Stack(tmp)
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    figures: dict[str, Any] = {}
+    notes: list[str] = []
+    rc = 0
+    try:
+        log(f"state in {tmp}")
+        kafka = stack.start_broker()
+        log(f"broker {kafka.bootstrap} (pid {kafka.pid})")
+        sandbox = stack.start_sandbox(import_delay=1.0, message_cap=5_000_000)
+        log(f"sandbox {sandbox.http_url} sftp {sandbox.sftp_port} (pid {sandbox.pid})")
+        holder: list[Run] = []
+
+        async def go() -> None:
+            holder.append(Run(stack, opts))
+            await holder[0].run()
+
+        try:
+            asyncio.run(go())
+        finally:
+            if holder:
+                figures, notes = holder[0].figures, holder[0].notes
+    except KeyboardInterrupt:
+        log("interrupted")
+        rc = 130
+    except Exception as exc:
+        log(f"failed: {type(exc).__name__}: {exc}")
+        for worker in stack.workers:
+            print(worker.log_tail(), file=sys.stderr)
+        notes.append(f"failed: {type(exc).__name__}: {exc}")
+        rc = 1
+    finally:
+        stack.close()
+        if not opts.keep and rc == 0:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    figures["total_s"] = round(time.monotonic() - started, 1)
+    print_table(figures)
+    for note in notes:
+        print(f"note: {note}")
+    if rc == 0:
+        append_csv(figures)
+    keys = [
+        "baseline_msgs_per_s", "intake_events_per_s", "ratio", "sends_per_s", "latency_ms_p50_known",
+        "latency_ms_p99_known", "latency_ms_p99_new", "worker_peak_rss_mb", "sftp_uploads", "events",
+    ]
+    out = {k: figures.get(k) for k in keys}
+    out.update({k: v for k, v in figures.items() if k not in out})
+    if notes:
+        out["notes"] = notes
+    print(orjson.dumps(out).decode())
+    return rc
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main(sys.argv[1:]))

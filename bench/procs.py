@@ -1,0 +1,171 @@
+"""The processes a bench run starts (broker, sandbox, worker) and stops again, always by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+from stream_app.broker import EmbeddedKafka, free_port
+from tests.fixtures.sandbox import SandboxProcess, start_sandbox
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Worker:
+    web_port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes]
+    app_id: str
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}/"
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}health/", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            try:
+                self.proc.wait(0.2)
+            except subprocess.TimeoutExpired:
+                pass
+        raise RuntimeError(f"worker not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+@dataclass
+class RssSampler:
+    """Samples one process's RSS every `interval` seconds, labelled with the current phase."""
+
+    pid: int
+    interval: float = 0.2
+    phase: str = "start"
+    samples: list[tuple[float, str, int]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        proc = psutil.Process(self.pid)
+
+        def run() -> None:
+            while not self._stop.wait(self.interval):
+                try:
+                    self.samples.append((time.monotonic(), self.phase, proc.memory_info().rss))
+                except psutil.Error:
+                    return
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
+
+    def peak_mb(self, *phases: str) -> float:
+        values = [rss for _, phase, rss in self.samples if not phases or phase in phases]
+        return max(values, default=0) / 2**20
+
+    def last_mb(self, phase: str) -> float:
+        values = [rss for _, p, rss in self.samples if p == phase]
+        return (values[-1] if values else 0) / 2**20
+
+
+class Stack:
+    """Broker + sandbox + workers of one bench run; `close()` stops whatever was started."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.kafka: EmbeddedKafka | None = None
+        self.sandbox: SandboxProcess | None = None
+        self.workers: list[Worker] = []
+
+    def start_broker(self) -> EmbeddedKafka:
+        self.kafka = EmbeddedKafka("127.0.0.1", free_port(), self.root / "kafka")
+        self.kafka.start()
+        return self.kafka
+
+    def start_sandbox(self, import_delay: float, message_cap: int) -> SandboxProcess:
+        self.sandbox = start_sandbox(
+            self.root / "sandbox", "--message-cap", str(message_cap), import_delay=import_delay
+        )
+        return self.sandbox
+
+    def start_worker(self, app_id: str, **extra_env: str) -> Worker:
+        assert self.kafka is not None and self.sandbox is not None
+        web_port = free_port()
+        state = self.root / "workers"
+        state.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "APP_ID": app_id,
+            "BROKER_URL": self.kafka.url,
+            "WEB_PORT": str(web_port),
+            "STATE_DIR": str(state),
+            "MC_AUTH_URL": self.sandbox.http_url,
+            "MC_SFTP_PORT": str(self.sandbox.sftp_port),
+            "MC_SFTP_KNOWN_HOSTS": str(self.sandbox.known_hosts),
+            "BATCH_WINDOW_SECONDS": os.environ.get("BATCH_WINDOW_SECONDS", "1"),
+            "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
+            "LOG_FORMAT": "text",
+            **extra_env,
+        }
+        log_path = state / f"worker-{web_port}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "stream_app", "worker"],
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        worker = Worker(web_port, log_path, proc, app_id)
+        self.workers.append(worker)
+        return worker
+
+    def close(self) -> None:
+        for worker in self.workers:
+            try:
+                worker.stop()
+            except Exception as exc:  # keep stopping the rest
+                print(f"could not stop worker {worker.pid}: {exc}", file=sys.stderr)
+        if self.sandbox is not None:
+            try:
+                self.sandbox.stop()
+            except Exception as exc:
+                print(f"could not stop sandbox {self.sandbox.pid}: {exc}", file=sys.stderr)
+        if self.kafka is not None:
+            self.kafka.stop()

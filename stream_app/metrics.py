@@ -1,0 +1,303 @@
+"""The worker's own figures: Prometheus series, and the short in-memory history behind the dashboard
+and the alerts (rates over the last minute, recent failures, pending imports, offsets).
+
+This module imports nothing of the Faust app, so any module (app.py included) can record into it
+without an import cycle. Everything here is per worker: each worker serves its own `/metrics` and
+Prometheus sums across workers; the dashboard and alerts of a worker speak for that worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from stream_app.logs import mask_text
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+NOTIFICATIONS = Counter(
+    "stream_app_notifications",
+    "Final notification outcomes (notification.status records) by channel and status",
+    ["channel", "status"],
+    registry=REGISTRY,
+)
+DLQ_RECORDS = Counter(
+    "stream_app_dlq_records", "Records this worker put on a .dlq topic", ["topic"], registry=REGISTRY
+)
+EVENTS_RECEIVED = Counter(
+    "stream_app_events_received", "Input records read by intake, by topic", ["topic"], registry=REGISTRY
+)
+STAGE_STEPS = Counter(
+    "stream_app_stage_steps",
+    "Trace steps written, by stage (received, batched, ...)",
+    ["stage"],
+    registry=REGISTRY,
+)
+IMPORT_DURATION = Histogram(
+    "stream_app_import_duration_seconds",
+    "From the end of the SFTP upload to MC's final ImportResultsSummary, per attempt",
+    ["outcome"],
+    buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800),
+    registry=REGISTRY,
+)
+BATCH_SIZE = Histogram(
+    "stream_app_import_batch_rows",
+    "Notifications per subscriber import file",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+    registry=REGISTRY,
+)
+MC_LATENCY = Histogram(
+    "stream_app_mc_call_seconds",
+    "Latency of one Marketing Cloud call, by operation and outcome (ok / error)",
+    ["operation", "outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "stream_app_consumer_lag",
+    "End offset minus committed offset, per assigned topic-partition",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+DLQ_SIZE = Gauge(
+    "stream_app_dlq_size",
+    "Records held by each .dlq topic (end minus beginning offset)",
+    ["topic"],
+    registry=REGISTRY,
+)
+OPEN_WINDOWS = Gauge(
+    "stream_app_open_windows", "Subscriber batch windows open on this worker", registry=REGISTRY
+)
+PENDING_IMPORTS = Gauge(
+    "stream_app_pending_imports", "Import files this worker is waiting on MC for", registry=REGISTRY
+)
+
+FAILED_STATUSES = frozenset({"failed", "invalid"})
+RATE_WINDOW_SECONDS = 60
+RECENT_FAILURES_KEPT = 20
+
+
+class RateWindow:
+    """Counts per whole second over the last `seconds`: a rate that reacts within a second."""
+
+    def __init__(self, seconds: int = RATE_WINDOW_SECONDS, clock: Callable[[], float] = time.time) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self.started = clock()
+        self.total = 0
+        self._buckets: deque[list[int]] = deque()  # [second, count], oldest first
+
+    def add(self, n: int = 1) -> None:
+        second = int(self.clock())
+        self.total += n
+        if self._buckets and self._buckets[-1][0] == second:
+            self._buckets[-1][1] += n
+        else:
+            self._buckets.append([second, n])
+        self._trim(second)
+
+    def _trim(self, second: int) -> None:
+        while self._buckets and self._buckets[0][0] <= second - self.seconds:
+            self._buckets.popleft()
+
+    def count(self) -> int:
+        self._trim(int(self.clock()))
+        return sum(c for _, c in self._buckets)
+
+    def rate(self) -> float:
+        """Per second over the window, or over the uptime while that is shorter."""
+        span = min(float(self.seconds), max(self.clock() - self.started, 1.0))
+        return self.count() / span
+
+
+@dataclass
+class PendingImport:
+    file: str
+    rows: int
+    started: float = field(default_factory=time.time)
+
+
+@dataclass
+class PartitionOffsets:
+    end: int
+    committed: int
+
+    @property
+    def lag(self) -> int:
+        return max(self.end - self.committed, 0)
+
+
+# Per-stage rates of the dashboard, keyed by the trace stage each stage writes.
+STAGE_RATES: dict[str, RateWindow] = {}
+RECENT_FAILURES: deque[dict[str, Any]] = deque(maxlen=RECENT_FAILURES_KEPT)
+# Wall-clock times of failed outcomes, for the failure-burst alert (bounded: a burst is a count).
+FAILURE_TIMES: deque[float] = deque(maxlen=10_000)
+OUTCOME_COUNTS: dict[str, int] = {}
+DLQ_SENT: dict[str, int] = {}
+PENDING: dict[str, PendingImport] = {}
+# Refreshed by the offsets sampler (dashboard.py): the partitions this worker consumes, and DLQ sizes.
+PARTITIONS: dict[tuple[str, int], PartitionOffsets] = {}
+DLQ_SIZES: dict[str, int] = {}
+
+
+def stage_rate(stage: str) -> RateWindow:
+    window = STAGE_RATES.get(stage)
+    if window is None:
+        window = STAGE_RATES[stage] = RateWindow()
+    return window
+
+
+def record_stage(stage: str) -> None:
+    STAGE_STEPS.labels(stage=stage).inc()
+    stage_rate(stage).add()
+
+
+def event_received(topic: str) -> None:
+    EVENTS_RECEIVED.labels(topic=topic).inc()
+    stage_rate("intake").add()
+
+
+def record_outcome(
+    *, channel: str, status: str, notification_id: str, event_id: str, template: str = "", reason: str = ""
+) -> None:
+    NOTIFICATIONS.labels(channel=channel, status=status).inc()
+    OUTCOME_COUNTS[status] = OUTCOME_COUNTS.get(status, 0) + 1
+    if status in FAILED_STATUSES:
+        now = time.time()
+        FAILURE_TIMES.append(now)
+        RECENT_FAILURES.appendleft(
+            {
+                "at": now,
+                "kind": "outcome",
+                "status": status,
+                "channel": channel,
+                "template": template,
+                "event_id": mask_text(event_id),
+                "notification_id": mask_text(notification_id),
+                "reason": mask_text(reason)[:300],
+            }
+        )
+
+
+def record_dlq(
+    *, dlq_topic: str, source_topic: str, partition: int, offset: int, error: BaseException
+) -> None:
+    DLQ_RECORDS.labels(topic=dlq_topic).inc()
+    DLQ_SENT[dlq_topic] = DLQ_SENT.get(dlq_topic, 0) + 1
+    RECENT_FAILURES.appendleft(
+        {
+            "at": time.time(),
+            "kind": "dlq",
+            "status": "dlq",
+            "topic": dlq_topic,
+            "source": f"{source_topic}[{partition}]@{offset}",
+            "error_class": type(error).__name__,
+            "reason": mask_text(str(error))[:300],
+        }
+    )
+
+
+@contextmanager
+def import_pending(file: str, rows: int) -> Iterator[PendingImport]:
+    """While MC imports `file`: visible on the dashboard, watched by the stuck-import alert, timed."""
+    pending = PendingImport(file, rows)
+    PENDING[file] = pending
+    PENDING_IMPORTS.set(len(PENDING))
+    outcome = "error"
+    try:
+        yield pending
+        outcome = "ok"
+    finally:
+        PENDING.pop(file, None)
+        PENDING_IMPORTS.set(len(PENDING))
+        IMPORT_DURATION.labels(outcome=outcome).observe(time.time() - pending.started)
+
+
+T = TypeVar("T")
+
+
+def timed(operation: str, call: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """`call` with its latency observed in `stream_app_mc_call_seconds{operation=...}`."""
+
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            result = await call(*args, **kwargs)
+            outcome = "ok"
+            return result
+        finally:
+            MC_LATENCY.labels(operation=operation, outcome=outcome).observe(time.perf_counter() - started)
+
+    wrapper.__wrapped__ = call  # type: ignore[attr-defined]
+    return wrapper
+
+
+class _MarketingCloudLike(Protocol):
+    rest: Any
+    soap: Any
+    sftp: Any
+
+
+# Every MC operation on the pipeline's path; token fetches are timed inside these calls.
+MC_OPERATIONS = {
+    "rest": ("send_email", "send_sms", "register_callback", "subscribe"),
+    "soap": ("import_summary", "sent_since", "upsert_subscribers"),
+    "sftp": ("upload", "read_file"),
+}
+
+M = TypeVar("M", bound=_MarketingCloudLike)
+
+
+def instrument_mc(mc: M) -> M:
+    """Time every MC call of this client set, at one place instead of at every call site."""
+    for part, operations in MC_OPERATIONS.items():
+        client = getattr(mc, part)
+        for name in operations:
+            method = getattr(client, name, None)
+            if method is not None and not hasattr(method, "__wrapped__"):
+                setattr(client, name, timed(f"{part}.{name}", method))
+    return mc
+
+
+def update_offsets(partitions: dict[tuple[str, int], PartitionOffsets], dlq_sizes: dict[str, int]) -> None:
+    """Publish a fresh sample of offsets (the sampler's result) to the gauges and the snapshot."""
+    for topic, partition in set(PARTITIONS) - set(partitions):
+        CONSUMER_LAG.remove(topic, str(partition))
+    PARTITIONS.clear()
+    PARTITIONS.update(partitions)
+    for (topic, partition), offsets in partitions.items():
+        CONSUMER_LAG.labels(topic=topic, partition=str(partition)).set(offsets.lag)
+    DLQ_SIZES.clear()
+    DLQ_SIZES.update(dlq_sizes)
+    for topic, size in dlq_sizes.items():
+        DLQ_SIZE.labels(topic=topic).set(size)
+
+
+def render() -> tuple[bytes, str]:
+    """The Prometheus exposition of this worker: our series and Faust's, one registry."""
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def reset_for_tests() -> None:
+    STAGE_RATES.clear()
+    RECENT_FAILURES.clear()
+    FAILURE_TIMES.clear()
+    OUTCOME_COUNTS.clear()
+    DLQ_SENT.clear()
+    PENDING.clear()
+    PARTITIONS.clear()
+    DLQ_SIZES.clear()

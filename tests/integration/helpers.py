@@ -1,0 +1,136 @@
+"""Small clients for integration tests: produce to and read from the real broker, ask the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def drawn_event(event_id: str | None = None, **changes: Any) -> dict[str, Any]:
+    """A valid packet.drawn event with fresh member ids (tests share one broker and sandbox)."""
+    tag = uuid.uuid4().hex[:8]
+    mobile = f"+8869{int(tag, 16) % 10**8:08d}"
+    event: dict[str, Any] = {
+        "event_id": unique("d") if event_id is None else event_id,
+        "occurred_at": "2026-01-28T12:00:00+08:00",
+        "packet_id": unique("RP"),
+        "amount": 250,
+        "cashback_amount": 100,
+        "drawer": {"member_id": f"M1-{tag}", "name": "EZ", "email": f"ez.{tag}@example.com",
+                   "mobile": mobile, "locale": "zh-TW"},
+        "giver": {"member_id": f"M2-{tag}", "name": "TABLE", "email": f"table.{tag}@example.com",
+                  "mobile": None, "locale": "zh-TW"},
+    }
+    for key, value in changes.items():
+        target = event
+        *parents, leaf = key.split("__")
+        for part in parents:
+            target = target[part]
+        target[leaf] = value
+    return copy.deepcopy(event)
+
+
+async def produce(
+    bootstrap: str,
+    topic: str,
+    value: bytes | dict[str, Any],
+    key: bytes | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        raw = orjson.dumps(value) if isinstance(value, dict) else value
+        await producer.send_and_wait(topic, raw, key=key, headers=headers or [])
+    finally:
+        await producer.stop()
+
+
+async def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
+    """Every record on `topic` right now (from the beginning to the end offsets seen at the start)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (description,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(topic, p["partition"]) for p in description["partitions"]]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            consumer.seek(tp, 0)
+        records: list[Any] = []
+        next_offset = dict.fromkeys(partitions, 0)
+        deadline = time.monotonic() + timeout
+        while any(next_offset[tp] < ends[tp] for tp in partitions):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {topic} to its end within {timeout} s")
+            batch = await consumer.getmany(timeout_ms=500)
+            for tp, items in batch.items():
+                for record in items:
+                    if record.offset < ends[tp]:
+                        records.append(record)
+                    next_offset[tp] = record.offset + 1
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def ready_records(bootstrap: str, **match: str) -> list[Any]:
+    """subscriber.ready records whose JSON value has these fields (other tests put junk there too)."""
+    found = []
+    for record in await read_all(bootstrap, "subscriber.ready"):
+        try:
+            value = orjson.loads(record.value or b"")
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(value, dict) and all(value.get(k) == v for k, v in match.items()):
+            found.append(record)
+    return found
+
+
+async def statuses(bootstrap: str, event_id: str) -> list[dict[str, Any]]:
+    return [
+        value
+        for value in (orjson.loads(r.value) for r in await read_all(bootstrap, "notification.status"))
+        if value["event_id"] == event_id
+    ]
+
+
+def messages(sandbox: Any, event: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Accepted sends; with `event`, those to its parties (tests give every event fresh members)."""
+    found = httpx.get(f"{sandbox.http_url}_sandbox/messages", timeout=10).json()
+    if event is None:
+        return list(found)
+    keys = {event["drawer"]["member_id"], event["giver"]["member_id"]}
+    return [m for m in found if m["subscriber_key"] in keys]
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
+    """Await until `check()` (sync or async) returns something truthy; fail with its last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s; last value: {last!r}")

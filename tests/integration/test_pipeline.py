@@ -1,0 +1,192 @@
+"""The whole flow on the real broker and the sandbox: packet events in, MC sends out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.integration.helpers import (
+    drawn_event,
+    eventually,
+    messages,
+    produce,
+    read_all,
+    ready_records,
+    statuses,
+    unique,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+
+def outcome_by_template(found: list[dict[str, Any]]) -> dict[str, str]:
+    return {s["template"]: s["status"] for s in found}
+
+
+async def test_drawn_event_sends_two_emails_and_an_sms(kafka: Any, sandbox: Any, pipeline: Any) -> None:
+    event = drawn_event()
+    await produce(kafka.bootstrap, "packet.drawn", event, key=event["packet_id"].encode())
+
+    sent = await eventually(lambda: len(messages(sandbox, event)) >= 3 and messages(sandbox, event), timeout=30)
+    by_key = {(m["definition_key"], m["subscriber_key"]): m for m in sent}
+    drawer = by_key[("packet-drawn-drawer", event["drawer"]["member_id"])]
+    assert drawer["to"] == event["drawer"]["email"]
+    assert drawer["from_name"] == "TABLE via EZTABLE"
+    assert drawer["text"] == "親愛的 EZ 恭喜你好手氣抽到 TABLE 送的紅包 $250！訂餐廳吃飯可直接用！"
+    assert drawer["attributes"]["EventId"] == event["event_id"]
+    giver = by_key[("packet-drawn-giver", event["giver"]["member_id"])]
+    assert giver["from_name"] == "EZ via EZTABLE"
+    assert giver["text"] == "你的朋友 EZ 抽到你發的 $250 EZCASH 紅包！只要他消費你就能得到 $100 回饋！"
+    sms = by_key[("packet-drawn-welcome", event["drawer"]["member_id"])]
+    assert sms["channel"] == "sms" and sms["to"] == event["drawer"]["mobile"].lstrip("+")
+    assert "TABLE" in sms["text"] and "$250" in sms["text"]
+    assert len(sent) == 3
+
+    final = await eventually(lambda: _three_sent(kafka, event["event_id"]))
+    assert outcome_by_template(final) == {
+        "packet-drawn-drawer": "sent", "packet-drawn-giver": "sent", "packet-drawn-welcome": "sent"
+    }
+    assert all(s["mc_request_id"] and s["attempts"] == 1 for s in final)
+
+    view = httpx.get(f"{pipeline.web_url}events/{event['event_id']}/", timeout=10).json()
+    stages = [step["stage"] for step in view["steps"]]
+    assert stages[0] == "received" and {"batched", "imported", "ready", "outcome"} <= set(stages)
+    drawer_note = next(n for n in view["notifications"] if n["notification_id"].endswith("packet-drawn-drawer"))
+    assert drawer_note["status"] == "sent" and drawer_note["file"].startswith("subscribers_")
+
+
+async def _three_sent(kafka: Any, event_id: str) -> list[dict[str, Any]] | None:
+    found = await statuses(kafka.bootstrap, event_id)
+    return found if len(found) >= 3 else None
+
+
+async def test_known_subscriber_goes_straight_to_the_senders(kafka: Any, sandbox: Any, pipeline: Any) -> None:
+    first = drawn_event()
+    await produce(kafka.bootstrap, "packet.drawn", first, key=first["packet_id"].encode())
+    await eventually(lambda: len(messages(sandbox, first)) >= 3, timeout=30)
+    imports_before = len(httpx.get(f"{sandbox.http_url}_sandbox/imports", timeout=10).json())
+
+    second = drawn_event(drawer=first["drawer"], giver=first["giver"], amount=500)
+    await produce(kafka.bootstrap, "packet.drawn", second, key=second["packet_id"].encode())
+    await eventually(lambda: len(messages(sandbox, second)) >= 6, timeout=30)
+
+    view = httpx.get(f"{pipeline.web_url}events/{second['event_id']}/", timeout=10).json()
+    vias = {n["notification_id"]: n.get("via") for n in view["notifications"]}
+    assert set(vias.values()) == {"known subscriber"}, vias
+    assert len(httpx.get(f"{sandbox.http_url}_sandbox/imports", timeout=10).json()) == imports_before
+
+
+async def test_redeemed_event_tells_the_giver_about_the_cashback(kafka: Any, sandbox: Any, pipeline: Any) -> None:
+    event = drawn_event(spent_amount=800, cashback_amount=120)
+    await produce(kafka.bootstrap, "packet.redeemed", event, key=event["packet_id"].encode())
+    (sent,) = await eventually(lambda: messages(sandbox, event), timeout=30)
+    assert sent["definition_key"] == "packet-redeemed-giver"
+    assert sent["subscriber_key"] == event["giver"]["member_id"]
+    assert sent["from_name"] == "EZ via EZTABLE"
+    assert "$120" in sent["text"] and "EZ" in sent["text"]
+
+
+async def test_names_with_quotes_commas_emoji_and_formulas_arrive_intact(
+    kafka: Any, sandbox: Any, pipeline: Any
+) -> None:
+    giver_name = '=cmd|"/C calc"!A0, O\'Brien "The Table" 🧧'
+    drawer_name = "@林, 小明 😀"
+    event = drawn_event(giver__name=giver_name, drawer__name=drawer_name)
+    await produce(kafka.bootstrap, "packet.drawn", event, key=event["packet_id"].encode())
+    sent = await eventually(lambda: len(messages(sandbox, event)) >= 3 and messages(sandbox, event), timeout=30)
+    drawer_mail = next(m for m in sent if m["definition_key"] == "packet-drawn-drawer")
+    assert drawer_mail["from_name"] == f"{giver_name} via EZTABLE"
+    assert drawer_mail["attributes"]["GiverName"] == giver_name
+    assert drawer_mail["text"].startswith(f"親愛的 {drawer_name} 恭喜你好手氣抽到 {giver_name} 送的紅包")
+    giver_mail = next(m for m in sent if m["definition_key"] == "packet-drawn-giver")
+    assert giver_mail["from_name"] == f"{drawer_name} via EZTABLE"
+
+
+async def test_bad_address_of_one_party_is_invalid_and_the_other_is_served(
+    kafka: Any, sandbox: Any, pipeline: Any
+) -> None:
+    event = drawn_event(giver__email="table@gmial.com")
+    await produce(kafka.bootstrap, "packet.drawn", event, key=event["packet_id"].encode())
+    await eventually(lambda: len(messages(sandbox, event)) >= 2, timeout=30)
+    found = await eventually(lambda: _n_statuses(kafka, event["event_id"], 3))
+    by_template = {s["template"]: s for s in found}
+    assert by_template["packet-drawn-giver"]["status"] == "invalid"
+    assert "did you mean @gmail.com" in by_template["packet-drawn-giver"]["reason"]
+    assert by_template["packet-drawn-drawer"]["status"] == "sent"
+    assert {m["definition_key"] for m in messages(sandbox, event)} == {"packet-drawn-drawer", "packet-drawn-welcome"}
+
+
+async def _n_statuses(kafka: Any, event_id: str, n: int) -> list[dict[str, Any]] | None:
+    found = await statuses(kafka.bootstrap, event_id)
+    return found if len(found) >= n else None
+
+
+async def test_replayed_input_and_ready_records_send_nothing_twice(kafka: Any, sandbox: Any, pipeline: Any) -> None:
+    event = drawn_event()
+    raw = orjson.dumps(event)
+    await produce(kafka.bootstrap, "packet.drawn", raw, key=event["packet_id"].encode())
+    await eventually(lambda: len(messages(sandbox, event)) >= 3, timeout=30)
+    await eventually(lambda: _n_statuses(kafka, event["event_id"], 3))
+
+    # The operator's replays: the same input again (same and other key), and the ready records again.
+    await produce(kafka.bootstrap, "packet.drawn", raw, key=event["packet_id"].encode())
+    await produce(kafka.bootstrap, "packet.drawn", raw, key=b"some-other-key")
+    ready = await ready_records(kafka.bootstrap, event_id=event["event_id"])
+    assert len(ready) == 3
+    for record in ready:
+        await produce(kafka.bootstrap, "subscriber.ready", record.value, key=record.key)
+
+    found = await eventually(lambda: _n_statuses(kafka, event["event_id"], 6), timeout=30)
+    duplicates = [s for s in found if s["status"] == "duplicate"]
+    assert len(duplicates) >= 3
+    assert len(messages(sandbox, event)) == 3
+
+
+async def test_resend_header_sends_exactly_once_more(kafka: Any, sandbox: Any, pipeline: Any) -> None:
+    event = drawn_event(drawer__mobile=None)
+    await produce(kafka.bootstrap, "packet.drawn", event, key=event["packet_id"].encode())
+    await eventually(lambda: len(messages(sandbox, event)) >= 2, timeout=30)
+    (record,) = await ready_records(kafka.bootstrap, notification_id=f"{event['event_id']}:packet-drawn-drawer")
+    await produce(kafka.bootstrap, "subscriber.ready", record.value, key=record.key, headers=[("resend", b"1")])
+    await eventually(lambda: len(messages(sandbox, event)) >= 3, timeout=30)
+    drawer_mails = [m for m in messages(sandbox, event) if m["definition_key"] == "packet-drawn-drawer"]
+    assert len(drawer_mails) == 2
+    # The resend record itself, redelivered (re-produced without the header) is a duplicate.
+    await produce(kafka.bootstrap, "subscriber.ready", record.value, key=record.key)
+    await eventually(lambda: _n_statuses(kafka, event["event_id"], 4))
+    assert len(messages(sandbox, event)) == 3
+
+
+async def test_bounced_address_is_suppressed(kafka: Any, sandbox: Any, pipeline: Any) -> None:
+    tag = unique("b")
+    first = drawn_event(drawer__email=f"{tag}@bounce.example", drawer__mobile=None)
+    await produce(kafka.bootstrap, "packet.drawn", first, key=first["packet_id"].encode())
+    await eventually(lambda: len(messages(sandbox, first)) >= 2, timeout=30)
+
+    await eventually(lambda: _bounce_recorded(kafka, f"{tag}@bounce.example"), timeout=30)
+    view = await eventually(lambda: _suppressed(pipeline, f"{tag}@bounce.example"), timeout=30)
+    assert view["address"].endswith("***@bounce.example") and view["bounce_code"] == "HARD"
+    second = drawn_event(drawer=first["drawer"], giver=first["giver"])
+    await produce(kafka.bootstrap, "packet.drawn", second, key=second["packet_id"].encode())
+    found = await eventually(lambda: _n_statuses(kafka, second["event_id"], 2), timeout=30)
+    by_template = {s["template"]: s for s in found}
+    assert by_template["packet-drawn-drawer"]["status"] == "suppressed"
+    assert "suppression list" in by_template["packet-drawn-drawer"]["reason"]
+    assert by_template["packet-drawn-giver"]["status"] == "sent"
+    drawer_mails = [
+        m for m in messages(sandbox, second)
+        if m["definition_key"] == "packet-drawn-drawer" and m["attributes"]["EventId"] == second["event_id"]
+    ]
+    assert drawer_mails == []
+
+
+async def _bounce_recorded(kafka: Any, address: str) -> bool:
+    return any(orjson.loads(r.value)["email"] == address for r in await read_all(kafka.bootstrap, "email.bounced"))
+
+
+def _suppressed(pipeline: Any, address: str) -> dict[str, Any] | None:
+    view = httpx.get(f"{pipeline.web_url}suppressed/{address}/", timeout=10).json()
+    return view if view["suppressed"] else None
