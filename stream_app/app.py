@@ -7,6 +7,7 @@ registers its agents on `app` when imported; `worker.py` imports them all.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import faust
 
@@ -106,7 +107,7 @@ def marketing_cloud() -> MarketingCloud:
 _mc: MarketingCloud | None = None
 
 
-@app.on_before_shutdown.connect
-async def _close_marketing_cloud(app: faust.App, **kwargs: object) -> None:
+@app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types signal receivers too narrowly
+async def _close_marketing_cloud(app: Any, **kwargs: Any) -> None:
     if _mc is not None:
         await _mc.close()

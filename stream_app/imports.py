@@ -60,7 +60,9 @@ async def wait_for_import(file_name: str, expected_rows: int) -> ImportOutcome:
         if summary is not None and summary.done:
             break
         if time.monotonic() > deadline:
-            raise ImportFailed(f"import of {file_name} not finished after {settings.import_timeout_seconds:.0f} s")
+            raise ImportFailed(
+                f"import of {file_name} not finished after {settings.import_timeout_seconds:.0f} s"
+            )
         await asyncio.sleep(pause)
         pause = min(pause * 1.5, POLL_MAX_SECONDS)
     if summary.status != "Completed":
@@ -100,8 +102,9 @@ async def import_subscribers(notifications: list[SubscriberReady]) -> ImportOutc
 
 
 async def handle(events: list[EventT]) -> None:
-    notifications = [row for event in events for row in event.value.rows]
-    windows = [event.value.window_id for event in events]
+    batches: list[SubscriberBatch] = [event.value for event in events]  # type: ignore[misc]
+    notifications = [row for batch in batches for row in batch.rows]
+    windows = [batch.window_id for batch in batches]
     try:
         outcome = await import_subscribers(notifications)
     except RetriesExhausted as exc:
@@ -140,7 +143,8 @@ async def handle(events: list[EventT]) -> None:
 @app.agent(batches_topic, name="import-watcher")
 async def import_watcher(stream: StreamT[SubscriberBatch]) -> None:
     # take_events is safe here: this stage writes no table.
-    async for events in stream.take_events(MAX_BATCHES_PER_FILE, within=MERGE_WITHIN_SECONDS):
+    batches = stream.take_events(MAX_BATCHES_PER_FILE, within=MERGE_WITHIN_SECONDS)  # type: ignore[attr-defined]
+    async for events in batches:
         try:
             await handle(list(events))
         except Exception as exc:  # never stop the agent; the batch is kept in the DLQ

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ def now_rfc3339() -> str:
 
 def _headers(event: EventT) -> list[tuple[str, bytes]]:
     headers = event.message.headers or []
-    items = headers.items() if isinstance(headers, dict) else headers
+    items: Any = headers.items() if isinstance(headers, Mapping) else headers
     return [(str(k), bytes(v) if v is not None else b"") for k, v in items]
 
 

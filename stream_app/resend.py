@@ -95,9 +95,12 @@ async def replay_dlq(settings: Settings, dlq: str, since: datetime, dry_run: boo
             headers = list(record.headers or [])
             target = replay_target(headers, dlq)
             reason = dict(headers).get("error.message", b"").decode(errors="replace")[:120]
-            print(f"{'would replay' if dry_run else 'replay'} {dlq}@{record.partition}:{record.offset} -> {target} ({reason})")
+            verb = "would replay" if dry_run else "replay"
+            print(f"{verb} {dlq}@{record.partition}:{record.offset} -> {target} ({reason})")
             if not dry_run:
-                await producer.send_and_wait(target, record.value, key=record.key, headers=replay_headers(headers))
+                await producer.send_and_wait(
+                    target, record.value, key=record.key, headers=replay_headers(headers)
+                )
             count += 1
     finally:
         await producer.stop()
@@ -127,8 +130,11 @@ async def resend_event(settings: Settings, event_id: str, since: datetime, dry_r
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stream_app resend", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m stream_app resend",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--event-id", help="re-send every notification of this input event")
     target.add_argument("--dlq", metavar="TOPIC", help="replay this DLQ topic to its source topic")
@@ -143,8 +149,10 @@ def main(argv: list[str]) -> int:
     else:
         count = asyncio.run(resend_event(settings, args.event_id, since, args.dry_run))
         if count == 0:
-            print(f"no notification of event {args.event_id} on {READY_TOPIC} since {since:%Y-%m-%d %H:%M}Z",
-                  file=sys.stderr)
+            print(
+                f"no notification of event {args.event_id} on {READY_TOPIC} since {since:%Y-%m-%d %H:%M}Z",
+                file=sys.stderr,
+            )
             return 1
         print(f"{count} notification(s) of {args.event_id} {'found' if args.dry_run else 'sent for resend'}")
     return 0

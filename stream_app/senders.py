@@ -106,9 +106,7 @@ async def call_mc(ready: SubscriberReady, attempt: int) -> SendReceipt:
 async def reconcile(ready: SubscriberReady, entry: Entry) -> bool:
     """Did MC record this send although our worker died before writing `sent`?"""
     since = datetime.fromtimestamp(entry.at, UTC) - RECONCILE_SLACK
-    records = await marketing_cloud().soap.sent_since(
-        ready.subscriber_key, since, sms=ready.channel == "sms"
-    )
+    records = await marketing_cloud().soap.sent_since(ready.subscriber_key, since, sms=ready.channel == "sms")
     if ready.channel == "sms":
         return bool(records)
     return any(r.definition_key in (None, ready.template) for r in records)
@@ -116,7 +114,9 @@ async def reconcile(ready: SubscriberReady, entry: Entry) -> bool:
 
 async def deliver(event: EventT, ready: SubscriberReady, ledger: TableT) -> None:
     resend = headers_of(event).get("resend", b"").strip() == b"1"
-    key = ledger_key(ready.notification_id, (event.message.partition, event.message.offset) if resend else None)
+    key = ledger_key(
+        ready.notification_id, (event.message.partition, event.message.offset) if resend else None
+    )
     async with exclusive(key):
         entry = Entry.loads(ledger.get(key))
         decision = decide(entry)
@@ -128,7 +128,9 @@ async def deliver(event: EventT, ready: SubscriberReady, ledger: TableT) -> None
             assert entry is not None
             if await reconcile(ready, entry):
                 ledger[key] = Entry(SENT, time.time(), entry.attempts, reason="reconciled with MC").dumps()
-                await send_status(ready, "sent", reason="confirmed by MC after a restart", attempts=entry.attempts)
+                await send_status(
+                    ready, "sent", reason="confirmed by MC after a restart", attempts=entry.attempts
+                )
                 return
         if ready.channel == "email" and ready.email and ready.email.lower() in suppressed:
             await send_status(ready, "suppressed", reason="address on the suppression list (bounced)")

@@ -58,7 +58,9 @@ class Settings:
     batch_max_rows: int = field(default_factory=lambda: _env_int("BATCH_MAX_ROWS", 1000))
     import_timeout_seconds: float = field(default_factory=lambda: _env_float("IMPORT_TIMEOUT_SECONDS", 1800))
     # A SIGKILLed worker's partitions move after this long; Faust's 60 s default stalls recovery.
-    session_timeout_seconds: float = field(default_factory=lambda: _env_float("SESSION_TIMEOUT_SECONDS", 10.0))
+    session_timeout_seconds: float = field(
+        default_factory=lambda: _env_float("SESSION_TIMEOUT_SECONDS", 10.0)
+    )
     send_concurrency: int = field(default_factory=lambda: _env_int("SEND_CONCURRENCY", 16))
     retry_max_attempts: int = field(default_factory=lambda: _env_int("RETRY_MAX_ATTEMPTS", 8))
     retry_base_seconds: float = field(default_factory=lambda: _env_float("RETRY_BASE_SECONDS", 2.0))

@@ -85,7 +85,9 @@ class EnsCallback(View):
             registration.verification[str(payload.get("callbackId"))] = str(payload["verificationKey"])
             return self.json({"ok": True})
         signature = request.headers.get("x-sfmc-ens-signature")
-        if not registration.signature_key or not verify_ens_signature(body, signature, registration.signature_key):
+        if not registration.signature_key or not verify_ens_signature(
+            body, signature, registration.signature_key
+        ):
             log.warning("ENS batch with a bad signature refused")
             return self.json({"error": "bad signature"}, status=401)
         for bounce in bounces_from(payload):
@@ -96,7 +98,9 @@ class EnsCallback(View):
 
 async def register_with_mc() -> None:
     rest = marketing_cloud().rest
-    callback_id, signature_key = await rest.register_callback(f"stream_app-{settings.web_port}", callback_url())
+    callback_id, signature_key = await rest.register_callback(
+        f"stream_app-{settings.web_port}", callback_url()
+    )
     registration.callback_id, registration.signature_key = callback_id, signature_key
     for _ in range(100):  # MC probes the URL during registration; the key is usually here already
         if callback_id in registration.verification:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -22,10 +23,8 @@ async def ensure_topics(settings: Settings, counts: dict[str, int], replication:
         existing = set(await admin.list_topics())
         missing = [NewTopic(name, n, replication) for name, n in counts.items() if name not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:  # another worker won the race
-                pass
         return [t.name for t in missing]
     finally:
         await admin.close()

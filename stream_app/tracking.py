@@ -19,6 +19,10 @@ log = logging.getLogger("stream_app.tracking")
 
 # An event has at most a few dozen steps; the cap keeps a replay storm from growing one row forever.
 MAX_STEPS = 100
+# What a notification's summary keeps from its steps (the latest value wins).
+NOTE_FIELDS = (
+    "window", "file", "import_status", "via", "status", "reason", "mc_request_id", "attempts", "channel"
+)
 
 
 def append_step(raw: bytes | None, step: TraceStep) -> bytes:
@@ -37,10 +41,15 @@ def summarise(event_id: str, raw: bytes | None) -> dict[str, Any]:
             continue
         note = notifications.setdefault(nid, {"notification_id": nid, "stages": []})
         note["stages"].append(step["stage"])
-        for field in ("window", "file", "import_status", "via", "status", "reason", "mc_request_id", "attempts", "channel"):
-            if field in step and step[field] not in (None, ""):
+        for field in NOTE_FIELDS:
+            if step.get(field) not in (None, ""):
                 note[field] = step[field]
-    return {"event_id": event_id, "found": bool(steps), "steps": steps, "notifications": list(notifications.values())}
+    return {
+        "event_id": event_id,
+        "found": bool(steps),
+        "steps": steps,
+        "notifications": list(notifications.values()),
+    }
 
 
 @app.agent(trace_topic, name="event-tracker")

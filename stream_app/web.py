@@ -12,7 +12,7 @@ from stream_app.tracking import summarise
 class EventView(View):
     """What happened to one input event, stage by stage; asked of any worker, answered by the owner."""
 
-    @app.table_route(table=event_trace, match_info="event_id")
+    @app.table_route(table=event_trace, match_info="event_id")  # type: ignore[arg-type]
     async def get(self, request: Request, event_id: str) -> Response:
         return self.json(summarise(event_id, event_trace.get(event_id)))
 
@@ -23,5 +23,6 @@ class HealthView(View):
 
     async def get(self, request: Request) -> Response:
         assigned = len(app.consumer.assignment()) if app.consumer else 0
-        ready = assigned > 0 and not app.rebalancing and app.tables.recovery.completed.is_set()
+        recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+        ready = assigned > 0 and not app.rebalancing and recovered
         return self.json({"ready": ready, "assigned_partitions": assigned}, status=200 if ready else 503)

@@ -28,7 +28,8 @@ def main(argv: list[str]) -> int:
     logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))
     (settings.state_dir / f"worker-{settings.web_port}").mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(settings, topic_partitions()))
-    level = {"WARNING": "warn", "CRITICAL": "crit"}.get(settings.log_level.upper(), settings.log_level.lower())
+    upper = settings.log_level.upper()
+    level = {"WARNING": "warn", "CRITICAL": "crit"}.get(upper, settings.log_level.lower())
     sys.argv = ["stream_app", "worker", "--loglevel", level, *argv]
     app.main()
     return 0

@@ -29,10 +29,20 @@ def drawn_event(event_id: str | None = None, **changes: Any) -> dict[str, Any]:
         "packet_id": unique("RP"),
         "amount": 250,
         "cashback_amount": 100,
-        "drawer": {"member_id": f"M1-{tag}", "name": "EZ", "email": f"ez.{tag}@example.com",
-                   "mobile": mobile, "locale": "zh-TW"},
-        "giver": {"member_id": f"M2-{tag}", "name": "TABLE", "email": f"table.{tag}@example.com",
-                  "mobile": None, "locale": "zh-TW"},
+        "drawer": {
+            "member_id": f"M1-{tag}",
+            "name": "EZ",
+            "email": f"ez.{tag}@example.com",
+            "mobile": mobile,
+            "locale": "zh-TW",
+        },
+        "giver": {
+            "member_id": f"M2-{tag}",
+            "name": "TABLE",
+            "email": f"table.{tag}@example.com",
+            "mobile": None,
+            "locale": "zh-TW",
+        },
     }
     for key, value in changes.items():
         target = event
@@ -68,7 +78,9 @@ async def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[An
     finally:
         await admin.close()
     partitions = [TopicPartition(topic, p["partition"]) for p in description["partitions"]]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         consumer.assign(partitions)

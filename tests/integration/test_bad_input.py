@@ -45,7 +45,12 @@ DLQ_CASES: list[tuple[str, str, bytes, str]] = [
     ("cashback-bool", "packet.drawn", _with(cashback_amount=True), "cashback_amount: expected integer"),
     ("drawer-not-object", "packet.drawn", _with(drawer="EZ"), "drawer: expected object"),
     ("member-id-null", "packet.drawn", _with(drawer__member_id=None), "drawer.member_id: expected string"),
-    ("email-wrong-type", "packet.drawn", _with(giver__email=["a@b.c"]), "giver.email: expected null or string"),
+    (
+        "email-wrong-type",
+        "packet.drawn",
+        _with(giver__email=["a@b.c"]),
+        "giver.email: expected null or string",
+    ),
     ("occurred-at-number", "packet.drawn", _with(occurred_at=1706414400), "occurred_at: expected string"),
     ("event-id-empty", "packet.drawn", _with(event_id=""), "event_id must be"),
     ("event-id-control", "packet.drawn", _with(event_id="d-1\u0000\u0007"), "event_id must be"),
@@ -62,22 +67,40 @@ DLQ_CASES: list[tuple[str, str, bytes, str]] = [
 def _ready_record(template: str) -> bytes:
     return orjson.dumps(
         {
-            "notification_id": f"{unique('d')}:{template}", "event_id": unique("d"), "event_type": "packet.drawn",
-            "channel": "email", "template": template, "subscriber_key": "M1", "email": "ez@example.com",
-            "mobile": None, "from_name": "X via EZTABLE",
-            "attributes": {"EventId": "d-x", "DrawerName": "EZ", "GiverName": "X", "Amount": "1", "Cashback": "1"},
+            "notification_id": f"{unique('d')}:{template}",
+            "event_id": unique("d"),
+            "event_type": "packet.drawn",
+            "channel": "email",
+            "template": template,
+            "subscriber_key": "M1",
+            "email": "ez@example.com",
+            "mobile": None,
+            "from_name": "X via EZTABLE",
+            "attributes": {
+                "EventId": "d-x",
+                "DrawerName": "EZ",
+                "GiverName": "X",
+                "Amount": "1",
+                "Cashback": "1",
+            },
         }
     )
 
 
 DLQ_CASES += [
     ("ready-bad-template", "subscriber.ready", _ready_record("packet-drawn-nope"), "unknown email template"),
-    ("ready-wrong-channel", "subscriber.ready",
-     _ready_record("packet-drawn-drawer").replace(b'"channel":"email"', b'"channel":"fax"'), "channel"),
+    (
+        "ready-wrong-channel",
+        "subscriber.ready",
+        _ready_record("packet-drawn-drawer").replace(b'"channel":"email"', b'"channel":"fax"'),
+        "channel",
+    ),
 ]
 
 
-async def test_each_malformed_record_lands_in_its_dlq_untouched(kafka: Any, sandbox: Any, pipeline: Any) -> None:
+async def test_each_malformed_record_lands_in_its_dlq_untouched(
+    kafka: Any, sandbox: Any, pipeline: Any
+) -> None:
     assert len(DLQ_CASES) >= 25
     tag = unique("bad")
     header = ("trace-id", tag.encode())
@@ -104,7 +127,10 @@ async def test_each_malformed_record_lands_in_its_dlq_untouched(kafka: Any, sand
     except AssertionError:
         seen: set[str] = set()
         for topic in ("packet.drawn.dlq", "packet.redeemed.dlq", "subscriber.ready.dlq"):
-            seen |= {(r.key or b"").decode().removeprefix(f"{tag}-") for r in await read_all(kafka.bootstrap, topic)}
+            seen |= {
+                (r.key or b"").decode().removeprefix(f"{tag}-")
+                for r in await read_all(kafka.bootstrap, topic)
+            }
         raise AssertionError(f"not in any DLQ: {sorted({n for n, *_ in DLQ_CASES} - seen)}") from None
     for name, topic, raw, fragment in DLQ_CASES:
         record = found[name]

@@ -39,8 +39,12 @@ class Stack:
 
     def start(self, name: str) -> WorkerProcess:
         worker = start_worker(
-            self.kafka, self.sandbox, self.root / name,
-            RETRY_BASE_SECONDS="0.2", RETRY_MAX_SECONDS="2", SESSION_TIMEOUT_SECONDS="6",
+            self.kafka,
+            self.sandbox,
+            self.root / name,
+            RETRY_BASE_SECONDS="0.2",
+            RETRY_MAX_SECONDS="2",
+            SESSION_TIMEOUT_SECONDS="6",
         )
         self.workers[name] = worker
         return worker
@@ -115,7 +119,9 @@ async def test_kills_and_mc_failures_lose_nothing_and_send_nothing_twice(chaos_s
     def sent_keys() -> list[tuple[str, str]]:
         found = httpx.get(f"{stack.sandbox.http_url}_sandbox/messages", timeout=30).json()
         return [
-            ("sms", m["subscriber_key"]) if m["channel"] == "sms" else (m["definition_key"], m["attributes"]["EventId"])
+            ("sms", m["subscriber_key"])
+            if m["channel"] == "sms"
+            else (m["definition_key"], m["attributes"]["EventId"])
             for m in found
         ]
 
@@ -132,10 +138,17 @@ async def test_kills_and_mc_failures_lose_nothing_and_send_nothing_twice(chaos_s
     stats = httpx.get(f"{stack.sandbox.http_url}_sandbox/stats", timeout=10).json()
     dlq_keys = {r.key for r in await read_all(stack.kafka.bootstrap, "packet.drawn.dlq")}
     report = {
-        "events": len(records), "expected_notifications": len(expected), "sent": sum(counts.values()),
-        "missing": len(missing), "duplicates": len(duplicates), "unexpected": len(unexpected),
-        "kills": stack.kills, "bad_inputs": len(bad_keys), "bad_in_dlq": len(bad_keys & dlq_keys),
-        "faults_injected": stats.get("faults_injected"), "sftp_uploads": stats.get("sftp_uploads"),
+        "events": len(records),
+        "expected_notifications": len(expected),
+        "sent": sum(counts.values()),
+        "missing": len(missing),
+        "duplicates": len(duplicates),
+        "unexpected": len(unexpected),
+        "kills": stack.kills,
+        "bad_inputs": len(bad_keys),
+        "bad_in_dlq": len(bad_keys & dlq_keys),
+        "faults_injected": stats.get("faults_injected"),
+        "sftp_uploads": stats.get("sftp_uploads"),
     }
     print("CHAOS", orjson.dumps(report).decode())
     assert stack.kills >= 3

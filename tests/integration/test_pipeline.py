@@ -30,7 +30,9 @@ async def test_drawn_event_sends_two_emails_and_an_sms(kafka: Any, sandbox: Any,
     event = drawn_event()
     await produce(kafka.bootstrap, "packet.drawn", event, key=event["packet_id"].encode())
 
-    sent = await eventually(lambda: len(messages(sandbox, event)) >= 3 and messages(sandbox, event), timeout=30)
+    sent = await eventually(
+        lambda: len(messages(sandbox, event)) >= 3 and messages(sandbox, event), timeout=30
+    )
     by_key = {(m["definition_key"], m["subscriber_key"]): m for m in sent}
     drawer = by_key[("packet-drawn-drawer", event["drawer"]["member_id"])]
     assert drawer["to"] == event["drawer"]["email"]
@@ -47,14 +49,18 @@ async def test_drawn_event_sends_two_emails_and_an_sms(kafka: Any, sandbox: Any,
 
     final = await eventually(lambda: _three_sent(kafka, event["event_id"]))
     assert outcome_by_template(final) == {
-        "packet-drawn-drawer": "sent", "packet-drawn-giver": "sent", "packet-drawn-welcome": "sent"
+        "packet-drawn-drawer": "sent",
+        "packet-drawn-giver": "sent",
+        "packet-drawn-welcome": "sent",
     }
     assert all(s["mc_request_id"] and s["attempts"] == 1 for s in final)
 
     view = httpx.get(f"{pipeline.web_url}events/{event['event_id']}/", timeout=10).json()
     stages = [step["stage"] for step in view["steps"]]
     assert stages[0] == "received" and {"batched", "imported", "ready", "outcome"} <= set(stages)
-    drawer_note = next(n for n in view["notifications"] if n["notification_id"].endswith("packet-drawn-drawer"))
+    drawer_note = next(
+        n for n in view["notifications"] if n["notification_id"].endswith("packet-drawn-drawer")
+    )
     assert drawer_note["status"] == "sent" and drawer_note["file"].startswith("subscribers_")
 
 
@@ -79,7 +85,9 @@ async def test_known_subscriber_goes_straight_to_the_senders(kafka: Any, sandbox
     assert len(httpx.get(f"{sandbox.http_url}_sandbox/imports", timeout=10).json()) == imports_before
 
 
-async def test_redeemed_event_tells_the_giver_about_the_cashback(kafka: Any, sandbox: Any, pipeline: Any) -> None:
+async def test_redeemed_event_tells_the_giver_about_the_cashback(
+    kafka: Any, sandbox: Any, pipeline: Any
+) -> None:
     event = drawn_event(spent_amount=800, cashback_amount=120)
     await produce(kafka.bootstrap, "packet.redeemed", event, key=event["packet_id"].encode())
     (sent,) = await eventually(lambda: messages(sandbox, event), timeout=30)
@@ -96,7 +104,9 @@ async def test_names_with_quotes_commas_emoji_and_formulas_arrive_intact(
     drawer_name = "@林, 小明 😀"
     event = drawn_event(giver__name=giver_name, drawer__name=drawer_name)
     await produce(kafka.bootstrap, "packet.drawn", event, key=event["packet_id"].encode())
-    sent = await eventually(lambda: len(messages(sandbox, event)) >= 3 and messages(sandbox, event), timeout=30)
+    sent = await eventually(
+        lambda: len(messages(sandbox, event)) >= 3 and messages(sandbox, event), timeout=30
+    )
     drawer_mail = next(m for m in sent if m["definition_key"] == "packet-drawn-drawer")
     assert drawer_mail["from_name"] == f"{giver_name} via EZTABLE"
     assert drawer_mail["attributes"]["GiverName"] == giver_name
@@ -116,7 +126,10 @@ async def test_bad_address_of_one_party_is_invalid_and_the_other_is_served(
     assert by_template["packet-drawn-giver"]["status"] == "invalid"
     assert "did you mean @gmail.com" in by_template["packet-drawn-giver"]["reason"]
     assert by_template["packet-drawn-drawer"]["status"] == "sent"
-    assert {m["definition_key"] for m in messages(sandbox, event)} == {"packet-drawn-drawer", "packet-drawn-welcome"}
+    assert {m["definition_key"] for m in messages(sandbox, event)} == {
+        "packet-drawn-drawer",
+        "packet-drawn-welcome",
+    }
 
 
 async def _n_statuses(kafka: Any, event_id: str, n: int) -> list[dict[str, Any]] | None:
@@ -124,7 +137,9 @@ async def _n_statuses(kafka: Any, event_id: str, n: int) -> list[dict[str, Any]]
     return found if len(found) >= n else None
 
 
-async def test_replayed_input_and_ready_records_send_nothing_twice(kafka: Any, sandbox: Any, pipeline: Any) -> None:
+async def test_replayed_input_and_ready_records_send_nothing_twice(
+    kafka: Any, sandbox: Any, pipeline: Any
+) -> None:
     event = drawn_event()
     raw = orjson.dumps(event)
     await produce(kafka.bootstrap, "packet.drawn", raw, key=event["packet_id"].encode())
@@ -149,8 +164,12 @@ async def test_resend_header_sends_exactly_once_more(kafka: Any, sandbox: Any, p
     event = drawn_event(drawer__mobile=None)
     await produce(kafka.bootstrap, "packet.drawn", event, key=event["packet_id"].encode())
     await eventually(lambda: len(messages(sandbox, event)) >= 2, timeout=30)
-    (record,) = await ready_records(kafka.bootstrap, notification_id=f"{event['event_id']}:packet-drawn-drawer")
-    await produce(kafka.bootstrap, "subscriber.ready", record.value, key=record.key, headers=[("resend", b"1")])
+    (record,) = await ready_records(
+        kafka.bootstrap, notification_id=f"{event['event_id']}:packet-drawn-drawer"
+    )
+    await produce(
+        kafka.bootstrap, "subscriber.ready", record.value, key=record.key, headers=[("resend", b"1")]
+    )
     await eventually(lambda: len(messages(sandbox, event)) >= 3, timeout=30)
     drawer_mails = [m for m in messages(sandbox, event) if m["definition_key"] == "packet-drawn-drawer"]
     assert len(drawer_mails) == 2
@@ -177,14 +196,17 @@ async def test_bounced_address_is_suppressed(kafka: Any, sandbox: Any, pipeline:
     assert "suppression list" in by_template["packet-drawn-drawer"]["reason"]
     assert by_template["packet-drawn-giver"]["status"] == "sent"
     drawer_mails = [
-        m for m in messages(sandbox, second)
+        m
+        for m in messages(sandbox, second)
         if m["definition_key"] == "packet-drawn-drawer" and m["attributes"]["EventId"] == second["event_id"]
     ]
     assert drawer_mails == []
 
 
 async def _bounce_recorded(kafka: Any, address: str) -> bool:
-    return any(orjson.loads(r.value)["email"] == address for r in await read_all(kafka.bootstrap, "email.bounced"))
+    return any(
+        orjson.loads(r.value)["email"] == address for r in await read_all(kafka.bootstrap, "email.bounced")
+    )
 
 
 def _suppressed(pipeline: Any, address: str) -> dict[str, Any] | None:

@@ -25,8 +25,20 @@ DRAWN: dict[str, Any] = {
     "packet_id": "RP-0001",
     "amount": 250,
     "cashback_amount": 100,
-    "drawer": {"member_id": "M1001", "name": "EZ", "email": "ez@example.com", "mobile": "+886912345678", "locale": "zh-TW"},
-    "giver": {"member_id": "M2002", "name": "TABLE", "email": "table@example.com", "mobile": None, "locale": "zh-TW"},
+    "drawer": {
+        "member_id": "M1001",
+        "name": "EZ",
+        "email": "ez@example.com",
+        "mobile": "+886912345678",
+        "locale": "zh-TW",
+    },
+    "giver": {
+        "member_id": "M2002",
+        "name": "TABLE",
+        "email": "table@example.com",
+        "mobile": None,
+        "locale": "zh-TW",
+    },
 }
 
 
@@ -55,7 +67,11 @@ def test_drawn_event_gives_drawer_email_sms_and_giver_email() -> None:
     assert (drawer.channel, drawer.subscriber_key, drawer.email) == ("email", "M1001", "ez@example.com")
     assert drawer.from_name == "TABLE via EZTABLE"
     assert drawer.attributes == {
-        "EventId": "d-000123", "DrawerName": "EZ", "GiverName": "TABLE", "Amount": "250", "Cashback": "100",
+        "EventId": "d-000123",
+        "DrawerName": "EZ",
+        "GiverName": "TABLE",
+        "Amount": "250",
+        "Cashback": "100",
     }
     assert by_template["packet-drawn-giver"].from_name == "EZ via EZTABLE"
     assert by_template["packet-drawn-giver"].subscriber_key == "M2002"
@@ -120,7 +136,10 @@ def test_invalid_mobile_rejects_only_the_sms() -> None:
         (orjson.dumps(drawn(event_id="d-1\x00")), "event_id must be"),
         (orjson.dumps(drawn(drawer__name="EZ\x1b[31m")), "drawer.name must be"),
         (orjson.dumps(drawn(drawer__name="x" * 10_000)), "drawer.name must be"),
-        (orjson.dumps(drawn()).replace(b'"amount":250', b'"amount":123456789012345678901234567890'), "amount"),
+        (
+            orjson.dumps(drawn()).replace(b'"amount":250', b'"amount":123456789012345678901234567890'),
+            "amount",
+        ),
         (orjson.dumps(drawn(event_type="packet.exploded")), "unknown event type"),
     ],
 )

@@ -27,7 +27,13 @@ def ready(**changes: object) -> SubscriberReady:
         "email": "ez@example.com",
         "mobile": "+886912345678",
         "from_name": "TABLE via EZTABLE",
-        "attributes": {"EventId": "d-1", "DrawerName": "EZ", "GiverName": "TABLE", "Amount": "250", "Cashback": "100"},
+        "attributes": {
+            "EventId": "d-1",
+            "DrawerName": "EZ",
+            "GiverName": "TABLE",
+            "Amount": "250",
+            "Cashback": "100",
+        },
     }
     fields.update(changes)
     return SubscriberReady(**fields)
@@ -86,7 +92,7 @@ def test_formula_cells_are_neutralised(cell: str) -> None:
 
 
 def test_plain_cells_are_left_alone() -> None:
-    assert neutralise("EZ 🧧, \"quoted\"") == "EZ 🧧, \"quoted\""
+    assert neutralise('EZ 🧧, "quoted"') == 'EZ 🧧, "quoted"'
 
 
 def test_error_report_maps_subscriber_to_reason() -> None:
@@ -134,7 +140,7 @@ def test_default_budget_spans_about_half_an_hour() -> None:
     waits = range(1, policy.max_attempts)  # no wait after the last try
     longest = sum(min(policy.max_seconds, policy.base_seconds * policy.factor ** (n - 1)) for n in waits)
     shortest = longest / 2  # full jitter draws from [cap/2, cap]
-    assert 10 * 60 <= shortest and longest <= 40 * 60
+    assert shortest >= 10 * 60 and longest <= 40 * 60
 
 
 # --- senders -----------------------------------------------------------------------------------
@@ -154,7 +160,10 @@ def test_decode_ready_accepts_the_contract_record() -> None:
         (ready(template="packet-drawn-nope").dumps(serializer="json"), "unknown email template"),
         (ready(channel="fax").dumps(serializer="json"), "schema: channel"),
         (ready(email=None).dumps(serializer="json"), "without an address"),
-        (ready(channel="sms", template="packet-drawn-welcome", mobile=None).dumps(serializer="json"), "without a mobile"),
+        (
+            ready(channel="sms", template="packet-drawn-welcome", mobile=None).dumps(serializer="json"),
+            "without a mobile",
+        ),
         (ready(attributes={"Amount": "1"}).dumps(serializer="json"), "attributes missing"),
     ],
 )
