@@ -1,9 +1,13 @@
 # Every target sets up what it needs itself: a fresh clone runs `make run` or `make test` directly.
-PYTHON ?= python3
+# The project pins Python 3.11 (pyproject.toml); prefer that interpreter when the machine has several.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
 VENV := .venv
+# The stamp, not the directory, is the target: a venv whose lock or pyproject changed is re-synced.
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint clean
+.PHONY: .venv run test bench lint clean
+
+.venv: $(STAMP)
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -11,6 +15,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
+# The embedded broker's jars are resolved by Maven on first use (stream_app.broker.ensure_jars).
 run: $(STAMP)
 	$(VENV)/bin/python -m stream_app dev
 
@@ -21,9 +26,13 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench
 
+# All three always run, so one report shows every problem; the target fails if any of them did.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy
+	@status=0; \
+	$(VENV)/bin/ruff check . || status=1; \
+	$(VENV)/bin/ruff format --check . || status=1; \
+	$(VENV)/bin/mypy || status=1; \
+	exit $$status
 
 clean:
-	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache broker/lib broker/lib.tmp

@@ -293,6 +293,7 @@ class ClusterInfo:
 
 async def describe_cluster(bootstrap: str, timeout: float = 3.0) -> ClusterInfo | None:
     """Ask `bootstrap` for cluster metadata; None when no Kafka broker answers there (yet)."""
+    # Imported here: the `kafka-*` tool commands exec Java at once and should not pay for aiokafka.
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 

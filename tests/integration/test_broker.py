@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from stream_app.broker import BrokerError, EmbeddedKafka, describe_cluster, kafka_answers, port_accepts
+from stream_app.broker import (
+    BrokerError,
+    EmbeddedKafka,
+    classpath,
+    describe_cluster,
+    java_executable,
+    kafka_answers,
+    new_cluster_id,
+    port_accepts,
+)
 from stream_app.devstack import producer_lines, sample_event
 from tests.fixtures.kafka import KafkaBroker, Records
 from tests.fixtures.ports import free_port
@@ -50,23 +60,49 @@ def topic_name(prefix: str) -> str:
     return f"{prefix}.{uuid.uuid4().hex[:8]}"
 
 
-def read_line_until(proc: subprocess.Popen[str], predicate: str, timeout: float) -> tuple[str | None, str]:
-    """Read proc's stdout until a line containing `predicate`, EOF or the deadline: (line, all output)."""
-    assert proc.stdout is not None
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
+class Output:
+    """A child's stdout, drained line by line on a thread (so the child never blocks on a full pipe).
+
+    Not select() + readline(): readline buffers ahead, and lines already in the buffer would then
+    wait for the *next* write to become visible.
+    """
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        assert proc.stdout is not None
+        stream = proc.stdout
+
+        def pump() -> None:
+            for line in stream:
+                self.lines.put(line)
+            self.lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def until(self, predicate: str | None, timeout: float) -> str | None:
+        """Read until a line containing `predicate` (returned), EOF or the deadline (None)."""
+        deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
-            if not sel.select(remaining):
-                break
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen.append(line)
-            if predicate in line:
-                return line.rstrip("\n"), "".join(seen)
-    return None, "".join(seen)
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                return None
+            if line is None:
+                return None
+            self.seen.append(line)
+            if predicate is not None and predicate in line:
+                return line.rstrip("\n")
+        return None
+
+    def rest(self, timeout: float = 10) -> str:
+        """Everything up to EOF (call once the child has exited)."""
+        self.until(None, timeout)
+        return self.text
+
+    @property
+    def text(self) -> str:
+        return "".join(self.seen)
 
 
 def descendants(pid: int) -> list[psutil.Process]:
@@ -253,6 +289,35 @@ def test_restart_keeps_the_cluster_and_refuses_a_second_broker_on_the_same_dir(t
     assert not port_accepts("127.0.0.1", again.port)
 
 
+def test_a_dir_formatted_as_a_dynamic_quorum_still_starts(tmp_path: Path) -> None:
+    """A data dir formatted by hand with `--standalone` (KIP-853 dynamic quorum) is not reformatted."""
+    data = tmp_path / "kafka"
+    broker = EmbeddedKafka("127.0.0.1", free_port(), data)
+    (data / "data").mkdir(parents=True)
+    broker._write_config()  # the same server.properties, then formatted the other way
+    props = broker.server_properties.read_text()
+    voters = next(line for line in props.splitlines() if line.startswith("controller.quorum.voters="))
+    controller = voters.rsplit("@", 1)[1]
+    broker.server_properties.write_text(
+        props.replace(voters, f"controller.quorum.bootstrap.servers={controller}")
+    )
+    cmd = [java_executable(), "-cp", classpath(), "kafka.tools.StorageTool", "format", "--standalone"]
+    cmd += ["--cluster-id", new_cluster_id(), "--config", str(broker.server_properties)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    with EmbeddedKafka("127.0.0.1", free_port(), data) as again:
+        assert "controller.quorum.bootstrap.servers=" in again.server_properties.read_text()
+    assert again.proc is not None and again.proc.returncode is not None
+
+
+def test_missing_java_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(BrokerError, match="java not found"):
+        java_executable()
+
+
 def test_non_loopback_address_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BrokerError, match="loopback"):
         EmbeddedKafka("8.8.8.8", free_port(), tmp_path).start()
@@ -261,18 +326,22 @@ def test_non_loopback_address_is_refused(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- python -m stream_app broker
 
 
-def test_broker_command_prints_ready_and_exits_0_on_sigint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_broker_command_prints_ready_and_exits_0_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
     port = free_port()
     env = {**os.environ, "BROKER_URL": f"kafka://127.0.0.1:{port}", "PYTHONUNBUFFERED": "1"}
     data = tmp_path / "kafka"
     with started([sys.executable, "-m", "stream_app", "broker", "--data-dir", str(data)], env) as proc:
-        line, output = read_line_until(proc, "broker ready", timeout=90)
-        assert line == f"broker ready at 127.0.0.1:{port} (Apache Kafka 4.1.1, KRaft), data in {data}", output
+        out = Output(proc)
+        line = out.until("broker ready", timeout=90)
+        assert (
+            line == f"broker ready at 127.0.0.1:{port} (Apache Kafka 4.1.1, KRaft), data in {data}"
+        ), out.text
         assert kafka_answers("127.0.0.1", port)
         jvms = descendants(proc.pid)
         assert [p.name() for p in jvms] == ["java"]
 
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         assert proc.wait(40) == 0
         assert_all_gone(jvms)
         assert not port_accepts("127.0.0.1", port)
@@ -283,8 +352,8 @@ def test_broker_jvm_dies_with_its_parent(tmp_path: Path) -> None:
     env = {**os.environ, "BROKER_URL": f"kafka://127.0.0.1:{port}", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "stream_app", "broker", "--data-dir", str(tmp_path / "kafka")]
     with started(cmd, env) as proc:
-        line, output = read_line_until(proc, "broker ready", timeout=90)
-        assert line is not None, output
+        out = Output(proc)
+        assert out.until("broker ready", timeout=90) is not None, out.text
         jvms = descendants(proc.pid)
         proc.kill()  # no chance to clean up: only PR_SET_PDEATHSIG stops the JVM
         proc.wait(10)
@@ -316,22 +385,24 @@ def dev_env(tmp_path: Path) -> tuple[dict[str, str], list[int]]:
 DEV_READY_TIMEOUT = 180
 
 
-def test_dev_stack_starts_everything_and_sigint_leaves_nothing_behind(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_dev_stack_starts_everything_and_a_signal_leaves_nothing_behind(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
     env, ports = dev_env(tmp_path)
     with started([sys.executable, "-m", "stream_app", "dev"], env) as proc:
-        line, output = read_line_until(proc, "Ctrl-C stops all of it", DEV_READY_TIMEOUT)
-        assert line is not None, output
-        rest, more = read_line_until(proc, "kcat -P", 10)
-        assert rest is not None, output + more
-        assert f"--bootstrap-server 127.0.0.1:{ports[0]} --topic packet.drawn" in more
+        out = Output(proc)
+        assert out.until("Ctrl-C stops all of it", DEV_READY_TIMEOUT) is not None, out.text
+        assert out.until("kcat -P", 10) is not None, out.text
+        assert f"--bootstrap-server 127.0.0.1:{ports[0]} --topic packet.drawn" in out.text
         children = descendants(proc.pid)
         names = " ".join(" ".join(p.cmdline()) for p in children)
         assert "kafka.Kafka" in names and "mc_sandbox" in names and "stream_app worker" in names
         assert all(port_accepts("127.0.0.1", p) for p in ports)
 
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         assert proc.wait(90) == 0
-        tail = proc.stdout.read() if proc.stdout else ""
+        tail = out.rest()
         order = [w for w in ("stopping worker", "stopping sandbox", "stopping broker") if w in tail]
         assert order == ["stopping worker", "stopping sandbox", "stopping broker"], tail
         assert_all_gone(children)
@@ -341,13 +412,13 @@ def test_dev_stack_starts_everything_and_sigint_leaves_nothing_behind(tmp_path: 
 def test_dev_stack_stops_the_rest_and_fails_when_a_child_dies(tmp_path: Path) -> None:
     env, ports = dev_env(tmp_path)
     with started([sys.executable, "-m", "stream_app", "dev"], env) as proc:
-        line, output = read_line_until(proc, "Ctrl-C stops all of it", DEV_READY_TIMEOUT)
-        assert line is not None, output
+        out = Output(proc)
+        assert out.until("Ctrl-C stops all of it", DEV_READY_TIMEOUT) is not None, out.text
         children = descendants(proc.pid)
         sandbox = next(p for p in children if "mc_sandbox" in p.cmdline())
         sandbox.kill()
         assert proc.wait(90) != 0
-        tail = proc.stdout.read() if proc.stdout else ""
+        tail = out.rest()
         assert "sandbox exited unexpectedly" in tail
         assert_all_gone(children)
         assert not [p for p in ports if port_accepts("127.0.0.1", p)]
