@@ -56,6 +56,10 @@ class Settings:
 
     batch_window_seconds: float = field(default_factory=lambda: _env_float("BATCH_WINDOW_SECONDS", 2.0))
     batch_max_rows: int = field(default_factory=lambda: _env_int("BATCH_MAX_ROWS", 1000))
+    # MC shows no summary row until an import starts; a file it never picked up is uploaded again.
+    import_start_timeout_seconds: float = field(
+        default_factory=lambda: _env_float("IMPORT_START_TIMEOUT_SECONDS", 300)
+    )
     import_timeout_seconds: float = field(default_factory=lambda: _env_float("IMPORT_TIMEOUT_SECONDS", 1800))
     # A SIGKILLed worker's partitions move after this long; Faust's 60 s default stalls recovery.
     session_timeout_seconds: float = field(

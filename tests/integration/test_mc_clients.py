@@ -49,12 +49,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def mc_box(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The shared `sandbox` fixture when the suite provides one, else a sandbox of our own."""
-    try:
-        yield request.getfixturevalue("sandbox")
-        return
-    except pytest.FixtureLookupError:
-        pass
+    """A sandbox of our own: these tests reset it and inject faults, which the shared one must not see."""
     if not (ROOT / "mc_sandbox" / "__main__.py").is_file():
         pytest.skip("mc_sandbox is not available")
     state = tmp_path_factory.mktemp("mc_sandbox")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+from tests.fixtures.sandbox import SandboxProcess, start_sandbox
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -16,3 +20,13 @@ def zeep_client(sandbox):  # type: ignore[no-untyped-def]
     import zeep
 
     return zeep.Client(f"{sandbox.http_url}etframework.wsdl")
+
+
+@pytest.fixture(scope="package")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+    """The sandbox tests reset and break their sandbox on purpose: they get one of their own."""
+    sp = start_sandbox(tmp_path_factory.mktemp("mc_sandbox"))
+    try:
+        yield sp
+    finally:
+        sp.stop()
