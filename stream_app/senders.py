@@ -20,12 +20,21 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from faust.types import EventT, StreamT, TableT
 
-from stream_app.app import app, email_ledger, marketing_cloud, ready_topic, settings, sms_ledger, suppressed
+from stream_app.app import (
+    app,
+    email_ledger,
+    intents_topic,
+    marketing_cloud,
+    ready_topic,
+    settings,
+    sms_ledger,
+    suppressed,
+)
 from stream_app.ledger import FAILED, PENDING, SENT, Decision, Entry, decide, ledger_key
-from stream_app.mc import AuthError, PermanentMCError, SendReceipt, TransientMCError
+from stream_app.mc import AuthError, PermanentMCError, SendReceipt, SubscriberRow, TransientMCError
 from stream_app.notifications import RECIPIENT_NAME, sms_text
 from stream_app.outputs import headers_of, send_status, send_to_dlq
-from stream_app.records import SubscriberReady
+from stream_app.records import BatcherInput, SubscriberReady
 from stream_app.retry import RetriesExhausted, RetryPolicy, call_with_retries
 from stream_app.schemas import SchemaError, validate
 
@@ -35,6 +44,8 @@ CHANNEL_TEMPLATES = {
     "email": {"packet-drawn-drawer", "packet-drawn-giver", "packet-redeemed-giver"},
     "sms": {"packet-drawn-welcome"},
 }
+# Subscriber-level refusals an upsert can cure: 13 key unknown or mismatched, 14 email mismatch.
+RESYNC_CODES = {13, 14}
 # MC's clock and ours differ a little; look this far before the pending mark for the send.
 RECONCILE_SLACK = timedelta(seconds=30)
 
@@ -103,6 +114,23 @@ async def call_mc(ready: SubscriberReady, attempt: int) -> SendReceipt:
         raise TransientMCError(str(exc)) from exc
 
 
+async def resync_subscriber(ready: SubscriberReady) -> None:
+    assert ready.email is not None
+    (result,) = await marketing_cloud().soap.upsert_subscribers(
+        [SubscriberRow(ready.subscriber_key, ready.email)]
+    )
+    if not result.ok:
+        raise PermanentMCError(f"subscriber upsert refused: {result.message}", result.code)
+    log.info("subscriber re-synced with MC", extra={"notification_id": ready.notification_id})
+    await intents_topic.send(
+        key=ready.subscriber_key.encode(),
+        value=BatcherInput(
+            kind="confirmed", subscriber_key=ready.subscriber_key, email=ready.email, mobile=ready.mobile
+        ),
+        force=True,
+    )
+
+
 async def reconcile(ready: SubscriberReady, entry: Entry) -> bool:
     """Did MC record this send although our worker died before writing `sent`?"""
     since = datetime.fromtimestamp(entry.at, UTC) - RECONCILE_SLACK
@@ -141,8 +169,19 @@ async def deliver(event: EventT, ready: SubscriberReady, ledger: TableT) -> None
         await app.producer.flush()
         policy = RetryPolicy.from_settings(settings)
 
+        resynced = False
+
         async def attempt(number: int) -> SendReceipt:
-            return await call_mc(ready, number)
+            nonlocal resynced
+            try:
+                return await call_mc(ready, number)
+            except PermanentMCError as exc:
+                # MC lost or changed the subscriber we imported: upsert it and try once more.
+                if resynced or ready.channel != "email" or exc.subscriber_code not in RESYNC_CODES:
+                    raise
+                resynced = True
+                await resync_subscriber(ready)
+                return await call_mc(ready, number)
 
         async def on_retry(number: int, exc: TransientMCError, wait: float) -> None:
             log.warning(

@@ -8,6 +8,8 @@ import httpx
 import orjson
 import pytest
 
+from stream_app.mc import MarketingCloud, SubscriberRow
+from stream_app.settings import Settings
 from tests.integration.helpers import (
     drawn_event,
     eventually,
@@ -212,3 +214,31 @@ async def _bounce_recorded(kafka: Any, address: str) -> bool:
 def _suppressed(pipeline: Any, address: str) -> dict[str, Any] | None:
     view = httpx.get(f"{pipeline.web_url}suppressed/{address}/", timeout=10).json()
     return view if view["suppressed"] else None
+
+
+async def test_subscriber_changed_inside_mc_is_resynced_and_sent(
+    kafka: Any, sandbox: Any, pipeline: Any
+) -> None:
+    first = drawn_event(drawer__mobile=None)
+    await produce(kafka.bootstrap, "packet.drawn", first, key=first["packet_id"].encode())
+    await eventually(lambda: len(messages(sandbox, first)) >= 2, timeout=30)
+    # Someone edits the drawer in MC: our "known subscriber" no longer matches (MC error 14).
+    client = MarketingCloud(Settings(mc_auth_url=sandbox.http_url))
+    try:
+        (result,) = await client.soap.upsert_subscribers(
+            [SubscriberRow(first["drawer"]["member_id"], f"changed.{first['drawer']['email']}")]
+        )
+        assert result.ok
+    finally:
+        await client.close()
+
+    second = drawn_event(drawer=first["drawer"], giver=first["giver"])
+    await produce(kafka.bootstrap, "packet.drawn", second, key=second["packet_id"].encode())
+    found = await eventually(lambda: _n_statuses(kafka, second["event_id"], 2), timeout=30)
+    assert {s["template"]: s["status"] for s in found} == {
+        "packet-drawn-drawer": "sent",
+        "packet-drawn-giver": "sent",
+    }
+    subscribers = httpx.get(f"{sandbox.http_url}_sandbox/subscribers", timeout=10).json()
+    (drawer,) = [s for s in subscribers if s["subscriber_key"] == first["drawer"]["member_id"]]
+    assert drawer["email"] == first["drawer"]["email"]
