@@ -26,8 +26,12 @@ def member(i: int) -> dict[str, Any]:
 
 
 def member_small(i: int) -> dict[str, Any]:
-    return {"member_id": f"M{i:07d}", "name": f"m{i}", "email": f"member{i:07d}.bench-run@example.com",
-            "mobile": f"+8869{i % 100_000_000:08d}" if i % 2 == 0 else None}
+    return {
+        "member_id": f"M{i:07d}",
+        "name": f"m{i}",
+        "email": f"member{i:07d}.bench-run@example.com",
+        "mobile": f"+8869{i % 100_000_000:08d}" if i % 2 == 0 else None,
+    }
 
 
 @dataclass(frozen=True)

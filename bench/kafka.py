@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -19,17 +20,19 @@ async def create_topics(bootstrap: str, counts: dict[str, int]) -> None:
         existing = set(await admin.list_topics())
         missing = [NewTopic(name, n, 1) for name, n in counts.items() if name not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()
 
 
 def bulk_producer(bootstrap: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks=1, linger_ms=5, max_batch_size=BULK_BATCH_BYTES, max_request_size=4 * 2**20
+        bootstrap_servers=bootstrap,
+        acks=1,
+        linger_ms=5,
+        max_batch_size=BULK_BATCH_BYTES,
+        max_request_size=4 * 2**20,
     )
 
 
@@ -76,7 +79,7 @@ class Offsets:
     async def partitions(self, topic: str) -> list[TopicPartition]:
         parts = self.consumer.partitions_for_topic(topic)
         if not parts:
-            await self.consumer._client.force_metadata_update()  # noqa: SLF001 - a fresh topic
+            await self.consumer._client.force_metadata_update()
             parts = self.consumer.partitions_for_topic(topic) or set()
         return [TopicPartition(topic, p) for p in sorted(parts)]
 

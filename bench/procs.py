@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -49,10 +50,8 @@ class Worker:
                     return
             except httpx.HTTPError:
                 pass
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(0.2)
-            except subprocess.TimeoutExpired:
-                pass
         raise RuntimeError(f"worker not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -123,7 +122,7 @@ class Stack:
         )
         return self.sandbox
 
-    def start_worker(self, app_id: str, **extra_env: str) -> Worker:
+    def start_worker(self, app_id: str, profile: Path | None = None, **extra_env: str) -> Worker:
         assert self.kafka is not None and self.sandbox is not None
         web_port = free_port()
         state = self.root / "workers"
@@ -144,9 +143,12 @@ class Stack:
             **extra_env,
         }
         log_path = state / f"worker-{web_port}.log"
+        prefix = [sys.executable]
+        if profile is not None:  # pyinstrument writes its text report when the worker exits
+            prefix += ["-m", "pyinstrument", "-r", "text", "-o", str(profile)]
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "stream_app", "worker"],
+                [*prefix, "-m", "stream_app", "worker"],
                 cwd=REPO,
                 stdout=log,
                 stderr=subprocess.STDOUT,

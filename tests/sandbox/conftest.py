@@ -14,7 +14,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.import_plugin("tests.fixtures.sandbox")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def zeep_client(sandbox):  # type: ignore[no-untyped-def]
     """A zeep client built from the WSDL the sandbox serves (no other network access)."""
     import zeep
