@@ -144,11 +144,12 @@ class Stack:
         }
         log_path = state / f"worker-{web_port}.log"
         prefix = [sys.executable]
-        if profile is not None:  # pyinstrument writes its text report when the worker exits
-            prefix += ["-m", "pyinstrument", "-r", "text", "-o", str(profile)]
+        if profile is not None:  # bench.profile_worker: pyinstrument for a bounded time, on a trigger
+            prefix = [sys.executable, "-m", "bench.profile_worker"]
+            env["BENCH_PROFILE_OUT"] = str(profile)
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [*prefix, "-m", "stream_app", "worker"],
+                prefix if profile is not None else [*prefix, "-m", "stream_app", "worker"],
                 cwd=REPO,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -111,3 +111,11 @@ _mc: MarketingCloud | None = None
 async def _close_marketing_cloud(app: Any, **kwargs: Any) -> None:
     if _mc is not None:
         await _mc.close()
+
+
+def changelog_partitions() -> dict[str, int]:
+    """The changelog topic of every table, with its partition count."""
+    return {
+        table.changelog_topic.get_topic_name(): table.partitions or settings.topic_partitions
+        for table in app.tables.values()
+    }

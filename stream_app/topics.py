@@ -15,13 +15,27 @@ from stream_app.settings import Settings, load
 log = logging.getLogger("stream_app.topics")
 
 
-async def ensure_topics(settings: Settings, counts: dict[str, int], replication: int = 1) -> list[str]:
-    """Create the topics that are missing; returns the names created."""
+COMPACTED = {"cleanup.policy": "compact"}
+
+
+async def ensure_topics(
+    settings: Settings,
+    counts: dict[str, int],
+    replication: int = 1,
+    compacted: dict[str, int] | None = None,
+) -> list[str]:
+    """Create the topics that are missing (`compacted`: changelogs); returns the names created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(name, n, replication) for name, n in counts.items() if name not in existing]
+        wanted: list[tuple[str, int, dict[str, str] | None]] = [(name, n, None) for name, n in counts.items()]
+        wanted += [(name, n, COMPACTED) for name, n in (compacted or {}).items()]
+        missing = [
+            NewTopic(name, n, replication, topic_configs=config)
+            for name, n, config in wanted
+            if name not in existing
+        ]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
                 await admin.create_topics(missing)
@@ -34,10 +48,11 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m stream_app create-topics")
     parser.add_argument("--replication-factor", type=int, default=1)
     args = parser.parse_args(argv)
-    from stream_app.app import topic_partitions
+    from stream_app.app import changelog_partitions, topic_partitions
 
     settings = load()
-    created = asyncio.run(ensure_topics(settings, topic_partitions(), args.replication_factor))
-    for name, count in sorted(topic_partitions().items()):
+    changelogs = changelog_partitions()
+    created = asyncio.run(ensure_topics(settings, topic_partitions(), args.replication_factor, changelogs))
+    for name, count in sorted({**topic_partitions(), **changelogs}.items()):
         print(f"{'created' if name in created else 'exists '} {name} ({count} partitions)")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import logging.config
 import sys
@@ -17,7 +18,7 @@ from stream_app import (  # noqa: F401  (agents; dashboard: /metrics, /dashboard
     tracking,
     web,
 )
-from stream_app.app import app, settings, topic_partitions
+from stream_app.app import app, changelog_partitions, settings, topic_partitions
 from stream_app.logs import logging_config
 from stream_app.topics import ensure_topics
 
@@ -27,9 +28,12 @@ def main(argv: list[str]) -> int:
     app.conf.logging_config = logging_config(settings.log_format, settings.log_level)
     logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))
     (settings.state_dir / f"worker-{settings.web_port}").mkdir(parents=True, exist_ok=True)
-    asyncio.run(ensure_topics(settings, topic_partitions()))
+    # Changelogs too: Faust creates them at start, racing its own assignor, which then ignores them.
+    asyncio.run(ensure_topics(settings, topic_partitions(), compacted=changelog_partitions()))
     upper = settings.log_level.upper()
     level = {"WARNING": "warn", "CRITICAL": "crit"}.get(upper, settings.log_level.lower())
-    sys.argv = ["stream_app", "worker", "--loglevel", level, *argv]
+    # uvloop: a faster event loop for the whole worker (measured by `make bench`, see bench/README.md).
+    loop = ["--loop", "uvloop"] if importlib.util.find_spec("uvloop") else []
+    sys.argv = ["stream_app", *loop, "worker", "--loglevel", level, *argv]
     app.main()
     return 0
