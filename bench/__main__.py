@@ -138,7 +138,7 @@ class Run:
     async def start_worker(self) -> Worker:
         await self.set_phase("worker-start")
         worker = self.stack.start_worker(f"bench-{self.run_id}", profile=self.opts.profile)
-        self.sampler = RssSampler(worker.pid)
+        self.sampler = RssSampler(worker.pid, phase="worker-start")
         self.sampler.start()
         await asyncio.to_thread(worker.wait_ready)
         self.worker = worker

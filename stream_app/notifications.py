@@ -5,6 +5,7 @@ Pure functions only: the agents call them, the unit tests call them.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from dataclasses import dataclass
 
@@ -98,6 +99,9 @@ def _has_control(text: str) -> bool:
     return any(unicodedata.category(ch) in {"Cc", "Cf"} and ch not in "\u200d" for ch in text)
 
 
+# Pure functions of the address, called for every party of every event: members recur, and
+# email_validator / phonenumbers cost ~100 us a call (the top of the intake profile).
+@functools.lru_cache(maxsize=65536)
 def check_email(address: str | None) -> str | None:
     """Return why `address` cannot receive mail, or None when it can."""
     if address is None:
@@ -115,6 +119,7 @@ def check_email(address: str | None) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=65536)
 def check_mobile(number: str) -> str | None:
     """Return why `number` cannot receive SMS, or None when it is a valid E.164 number."""
     if not number.startswith("+") or not number[1:].isdigit():
