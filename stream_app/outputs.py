@@ -50,8 +50,13 @@ async def send_to_dlq(event: EventT, error: BaseException) -> None:
         timestamp=None,
         headers=headers,
     )
-    metrics.record_dlq(dlq_topic=dlq_name(message.topic), source_topic=message.topic,
-                       partition=message.partition, offset=message.offset, error=error)
+    metrics.record_dlq(
+        dlq_topic=dlq_name(message.topic),
+        source_topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        error=error,
+    )
     log.warning(
         "record sent to DLQ",
         extra={"topic": message.topic, "offset": message.offset, "error": str(error)[:300]},
@@ -81,11 +86,26 @@ async def send_status(
     await status_topic.send(
         key=ready.notification_id.encode(), value=record.dumps(serializer="json"), force=True
     )
-    metrics.record_outcome(channel=ready.channel, status=status, notification_id=ready.notification_id,
-                           event_id=ready.event_id, template=ready.template, reason=reason)
+    metrics.record_outcome(
+        channel=ready.channel,
+        status=status,
+        notification_id=ready.notification_id,
+        event_id=ready.event_id,
+        template=ready.template,
+        reason=reason,
+    )
     if status in metrics.FAILED_STATUSES:
-        log.warning("notification %s: %s", status, reason, extra={"event_id": ready.event_id,
-                    "notification_id": ready.notification_id, "channel": ready.channel, "status": status})
+        log.warning(
+            "notification %s: %s",
+            status,
+            reason,
+            extra={
+                "event_id": ready.event_id,
+                "notification_id": ready.notification_id,
+                "channel": ready.channel,
+                "status": status,
+            },
+        )
     await trace(
         ready.event_id,
         "outcome",
@@ -108,7 +128,6 @@ async def trace(event_id: str, stage: str, **detail: Any) -> None:
 
 def headers_of(event: EventT) -> dict[str, bytes]:
     return dict(_headers(event))
-
 
 
 async def send_ready(ready: SubscriberReady, *, via: str) -> None:

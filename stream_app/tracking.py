@@ -21,7 +21,15 @@ log = logging.getLogger("stream_app.tracking")
 MAX_STEPS = 100
 # What a notification's summary keeps from its steps (the latest value wins).
 NOTE_FIELDS = (
-    "window", "file", "import_status", "via", "status", "reason", "mc_request_id", "attempts", "channel"
+    "window",
+    "file",
+    "import_status",
+    "via",
+    "status",
+    "reason",
+    "mc_request_id",
+    "attempts",
+    "channel",
 )
 
 
