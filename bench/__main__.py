@@ -449,6 +449,8 @@ def print_table(figures: dict[str, Any]) -> None:
     for key, label, unit in ROWS:
         if key in figures:
             value = figures[key]
+            if key == "ratio":
+                value = f"{value:.4f}"
             text = (
                 f"{value:,.1f}"
                 if isinstance(value, float)
@@ -461,15 +463,23 @@ def print_table(figures: dict[str, Any]) -> None:
 
 
 def append_csv(figures: dict[str, Any]) -> None:
+    """Append a row; when the columns changed, rewrite the file under the new header (old rows kept)."""
     fields = ["date", "commit", *[key for key, _, _ in ROWS]]
     row = {"date": dt.datetime.now().isoformat(timespec="seconds"), "commit": git_head()}
     row.update({k: figures.get(k, "") for k, _, _ in ROWS})
-    new = not RESULTS.exists()
-    with RESULTS.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        if new:
+    rows: list[dict[str, Any]] = []
+    if RESULTS.exists():
+        with RESULTS.open(newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != fields:
+                rows = list(reader)
+    if rows or not RESULTS.exists():
+        with RESULTS.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore", restval="")
             writer.writeheader()
-        writer.writerow(row)
+            writer.writerows(rows)
+    with RESULTS.open("a", newline="") as f:
+        csv.DictWriter(f, fieldnames=fields).writerow(row)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
