@@ -139,6 +139,8 @@ class Stack:
             "MC_SFTP_KNOWN_HOSTS": str(self.sandbox.known_hosts),
             "BATCH_WINDOW_SECONDS": os.environ.get("BATCH_WINDOW_SECONDS", "1"),
             "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
+            # The production table store: state on disk behind an LRU, not all in the heap.
+            "TABLE_STORE": os.environ.get("TABLE_STORE", "rocksdb://"),
             "LOG_FORMAT": "text",
             **extra_env,
         }

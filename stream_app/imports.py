@@ -120,29 +120,26 @@ async def handle(events: list[EventT]) -> None:
             await send_status(ready, "failed", reason=f"subscriber import failed: {exc}")
         return
     imported = outcome.summary
+    detail = {
+        "windows": ",".join(windows),
+        "file": outcome.file_name,
+        "import_status": imported.status,
+        "total_rows": imported.total_rows,
+        "succeeded": imported.succeeded,
+        "errors": imported.errors,
+    }
     for ready in notifications:
-        await trace(
-            ready.event_id,
-            "imported",
-            notification_id=ready.notification_id,
-            windows=",".join(windows),
-            file=outcome.file_name,
-            import_status=imported.status,
-            total_rows=imported.total_rows,
-            succeeded=imported.succeeded,
-            errors=imported.errors,
-        )
         reason = outcome.rejected.get(ready.subscriber_key)
         if reason is not None:
+            trace(ready.event_id, "imported", notification_id=ready.notification_id, **detail)
             await send_status(ready, "failed", reason=reason)
         else:
-            await send_ready(ready, via=f"import {outcome.file_name}")
+            send_ready(ready, via=f"import {outcome.file_name}", **detail)
     confirmed = {r.subscriber_key: r for r in notifications if r.subscriber_key not in outcome.rejected}
     for key, ready in confirmed.items():
-        await intents_topic.send(
+        intents_topic.send_soon(
             key=key.encode(),
             value=BatcherInput(kind="confirmed", subscriber_key=key, email=ready.email, mobile=ready.mobile),
-            force=True,
         )
 
 

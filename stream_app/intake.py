@@ -32,11 +32,11 @@ log = logging.getLogger("stream_app.intake")
 async def handle(event_type: str, event: EventT, seen: TableT) -> None:
     packet = decode_event(event_type, event.value)
     if packet.event_id in seen:
-        await trace(packet.event_id, "duplicate-input", topic=event_type, offset=event.message.offset)
+        trace(packet.event_id, "duplicate-input", topic=event_type, offset=event.message.offset)
         return
     seen[packet.event_id] = b"%.3f" % time.time()
     ready, rejected = plan(event_type, packet)
-    await trace(
+    trace(
         packet.event_id,
         "received",
         topic=event_type,
@@ -48,10 +48,9 @@ async def handle(event_type: str, event: EventT, seen: TableT) -> None:
         await send_status(bad.ready, "invalid", reason=bad.reason)
     now = time.time()
     for notification in ready:
-        await intents_topic.send(
+        intents_topic.send_soon(
             key=notification.subscriber_key.encode(),
             value=BatcherInput(kind="intent", ready=notification, received_at=now),
-            force=True,
         )
 
 

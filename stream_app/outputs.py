@@ -83,9 +83,7 @@ async def send_status(
         attempts=attempts,
         at=now_rfc3339(),
     )
-    await status_topic.send(
-        key=ready.notification_id.encode(), value=record.dumps(serializer="json"), force=True
-    )
+    status_topic.send_soon(key=ready.notification_id.encode(), value=record.dumps(serializer="json"))
     metrics.record_outcome(
         channel=ready.channel,
         status=status,
@@ -106,7 +104,7 @@ async def send_status(
                 "status": status,
             },
         )
-    await trace(
+    trace(
         ready.event_id,
         "outcome",
         notification_id=ready.notification_id,
@@ -118,21 +116,20 @@ async def send_status(
     )
 
 
-async def trace(event_id: str, stage: str, **detail: Any) -> None:
+def trace(event_id: str, stage: str, **detail: Any) -> None:
     metrics.record_stage(stage)
     step = TraceStep(event_id=event_id, stage=stage, at=now_rfc3339(), detail=detail)
-    # force=True: publish now, not at the next commit (Faust flushes the producer before committing,
-    # so at-least-once holds either way, and latency does not pay the commit interval per hop).
-    await trace_topic.send(key=event_id.encode(), value=step, force=True)
+    # send_soon: into Faust's producer buffer without a wait. Faust flushes the producer before it
+    # commits offsets, so at-least-once holds; and no hop pays the commit interval (as attached
+    # sends would) or a round of awaits per record.
+    trace_topic.send_soon(key=event_id.encode(), value=step)
 
 
 def headers_of(event: EventT) -> dict[str, bytes]:
     return dict(_headers(event))
 
 
-async def send_ready(ready: SubscriberReady, *, via: str) -> None:
+def send_ready(ready: SubscriberReady, *, via: str, **detail: Any) -> None:
     """Hand a notification whose recipient MC knows to the senders."""
-    await ready_topic.send(
-        key=ready.notification_id.encode(), value=ready.dumps(serializer="json"), force=True
-    )
-    await trace(ready.event_id, "ready", notification_id=ready.notification_id, via=via)
+    ready_topic.send_soon(key=ready.notification_id.encode(), value=ready.dumps(serializer="json"))
+    trace(ready.event_id, "ready", notification_id=ready.notification_id, via=via, **detail)

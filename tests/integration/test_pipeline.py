@@ -59,7 +59,7 @@ async def test_drawn_event_sends_two_emails_and_an_sms(kafka: Any, sandbox: Any,
 
     view = httpx.get(f"{pipeline.web_url}events/{event['event_id']}/", timeout=10).json()
     stages = [step["stage"] for step in view["steps"]]
-    assert stages[0] == "received" and {"batched", "imported", "ready", "outcome"} <= set(stages)
+    assert stages[0] == "received" and {"batched", "ready", "outcome"} <= set(stages)
     drawer_note = next(
         n for n in view["notifications"] if n["notification_id"].endswith("packet-drawn-drawer")
     )
