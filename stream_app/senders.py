@@ -131,6 +131,18 @@ async def resync_subscriber(ready: SubscriberReady) -> None:
     )
 
 
+async def mark_pending(ledger: TableT, key: str, partition: int) -> None:
+    """Write `pending` to the ledger's changelog and wait until Kafka has it: it is the evidence
+    a crash during the MC call leaves. Only this record is awaited, not the whole producer buffer
+    (a flush would make every send wait for all the traffic buffered before it)."""
+    value = Entry(PENDING, time.time()).dumps()
+    delivered = await ledger.changelog_topic.send(key=key, value=value, partition=partition, force=True)
+    await delivered
+    # The same row in the local store; the table's own changelog write of it is then redundant
+    # but harmless (same key, same value).
+    ledger[key] = value
+
+
 async def reconcile(ready: SubscriberReady, entry: Entry) -> bool:
     """Did MC record this send although our worker died before writing `sent`?"""
     since = datetime.fromtimestamp(entry.at, UTC) - RECONCILE_SLACK
@@ -164,9 +176,7 @@ async def deliver(event: EventT, ready: SubscriberReady, ledger: TableT) -> None
             await send_status(ready, "suppressed", reason="address on the suppression list (bounced)")
             return
 
-        ledger[key] = Entry(PENDING, time.time()).dumps()
-        # The pending mark must reach Kafka before MC sees the request: it is the crash evidence.
-        await app.producer.flush()
+        await mark_pending(ledger, key, event.message.partition)
         policy = RetryPolicy.from_settings(settings)
 
         resynced = False
