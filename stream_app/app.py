@@ -78,20 +78,38 @@ batches_topic = app.topic(BATCHES_TOPIC, value_type=SubscriberBatch, value_seria
 trace_topic = app.topic(TRACE_TOPIC, value_type=TraceStep, value_serializer="json")
 
 # Tables. Values are small and keyed per row, never lists that grow per event.
-# Keys are str, values raw bytes each stage encodes itself (cheap, and readable with console tools).
-seen_drawn = app.Table("seen-packet.drawn", key_type=str, value_type=bytes)
-seen_redeemed = app.Table("seen-packet.redeemed", key_type=str, value_type=bytes)
-known_subscribers = app.Table("known-subscribers", key_type=str, value_type=bytes)
-pending_rows = app.Table("pending-rows", key_type=str, value_type=bytes)
-open_windows = app.Table("open-windows", key_type=str, value_type=bytes)
-email_ledger = app.Table("ledger-email", key_type=str, value_type=bytes)
-sms_ledger = app.Table("ledger-sms", key_type=str, value_type=bytes)
+# RocksDB's defaults are sized for one big database (64 MB x 3 memtables, a 2 GB block cache); a
+# worker opens one per table and partition, so keep each small: state lives on disk, not the heap.
+STORE_OPTIONS = (
+    {
+        "write_buffer_size": 4 * 1024**2,
+        "max_write_buffer_number": 2,
+        "block_cache_size": 8 * 1024**2,
+        "block_cache_compressed_size": 1024**2,
+    }
+    if settings.store.startswith("rocksdb")
+    else None
+)
+
+
+def _table(name: str, **options: Any) -> Any:
+    # Keys are str, values raw bytes each stage encodes itself (cheap, and readable with console tools).
+    return app.Table(name, key_type=str, value_type=bytes, options=STORE_OPTIONS, **options)
+
+
+seen_drawn = _table("seen-packet.drawn")
+seen_redeemed = _table("seen-packet.redeemed")
+known_subscribers = _table("known-subscribers")
+pending_rows = _table("pending-rows")
+open_windows = _table("open-windows")
+email_ledger = _table("ledger-email")
+sms_ledger = _table("ledger-sms")
 # One partition, like its source email.bounced: Faust refuses a changelog wider than the source, and
 # a one-partition global table is its documented way round a recovery loop with several workers.
 suppressed = app.GlobalTable(
-    "suppressed", key_type=str, value_type=bytes, partitions=1, recovery_buffer_size=1
+    "suppressed", key_type=str, value_type=bytes, partitions=1, recovery_buffer_size=1, options=STORE_OPTIONS
 )
-event_trace = app.Table("event-trace", key_type=str, value_type=bytes)
+event_trace = _table("event-trace")
 
 log = logging.getLogger("stream_app")
 
