@@ -106,7 +106,7 @@ async def add_to_window(event: EventT, ready: SubscriberReady) -> None:
     pending_rows[f"{window_id}{SEP}{ready.notification_id}"] = ready.dumps(serializer="json")
     meta.rows += 1
     open_windows[window_id] = meta.dumps()
-    trace(ready.event_id, "batched", notification_id=ready.notification_id, window=window_id)
+    await trace(ready.event_id, "batched", notification_id=ready.notification_id, window=window_id)
     if meta.rows >= settings.batch_max_rows:
         await close_window(window_id)
 
@@ -146,7 +146,7 @@ async def handle(event: EventT, item: BatcherInput) -> None:
         elif needs_import(ready, known_subscribers.get(ready.subscriber_key)):
             await add_to_window(event, ready)
         else:
-            send_ready(ready, via="known subscriber")
+            await send_ready(ready, via="known subscriber")
     else:
         raise ValueError(f"unknown batcher input kind {item.kind!r}")
 

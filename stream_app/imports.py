@@ -22,7 +22,7 @@ from faust.types import EventT, StreamT
 from stream_app import metrics
 from stream_app.app import app, batches_topic, intents_topic, marketing_cloud, settings
 from stream_app.mc import AuthError, ImportSummary, TransientMCError, attempt_name, error_report_path
-from stream_app.outputs import send_ready, send_status, send_to_dlq, trace
+from stream_app.outputs import publish, send_ready, send_status, send_to_dlq, trace
 from stream_app.records import BatcherInput, SubscriberBatch, SubscriberReady
 from stream_app.retry import RetriesExhausted, RetryPolicy, call_with_retries
 from stream_app.subscriber_csv import build_csv, parse_error_report, subscriber_rows
@@ -131,16 +131,16 @@ async def handle(events: list[EventT]) -> None:
     for ready in notifications:
         reason = outcome.rejected.get(ready.subscriber_key)
         if reason is not None:
-            trace(ready.event_id, "imported", notification_id=ready.notification_id, **detail)
+            await trace(ready.event_id, "imported", notification_id=ready.notification_id, **detail)
             await send_status(ready, "failed", reason=reason)
         else:
-            send_ready(ready, via=f"import {outcome.file_name}", **detail)
+            await send_ready(ready, via=f"import {outcome.file_name}", **detail)
     confirmed = {r.subscriber_key: r for r in notifications if r.subscriber_key not in outcome.rejected}
     for key, ready in confirmed.items():
-        intents_topic.send_soon(
-            key=key.encode(),
-            value=BatcherInput(kind="confirmed", subscriber_key=key, email=ready.email, mobile=ready.mobile),
+        confirmation = BatcherInput(
+            kind="confirmed", subscriber_key=key, email=ready.email, mobile=ready.mobile
         )
+        await publish(intents_topic, key, confirmation)
 
 
 @app.agent(batches_topic, name="import-watcher")

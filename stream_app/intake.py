@@ -23,7 +23,7 @@ from stream_app.app import (
     seen_redeemed,
 )
 from stream_app.notifications import InvalidEvent, decode_event, plan
-from stream_app.outputs import send_status, send_to_dlq, trace
+from stream_app.outputs import publish, send_status, send_to_dlq, trace
 from stream_app.records import BatcherInput
 
 log = logging.getLogger("stream_app.intake")
@@ -32,11 +32,11 @@ log = logging.getLogger("stream_app.intake")
 async def handle(event_type: str, event: EventT, seen: TableT) -> None:
     packet = decode_event(event_type, event.value)
     if packet.event_id in seen:
-        trace(packet.event_id, "duplicate-input", topic=event_type, offset=event.message.offset)
+        await trace(packet.event_id, "duplicate-input", topic=event_type, offset=event.message.offset)
         return
     seen[packet.event_id] = b"%.3f" % time.time()
     ready, rejected = plan(event_type, packet)
-    trace(
+    await trace(
         packet.event_id,
         "received",
         topic=event_type,
@@ -48,9 +48,10 @@ async def handle(event_type: str, event: EventT, seen: TableT) -> None:
         await send_status(bad.ready, "invalid", reason=bad.reason)
     now = time.time()
     for notification in ready:
-        intents_topic.send_soon(
-            key=notification.subscriber_key.encode(),
-            value=BatcherInput(kind="intent", ready=notification, received_at=now),
+        await publish(
+            intents_topic,
+            notification.subscriber_key,
+            BatcherInput(kind="intent", ready=notification, received_at=now),
         )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from faust.types import EventT
+from faust.types import EventT, TopicT
 
 from stream_app import metrics
 from stream_app.app import app, dlq_name, ready_topic, status_topic, trace_topic
@@ -83,7 +83,7 @@ async def send_status(
         attempts=attempts,
         at=now_rfc3339(),
     )
-    status_topic.send_soon(key=ready.notification_id.encode(), value=record.dumps(serializer="json"))
+    await publish(status_topic, ready.notification_id, record.dumps(serializer="json"))
     metrics.record_outcome(
         channel=ready.channel,
         status=status,
@@ -104,7 +104,7 @@ async def send_status(
                 "status": status,
             },
         )
-    trace(
+    await trace(
         ready.event_id,
         "outcome",
         notification_id=ready.notification_id,
@@ -116,20 +116,28 @@ async def send_status(
     )
 
 
-def trace(event_id: str, stage: str, **detail: Any) -> None:
+async def trace(event_id: str, stage: str, **detail: Any) -> None:
     metrics.record_stage(stage)
     step = TraceStep(event_id=event_id, stage=stage, at=now_rfc3339(), detail=detail)
-    # send_soon: into Faust's producer buffer without a wait. Faust flushes the producer before it
-    # commits offsets, so at-least-once holds; and no hop pays the commit interval (as attached
-    # sends would) or a round of awaits per record.
-    trace_topic.send_soon(key=event_id.encode(), value=step)
+    await publish(trace_topic, event_id, step)
+
+
+async def publish(topic: TopicT, key: str, value: Any) -> None:
+    """Hand a record to the Kafka producer now.
+
+    force=True: not attached to the current event (attached sends wait for the next commit, so
+    every hop would pay the commit interval). Not `send_soon` either: Faust drains that buffer one
+    record at a time, and records queued behind a backlog arrive seconds late. Faust flushes the
+    producer before it commits offsets, so at-least-once holds.
+    """
+    await topic.send(key=key.encode(), value=value, force=True)
 
 
 def headers_of(event: EventT) -> dict[str, bytes]:
     return dict(_headers(event))
 
 
-def send_ready(ready: SubscriberReady, *, via: str, **detail: Any) -> None:
+async def send_ready(ready: SubscriberReady, *, via: str, **detail: Any) -> None:
     """Hand a notification whose recipient MC knows to the senders."""
-    ready_topic.send_soon(key=ready.notification_id.encode(), value=ready.dumps(serializer="json"))
-    trace(ready.event_id, "ready", notification_id=ready.notification_id, via=via, **detail)
+    await publish(ready_topic, ready.notification_id, ready.dumps(serializer="json"))
+    await trace(ready.event_id, "ready", notification_id=ready.notification_id, via=via, **detail)
