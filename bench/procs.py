@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -12,56 +10,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import psutil
 
 from stream_app.broker import EmbeddedKafka, free_port
 from tests.fixtures.sandbox import SandboxProcess, start_sandbox
+from tests.fixtures.worker import WorkerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
-class Worker:
-    web_port: int
-    log_path: Path
-    proc: subprocess.Popen[bytes]
-    app_id: str
+class Worker(WorkerProcess):
+    """A worker subprocess (the test suite's, with the app id the bench reads offsets by)."""
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}/"
-
-    def log_tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}health/", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(0.2)
-        raise RuntimeError(f"worker not ready after {timeout:.0f} s:\n{self.log_tail()}")
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+    app_id: str = ""
 
 
 @dataclass
@@ -157,7 +119,7 @@ class Stack:
                 stderr=subprocess.STDOUT,
                 env=env,
             )
-        worker = Worker(web_port, log_path, proc, app_id)
+        worker = Worker(web_port, state, log_path, proc, app_id)
         self.workers.append(worker)
         return worker
 
