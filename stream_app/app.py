@@ -6,7 +6,6 @@ registers its agents on `app` when imported; `worker.py` imports them all.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import faust
@@ -110,8 +109,6 @@ suppressed = app.GlobalTable(
     "suppressed", key_type=str, value_type=bytes, partitions=1, recovery_buffer_size=1, options=STORE_OPTIONS
 )
 event_trace = _table("event-trace")
-
-log = logging.getLogger("stream_app")
 
 
 def marketing_cloud() -> MarketingCloud:

@@ -138,9 +138,9 @@ async def mark_pending(ledger: TableT, key: str, partition: int) -> None:
     value = Entry(PENDING, time.time()).dumps()
     delivered = await ledger.changelog_topic.send(key=key, value=value, partition=partition, force=True)
     await delivered
-    # The same row in the local store; the table's own changelog write of it is then redundant
-    # but harmless (same key, same value).
-    ledger[key] = value
+    # The same row in the local store only: `data` is the table's store, written without a second
+    # changelog record (Table.__setitem__ would send this one again).
+    ledger.data[key] = value
 
 
 async def reconcile(ready: SubscriberReady, entry: Entry) -> bool:
