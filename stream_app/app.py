@@ -10,12 +10,14 @@ from typing import Any
 
 import faust
 
+from stream_app import faust_fixes
 from stream_app.mc import MarketingCloud
 from stream_app.metrics import instrument_mc
 from stream_app.records import BatcherInput, EmailBounced, SubscriberBatch, TraceStep
 from stream_app.settings import Settings, load
 
 settings: Settings = load()
+faust_fixes.apply()
 
 INPUT_TOPICS = ("packet.drawn", "packet.redeemed")
 READY_TOPIC = "subscriber.ready"

@@ -82,6 +82,7 @@ async def test_kills_and_mc_failures_lose_nothing_and_send_nothing_twice(chaos_s
 
     rng = random.Random(20261124)
     expected: set[tuple[str, str]] = set()  # (channel or template, id) of every notification owed
+    event_of: dict[tuple[str, str], str] = {}  # expected notification -> its event_id, for diagnostics
     bad_keys: set[bytes] = set()
     records: list[tuple[bytes, bytes]] = []
     for i in range(EVENTS):
@@ -97,6 +98,7 @@ async def test_kills_and_mc_failures_lose_nothing_and_send_nothing_twice(chaos_s
         expected.add(("packet-drawn-giver", event["event_id"]))
         if event["drawer"]["mobile"]:
             expected.add(("sms", event["drawer"]["member_id"]))
+            event_of[("sms", event["drawer"]["member_id"])] = event["event_id"]
         records.append((event["packet_id"].encode(), orjson.dumps(event)))
 
     # MC misbehaves throughout: a share of REST and SMS calls fail, and one SFTP session drops.
@@ -152,11 +154,30 @@ async def test_kills_and_mc_failures_lose_nothing_and_send_nothing_twice(chaos_s
     }
     print("CHAOS", orjson.dumps(report).decode())
     assert stack.kills >= 3
+    if missing:
+        await _explain(stack, sorted(event_of.get(key, key[1]) for key in missing)[:5])
     assert not missing, sorted(missing)[:20]
     assert not duplicates, duplicates
     assert not unexpected, sorted(unexpected)[:20]
     assert bad_keys <= dlq_keys
     assert stats.get("faults_injected", 0) > 0
+
+
+async def _explain(stack: Stack, event_ids: list[str]) -> None:
+    """Print what the topics and the worker logs know of each missing notification's event."""
+    wanted = {event_id.encode() for event_id in event_ids}
+    for topic in ("stream_app.trace", "notification.status", "subscriber.ready", "subscriber.ready.dlq"):
+        for record in await read_all(stack.kafka.bootstrap, topic):
+            if any(event_id in (record.value or b"") for event_id in wanted):
+                print(
+                    f"EXPLAIN {topic}[{record.partition}]@{record.offset}",
+                    record.value.decode(errors="replace"),
+                )
+    for name, worker in stack.workers.items():
+        for path in sorted(worker.log_path.parent.glob("worker-*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                if any(event_id in line for event_id in event_ids) or "DROPPED" in line:
+                    print(f"EXPLAIN {name}/{path.name}", line[:400])
 
 
 async def _settle(stack: Stack, quiet_for: float = 8.0, timeout: float = 90.0) -> None:

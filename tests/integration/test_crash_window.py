@@ -16,6 +16,8 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import TopicPartition
 
 from stream_app.broker import EmbeddedKafka
 from stream_app.ledger import PENDING, Entry
@@ -25,7 +27,7 @@ from stream_app.topics import ensure_topics
 from tests.fixtures.ports import free_port
 from tests.fixtures.sandbox import SandboxProcess, start_sandbox
 from tests.fixtures.worker import start_worker
-from tests.integration.helpers import eventually, statuses, unique
+from tests.integration.helpers import eventually, messages, statuses, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -45,16 +47,18 @@ def own_stack(tmp_path: Path) -> Iterator[tuple[EmbeddedKafka, SandboxProcess]]:
         kafka.stop()
 
 
-def ready_record(event_id: str, member: str, email: str) -> dict[str, Any]:
+def ready_record(
+    event_id: str, member: str, email: str, *, template: str = TEMPLATE, mobile: str | None = None
+) -> dict[str, Any]:
     return {
-        "notification_id": f"{event_id}:{TEMPLATE}",
+        "notification_id": f"{event_id}:{template}",
         "event_id": event_id,
         "event_type": "packet.drawn",
-        "channel": "email",
-        "template": TEMPLATE,
+        "channel": "sms" if mobile else "email",
+        "template": template,
         "subscriber_key": member,
         "email": email,
-        "mobile": None,
+        "mobile": mobile,
         "from_name": "TABLE via EZTABLE",
         "attributes": {
             "EventId": event_id,
@@ -142,3 +146,102 @@ async def test_pending_sends_are_settled_with_mc_not_guessed(
 async def _outcomes(kafka: EmbeddedKafka, *records: dict[str, Any]) -> list[dict[str, Any]] | None:
     found = [s for r in records for s in await statuses(kafka.bootstrap, r["event_id"])]
     return found if len(found) == len(records) else None
+
+
+async def test_a_send_mc_holds_up_is_not_committed_past(
+    own_stack: tuple[EmbeddedKafka, SandboxProcess], tmp_path: Path
+) -> None:
+    """An SMS stuck in 429 retries at the head of a partition while the email sender acks the records
+    behind it: the worker must not commit past the SMS, so a worker killed meanwhile leaves it to
+    the next one. (faust-streaming 0.15.3 committed past it; see stream_app/faust_fixes.py.)"""
+    kafka, sandbox = own_stack
+    from stream_app.app import topic_partitions
+
+    await ensure_topics(Settings(broker_url=kafka.url), topic_partitions())
+    members = [(unique("M"), f"{unique('h')}@example.com") for _ in range(6)]
+    client = MarketingCloud(
+        Settings(
+            mc_auth_url=sandbox.http_url,
+            mc_sftp_port=sandbox.sftp_port,
+            mc_sftp_known_hosts=sandbox.known_hosts,
+        )
+    )
+    try:
+        assert all(r.ok for r in await client.soap.upsert_subscribers(SubscriberRow(*m) for m in members))
+    finally:
+        await client.close()
+    held = ready_record(unique("d"), *members[0], template="packet-drawn-welcome", mobile="+886912345678")
+    behind = [ready_record(unique("d"), *m) for m in members[1:5]]
+    elsewhere = ready_record(unique("d"), *members[5])
+    _fault(sandbox, target="sms", mode="error429", probability=1.0)
+
+    # Every retry waits ~1 s and the budget outlasts the test: the SMS stays in flight.
+    worker_env = {
+        "APP_ID": "headheld",
+        "RETRY_BASE_SECONDS": "1",
+        "RETRY_MAX_SECONDS": "1",
+        "RETRY_MAX_ATTEMPTS": "1000",
+    }
+    worker = start_worker(kafka, sandbox, tmp_path / "w1", **worker_env)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    await producer.start()
+    try:
+        worker.wait_ready()
+        offsets = [
+            (await producer.send_and_wait("subscriber.ready", orjson.dumps(record), partition=0)).offset
+            for record in (held, *behind)
+        ]
+        await eventually(lambda: _sent_once(sandbox, behind), timeout=60)
+        # A commit round that starts after the emails were acked: wait for one on another partition.
+        other = await producer.send_and_wait("subscriber.ready", orjson.dumps(elsewhere), partition=1)
+        await eventually(lambda: _sent_once(sandbox, [elsewhere]), timeout=60)
+        await eventually(lambda: _committed_past(kafka, "headheld", 1, other.offset), timeout=30)
+        committed = await _committed(kafka, "headheld", 0)
+        assert (
+            committed is None or committed <= offsets[0]
+        ), f"committed {committed} past the SMS at {offsets}"
+    finally:
+        await producer.stop()
+        worker.kill()
+
+    _fault(sandbox, clear=True)
+    worker = start_worker(kafka, sandbox, tmp_path / "w2", **worker_env)
+    try:
+        worker.wait_ready()
+        await eventually(lambda: _sms_to(sandbox, held["subscriber_key"]), timeout=60)
+        await eventually(lambda: _outcomes(kafka, held), timeout=30)
+    finally:
+        worker.stop()
+    assert len(_sms_to(sandbox, held["subscriber_key"])) == 1
+    assert _sent_once(sandbox, behind)  # not repeated by the second worker
+
+
+def _fault(sandbox: SandboxProcess, clear: bool = False, **body: Any) -> None:
+    url = f"{sandbox.http_url}_sandbox/faults"
+    response = httpx.delete(url, timeout=10) if clear else httpx.post(url, json=body, timeout=10)
+    response.raise_for_status()
+
+
+def _sent_once(sandbox: SandboxProcess, records: list[dict[str, Any]]) -> bool:
+    ids = [m["attributes"].get("EventId") for m in messages(sandbox) if m["channel"] == "email"]
+    return all(ids.count(r["event_id"]) == 1 for r in records)
+
+
+def _sms_to(sandbox: SandboxProcess, member: str) -> list[dict[str, Any]]:
+    return [m for m in messages(sandbox) if m["channel"] == "sms" and m["subscriber_key"] == member]
+
+
+async def _committed(kafka: EmbeddedKafka, group: str, partition: int) -> int | None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    found = offsets.get(TopicPartition("subscriber.ready", partition))
+    return found.offset if found is not None and found.offset >= 0 else None
+
+
+async def _committed_past(kafka: EmbeddedKafka, group: str, partition: int, offset: int) -> bool:
+    committed = await _committed(kafka, group, partition)
+    return committed is not None and committed > offset
