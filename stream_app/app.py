@@ -6,6 +6,8 @@ registers its agents on `app` when imported; `worker.py` imports them all.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterable
 from typing import Any
 
 import faust
@@ -93,24 +95,25 @@ STORE_OPTIONS = (
 )
 
 
-def _table(name: str, **options: Any) -> Any:
-    # Keys are str, values raw bytes each stage encodes itself (cheap, and readable with console tools).
+def table(name: str, **options: Any) -> Any:
+    """A table of the stage that defines it: a worker holds only the tables of the stages it runs,
+    so Faust keeps each changelog partition with the source partition that writes it.
+    Keys are str, values raw bytes each stage encodes itself (cheap, and readable with console tools)."""
     return app.Table(name, key_type=str, value_type=bytes, options=STORE_OPTIONS, **options)
 
 
-seen_drawn = _table("seen-packet.drawn")
-seen_redeemed = _table("seen-packet.redeemed")
-known_subscribers = _table("known-subscribers")
-pending_rows = _table("pending-rows")
-open_windows = _table("open-windows")
-email_ledger = _table("ledger-email")
-sms_ledger = _table("ledger-sms")
 # One partition, like its source email.bounced: Faust refuses a changelog wider than the source, and
 # a one-partition global table is its documented way round a recovery loop with several workers.
 suppressed = app.GlobalTable(
     "suppressed", key_type=str, value_type=bytes, partitions=1, recovery_buffer_size=1, options=STORE_OPTIONS
 )
-event_trace = _table("event-trace")
+event_trace = table("event-trace")
+
+
+def load_stages(stages: Iterable[str]) -> None:
+    """Import the modules of these stages: each registers its agents and tables on `app`."""
+    for stage in stages:
+        importlib.import_module(f"stream_app.{stage}")
 
 
 def marketing_cloud() -> MarketingCloud:

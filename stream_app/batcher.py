@@ -29,16 +29,18 @@ from stream_app.app import (
     app,
     batches_topic,
     intents_topic,
-    known_subscribers,
-    open_windows,
-    pending_rows,
     settings,
     suppressed,
+    table,
 )
 from stream_app.outputs import send_ready, send_status, trace
 from stream_app.records import BatcherInput, SubscriberBatch, SubscriberReady
 
 log = logging.getLogger("stream_app.batcher")
+
+known_subscribers = table("known-subscribers")
+pending_rows = table("pending-rows")
+open_windows = table("open-windows")
 
 SEP = "\x1f"
 # A close request not acted on after this long (worker busy or restarted) is asked again.

@@ -20,7 +20,7 @@ from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.web import Request, Response, View
 
 from stream_app import alerts, metrics
-from stream_app.app import DLQ_SOURCES, app, dlq_name, open_windows, settings, topic_partitions
+from stream_app.app import DLQ_SOURCES, app, dlq_name, settings, topic_partitions
 from stream_app.logs import mask_value
 
 log = logging.getLogger("stream_app.dashboard")
@@ -87,7 +87,16 @@ async def sample_offsets() -> None:
         partitions[(tp.topic, tp.partition)] = metrics.PartitionOffsets(ends.get(tp, 0), committed)
     dlq_sizes = {tp.topic: max(ends.get(tp, 0) - begins.get(tp, 0), 0) for tp in dlqs}
     metrics.update_offsets(partitions, dlq_sizes)
-    metrics.OPEN_WINDOWS.set(len(open_windows))
+    metrics.OPEN_WINDOWS.set(open_window_count())
+
+
+def open_window_count() -> int:
+    """Windows open on this worker: 0 where the batcher stage does not run, or before its table is ready."""
+    try:
+        windows: Any = app.tables["open-windows"]
+        return len(windows)
+    except Exception:
+        return 0
 
 
 @app.timer(SAMPLE_INTERVAL_SECONDS, name="stream_app.dashboard.sample_offsets")
@@ -103,10 +112,7 @@ def dashboard_data(now: float | None = None) -> dict[str, Any]:
     lag_by_topic: dict[str, int] = {}
     for (topic, _), offsets in metrics.PARTITIONS.items():
         lag_by_topic[topic] = lag_by_topic.get(topic, 0) + offsets.lag
-    try:
-        windows = len(open_windows)
-    except Exception:  # before the tables are ready
-        windows = 0
+    windows = open_window_count()
     data = {
         "worker": {
             "app_id": settings.app_id,

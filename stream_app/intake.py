@@ -14,19 +14,15 @@ import time
 from faust.types import EventT, StreamT, TableT, TopicT
 
 from stream_app import metrics
-from stream_app.app import (
-    app,
-    intents_topic,
-    packet_drawn_topic,
-    packet_redeemed_topic,
-    seen_drawn,
-    seen_redeemed,
-)
+from stream_app.app import app, intents_topic, packet_drawn_topic, packet_redeemed_topic, table
 from stream_app.notifications import InvalidEvent, decode_event, plan
 from stream_app.outputs import publish, send_status, send_to_dlq, trace
 from stream_app.records import BatcherInput
 
 log = logging.getLogger("stream_app.intake")
+
+seen_drawn = table("seen-packet.drawn")
+seen_redeemed = table("seen-packet.redeemed")
 
 
 async def handle(event_type: str, event: EventT, seen: TableT) -> None:

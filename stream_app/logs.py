@@ -140,5 +140,8 @@ def logging_config(log_format: str, level: str) -> dict[str, Any]:
             }
         },
         "root": {"level": level.upper(), "handlers": ["default"]},
-        "loggers": {name: {"level": "WARNING"} for name in QUIET_LOGGERS},
+        # At DEBUG, the libraries' INFO lines too (Faust's rebalances and table recovery).
+        "loggers": {
+            name: {"level": "INFO" if level.upper() == "DEBUG" else "WARNING"} for name in QUIET_LOGGERS
+        },
     }

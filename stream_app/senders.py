@@ -20,16 +20,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from faust.types import EventT, StreamT, TableT
 
-from stream_app.app import (
-    app,
-    email_ledger,
-    intents_topic,
-    marketing_cloud,
-    ready_topic,
-    settings,
-    sms_ledger,
-    suppressed,
-)
+from stream_app.app import app, intents_topic, marketing_cloud, ready_topic, settings, suppressed, table
 from stream_app.ledger import FAILED, PENDING, SENT, Decision, Entry, decide, ledger_key
 from stream_app.mc import AuthError, PermanentMCError, SendReceipt, SubscriberRow, TransientMCError
 from stream_app.notifications import RECIPIENT_NAME, sms_text
@@ -39,6 +30,9 @@ from stream_app.retry import RetriesExhausted, RetryPolicy, call_with_retries
 from stream_app.schemas import SchemaError, validate
 
 log = logging.getLogger("stream_app.senders")
+
+email_ledger = table("ledger-email")
+sms_ledger = table("ledger-sms")
 
 CHANNEL_TEMPLATES = {
     "email": {"packet-drawn-drawer", "packet-drawn-giver", "packet-redeemed-giver"},

@@ -12,6 +12,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The stages of the flow a worker can run (design.md's picture, left to right).
+STAGES = ("intake", "batcher", "imports", "senders")
 
 
 def _env(name: str, default: str) -> str:
@@ -26,6 +28,15 @@ def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, str(default)))
 
 
+def _env_stages() -> tuple[str, ...]:
+    raw = os.environ.get("WORKER_STAGES", "").strip()
+    chosen = [s.strip() for s in raw.split(",") if s.strip()] if raw else list(STAGES)
+    unknown = sorted(set(chosen) - set(STAGES))
+    if unknown:
+        raise ValueError(f"WORKER_STAGES: unknown stage(s) {', '.join(unknown)}; known: {', '.join(STAGES)}")
+    return tuple(s for s in STAGES if s in chosen)
+
+
 @dataclass(frozen=True)
 class Settings:
     app_id: str = field(default_factory=lambda: _env("APP_ID", "stream_app"))
@@ -36,6 +47,9 @@ class Settings:
     # memory:// in tests and the embedded stack; rocksdb:// in production (needs the rocksdb extra).
     store: str = field(default_factory=lambda: _env("TABLE_STORE", "memory://"))
     topic_partitions: int = field(default_factory=lambda: _env_int("TOPIC_PARTITIONS", 4))
+    # Which stages this worker runs (all by default). Senders wait on MC; running them in workers of
+    # their own lets intake keep its pace when MC is slow, and lets each side be scaled apart.
+    stages: tuple[str, ...] = field(default_factory=_env_stages)
 
     mc_auth_url: str = field(default_factory=lambda: _env("MC_AUTH_URL", "http://127.0.0.1:8780/"))
     mc_client_id: str = field(default_factory=lambda: _env("MC_CLIENT_ID", "sandbox-client"))

@@ -10,7 +10,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from stream_app.settings import Settings, load
+from stream_app.settings import STAGES, Settings, load
 
 log = logging.getLogger("stream_app.topics")
 
@@ -48,9 +48,10 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m stream_app create-topics")
     parser.add_argument("--replication-factor", type=int, default=1)
     args = parser.parse_args(argv)
-    from stream_app.app import changelog_partitions, topic_partitions
+    from stream_app.app import changelog_partitions, load_stages, topic_partitions
 
     settings = load()
+    load_stages(STAGES)  # every stage's tables, whichever stages the workers will run
     changelogs = changelog_partitions()
     created = asyncio.run(ensure_topics(settings, topic_partitions(), args.replication_factor, changelogs))
     for name, count in sorted({**topic_partitions(), **changelogs}.items()):

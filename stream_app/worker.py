@@ -1,4 +1,4 @@
-"""`python -m stream_app worker`: one Faust worker with every stage of the flow."""
+"""`python -m stream_app worker`: one Faust worker with the stages of the flow in `WORKER_STAGES`."""
 
 from __future__ import annotations
 
@@ -8,22 +8,19 @@ import logging
 import logging.config
 import sys
 
-from stream_app import (  # noqa: F401  (agents; dashboard: /metrics, /dashboard/, alerts)
-    batcher,
+from stream_app import (  # noqa: F401  (every worker: /metrics, /dashboard/, alerts, bounces, traces)
     dashboard,
-    imports,
-    intake,
-    senders,
     suppression,
     tracking,
     web,
 )
-from stream_app.app import app, changelog_partitions, settings, topic_partitions
+from stream_app.app import app, changelog_partitions, load_stages, settings, topic_partitions
 from stream_app.logs import logging_config
 from stream_app.topics import ensure_topics
 
 
 def main(argv: list[str]) -> int:
+    load_stages(settings.stages)
     # Faust's worker applies `logging_config` at start instead of its colour handler: masked JSON lines.
     app.conf.logging_config = logging_config(settings.log_format, settings.log_level)
     logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))
