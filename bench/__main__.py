@@ -34,6 +34,8 @@ RESULTS = HERE / "results.csv"
 PARTITIONS = 4
 DRAWN = "packet.drawn"
 READY = "subscriber.ready"
+# The intake phase's worker: everything up to subscriber.ready, no senders.
+INTAKE_STAGES = "intake,batcher,imports"
 BASE_IN, BASE_OUT = "bench.baseline.in", "bench.baseline.out"
 
 
@@ -76,6 +78,7 @@ class Run:
         self.notes: list[str] = []
         self.worker: Worker | None = None
         self.sampler: RssSampler | None = None
+        self.samplers: list[RssSampler] = []
 
     # -- sandbox
 
@@ -135,11 +138,22 @@ class Run:
         self.figures["baseline_msgs_per_s"] = round(n / elapsed, 1)
         log(f"baseline: {n} records in {elapsed:.2f} s = {n / elapsed:,.0f}/s")
 
-    async def start_worker(self) -> Worker:
+    async def start_worker(self, stages: str = "", profile: Path | None = None) -> Worker:
+        """A worker of the run's consumer group (its tables carry over), after the previous one stopped.
+
+        `stages`: `WORKER_STAGES` (all when empty). The intake phase runs without senders: in one
+        worker they share the Faust consumer loop, so intake would be measured at MC's send pace.
+        """
+        if self.worker is not None:
+            await asyncio.to_thread(self.worker.stop)
+            if self.sampler is not None:
+                self.sampler.stop()
         await self.set_phase("worker-start")
-        worker = self.stack.start_worker(f"bench-{self.run_id}", profile=self.opts.profile)
+        env = {"WORKER_STAGES": stages} if stages else {}
+        worker = self.stack.start_worker(f"bench-{self.run_id}", profile=profile, **env)
         self.sampler = RssSampler(worker.pid, phase="worker-start")
         self.sampler.start()
+        self.samplers.append(self.sampler)
         await asyncio.to_thread(worker.wait_ready)
         self.worker = worker
         return worker
@@ -237,23 +251,9 @@ class Run:
             )
 
     async def intake(self, backlog: list[Event]) -> None:
-        """The backlog through validation, dedupe and batching to subscriber.ready, MC sends held back."""
+        """The backlog through validation, dedupe and batching to subscriber.ready (no senders)."""
         assert self.worker is not None
         await self.set_phase("intake")
-        if self.opts.hold_seconds > 0:
-            # Optional: hold MC sends (each takes `hold` s). Off by default: held senders stall the
-            # whole worker (Faust backpressure), so intake is measured with the senders running.
-            for target in ("rest", "sms"):
-                r = await self.http.post(
-                    "/_sandbox/faults",
-                    json={
-                        "target": target,
-                        "mode": "slow",
-                        "count": 10**7,
-                        "seconds": self.opts.hold_seconds,
-                    },
-                )
-                r.raise_for_status()
         expected = sum(e.notifications for e in backlog)
         ready_base = await self.offsets.end(READY)
         group = self.worker.app_id
@@ -299,16 +299,14 @@ class Run:
         )
 
     async def sends(self) -> None:
-        """Release the held senders; MC sends/s over a backlog of ready notifications."""
+        """MC sends/s over the backlog of ready notifications the intake phase left."""
         await self.set_phase("sends")
-        r = await self.http.delete("/_sandbox/faults")
-        r.raise_for_status()
         base = await self.sent()
 
         async def flowing() -> bool:
             return await self.sent() > base + 100
 
-        first = await wait_for("sends to flow", flowing, timeout=self.opts.hold_seconds + 30)
+        first = await wait_for("sends to flow", flowing, timeout=60)
         n0 = await self.sent()
         await asyncio.sleep(self.opts.send_seconds)  # a measuring interval, not a wait for a condition
         n1 = await self.sent()
@@ -390,18 +388,22 @@ class Run:
             await self.start_worker()
             await self.warmup()
             await self.latency()
+            await self.start_worker(INTAKE_STAGES, profile=self.opts.profile)
             await self.intake(backlog)
             self.figures["ratio"] = round(
                 self.figures["intake_events_per_s"] / self.figures["baseline_msgs_per_s"], 4
             )
+            await self.start_worker()
             await self.sends()
             if self.opts.backlog:
                 await self.backlog_rss()
             await self.uploads()
         finally:
-            if self.sampler is not None:
-                self.sampler.stop()
-                self.figures["worker_peak_rss_mb"] = round(self.sampler.peak_mb(), 1)
+            for sampler in self.samplers:
+                sampler.stop()
+            if self.samplers:
+                peak = max(sampler.peak_mb() for sampler in self.samplers)
+                self.figures["worker_peak_rss_mb"] = round(peak, 1)
             await self.offsets.close()
             await self.http.aclose()
 
@@ -493,7 +495,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--latency-rate", type=float, default=20.0, help="events/s in the latency phases")
     p.add_argument("--latency-seconds", type=float, default=20.0)
-    p.add_argument("--hold-seconds", type=float, default=0.0, help="MC send delay while measuring intake")
     p.add_argument("--send-seconds", type=float, default=20.0, help="how long sends/s is measured")
     p.add_argument("--hold-backlog-seconds", type=float, default=20.0)
     p.add_argument("--phase-timeout", type=float, default=240.0)

@@ -29,7 +29,7 @@ from stream_app.subscriber_csv import build_csv, parse_error_report, subscriber_
 
 log = logging.getLogger("stream_app.imports")
 
-MERGE_WITHIN_SECONDS = 0.3
+MERGE_WITHIN_SECONDS = 0.1  # every partition's close arrives within a few ms of the others
 MAX_BATCHES_PER_FILE = 64
 POLL_FIRST_SECONDS = 0.2
 POLL_MAX_SECONDS = 5.0
