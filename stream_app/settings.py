@@ -47,8 +47,9 @@ class Settings:
     # memory:// in tests and the embedded stack; rocksdb:// in production (needs the rocksdb extra).
     store: str = field(default_factory=lambda: _env("TABLE_STORE", "memory://"))
     topic_partitions: int = field(default_factory=lambda: _env_int("TOPIC_PARTITIONS", 4))
-    # Which stages this worker runs (all by default). Senders wait on MC; running them in workers of
-    # their own lets intake keep its pace when MC is slow, and lets each side be scaled apart.
+    # Which stages this worker runs (all by default), e.g. intake without senders, whose MC pace
+    # would otherwise set intake's (the bench measures intake so). One stage set per running
+    # consumer group for now: two sets side by side stalled in tests (see the README).
     stages: tuple[str, ...] = field(default_factory=_env_stages)
 
     mc_auth_url: str = field(default_factory=lambda: _env("MC_AUTH_URL", "http://127.0.0.1:8780/"))

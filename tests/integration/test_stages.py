@@ -86,11 +86,3 @@ async def _ready_count(kafka: EmbeddedKafka, events: list[dict[str, Any]], want:
 async def _final(kafka: EmbeddedKafka, event_id: str) -> list[dict[str, Any]] | None:
     found = await statuses(kafka.bootstrap, event_id)
     return found if len(found) >= 3 else None
-
-
-def test_an_unknown_stage_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    from stream_app.settings import Settings
-
-    monkeypatch.setenv("WORKER_STAGES", "intake,mailer")
-    with pytest.raises(ValueError, match="mailer"):
-        Settings()
