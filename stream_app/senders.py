@@ -211,24 +211,22 @@ async def deliver(event: EventT, ready: SubscriberReady, ledger: TableT) -> None
         await send_status(ready, "sent", mc_request_id=receipt.request_id, attempts=attempts)
 
 
-def _sender(channel: str, ledger: TableT) -> None:
-    @app.agent(ready_topic, name=f"{channel}-sender", concurrency=settings.send_concurrency)
-    async def sender(stream: StreamT) -> None:
-        async for event in stream.events():
-            try:
-                ready = decode_ready(event.value)
-            except BadReadyRecord as exc:
-                if channel == "email":  # one of the two senders reports a bad record, once
-                    await send_to_dlq(event, exc)
-                continue
-            if ready.channel != channel:
-                continue
-            try:
-                await deliver(event, ready, ledger)
-            except Exception as exc:  # never lose the record: it waits in the DLQ for a replay
-                log.exception("send failed", extra={"notification_id": ready.notification_id})
-                await send_to_dlq(event, exc)
+LEDGERS = {"email": email_ledger, "sms": sms_ledger}
 
 
-_sender("email", email_ledger)
-_sender("sms", sms_ledger)
+# One agent for both channels: every subscriber.ready record is read once. (With an agent per
+# channel each record was delivered to two streams, and a worker starting on a waiting backlog
+# occasionally sent all but one of them; see the issue notes.)
+@app.agent(ready_topic, name="sender", concurrency=settings.send_concurrency)
+async def sender(stream: StreamT) -> None:
+    async for event in stream.events():
+        try:
+            ready = decode_ready(event.value)
+        except BadReadyRecord as exc:
+            await send_to_dlq(event, exc)
+            continue
+        try:
+            await deliver(event, ready, LEDGERS[ready.channel])
+        except Exception as exc:  # never lose the record: it waits in the DLQ for a replay
+            log.exception("send failed", extra={"notification_id": ready.notification_id})
+            await send_to_dlq(event, exc)

@@ -80,7 +80,7 @@ class Settings:
     session_timeout_seconds: float = field(
         default_factory=lambda: _env_float("SESSION_TIMEOUT_SECONDS", 10.0)
     )
-    send_concurrency: int = field(default_factory=lambda: _env_int("SEND_CONCURRENCY", 16))
+    send_concurrency: int = field(default_factory=lambda: _env_int("SEND_CONCURRENCY", 32))
     retry_max_attempts: int = field(default_factory=lambda: _env_int("RETRY_MAX_ATTEMPTS", 8))
     retry_base_seconds: float = field(default_factory=lambda: _env_float("RETRY_BASE_SECONDS", 2.0))
     retry_max_seconds: float = field(default_factory=lambda: _env_float("RETRY_MAX_SECONDS", 900.0))
