@@ -31,6 +31,8 @@ log = logging.getLogger("stream_app.imports")
 
 MERGE_WITHIN_SECONDS = 0.1  # every partition's close arrives within a few ms of the others
 MAX_BATCHES_PER_FILE = 64
+# Files whose import is watched at once; MC runs imports one after another anyway.
+MAX_IMPORTS_IN_FLIGHT = 4
 POLL_FIRST_SECONDS = 0.2
 POLL_MAX_SECONDS = 5.0
 # Poll at the first pace this long before backing off: a small file is often imported within a
@@ -145,12 +147,38 @@ async def handle(events: list[EventT]) -> None:
 
 @app.agent(batches_topic, name="import-watcher")
 async def import_watcher(stream: StreamT[SubscriberBatch]) -> None:
+    """Merge the closes that arrive together into one file, then watch its import in a task of its
+    own, so the next window's upload does not wait for this one's import (MC takes a second or
+    more; windows close every `BATCH_WINDOW_SECONDS`).
+
+    Faust acks a take_events batch when the loop body returns. Each event keeps one more reference
+    until its import is over, so its offset is not committed before: a worker killed mid-import
+    gets the batch again and redoes it (the ledger absorbs the repeated ready records).
+    """
+    slots = asyncio.Semaphore(MAX_IMPORTS_IN_FLIGHT)
     # take_events is safe here: this stage writes no table.
     batches = stream.take_events(MAX_BATCHES_PER_FILE, within=MERGE_WITHIN_SECONDS)  # type: ignore[attr-defined]
-    async for events in batches:
-        try:
-            await handle(list(events))
-        except Exception as exc:  # never stop the agent; the batch is kept in the DLQ
-            log.exception("import stage failed")
-            for event in events:
-                await send_to_dlq(event, exc)
+    async for taken in batches:
+        events = list(taken)
+        for event in events:
+            event.message.incref()
+        await slots.acquire()  # every slot busy: stop taking batches (backpressure)
+        task = asyncio.create_task(_import_then_ack(events, slots))
+        _imports_in_flight.add(task)
+        task.add_done_callback(_imports_in_flight.discard)
+
+
+_imports_in_flight: set[asyncio.Task[None]] = set()
+
+
+async def _import_then_ack(events: list[EventT], slots: asyncio.Semaphore) -> None:
+    try:
+        await handle(events)
+    except Exception as exc:  # never stop the stage; the batch is kept in the DLQ
+        log.exception("import stage failed")
+        for event in events:
+            await send_to_dlq(event, exc)
+    finally:
+        slots.release()
+        for event in events:
+            event.ack()
