@@ -245,3 +245,66 @@ async def _committed(kafka: EmbeddedKafka, group: str, partition: int) -> int | 
 async def _committed_past(kafka: EmbeddedKafka, group: str, partition: int, offset: int) -> bool:
     committed = await _committed(kafka, group, partition)
     return committed is not None and committed > offset
+
+
+async def test_a_worker_killed_while_mc_imports_leaves_the_batch_to_the_next(tmp_path: Path) -> None:
+    """The import watcher watches imports in tasks of its own; a batch's offset must still wait for
+    its import's end, so the batch a SIGKILLed worker was watching is redone, not lost."""
+    kafka = EmbeddedKafka(port=free_port(), data_dir=tmp_path / "kafka")
+    kafka.start()
+    sandbox = start_sandbox(tmp_path / "sandbox", import_delay=8.0)  # MC takes its time
+    try:
+        from tests.integration.helpers import drawn_event, produce
+
+        event = drawn_event()
+        worker = start_worker(kafka, sandbox, tmp_path / "w1", APP_ID="midimport")
+        try:
+            worker.wait_ready()
+            await produce(kafka.bootstrap, "packet.drawn", event, key=event["packet_id"].encode())
+            await eventually(lambda: _stat(sandbox, "sftp_uploads") >= 1, timeout=30)
+            # A commit round after the batch was taken: a bad record behind it, committed past.
+            await produce(kafka.bootstrap, "packet.drawn", b"{not json", key=event["packet_id"].encode())
+            await eventually(lambda: _committed_all(kafka, "midimport", "packet.drawn"), timeout=30)
+            assert messages(sandbox) == []  # the import is still running
+        finally:
+            worker.kill()
+        worker = start_worker(kafka, sandbox, tmp_path / "w2", APP_ID="midimport")
+        try:
+            worker.wait_ready()
+            await eventually(lambda: len(messages(sandbox, event)) >= 3, timeout=60)
+            await eventually(lambda: _settled(kafka, event["event_id"]), timeout=30)
+        finally:
+            worker.stop()
+        sent = messages(sandbox, event)
+        assert sorted(m["channel"] for m in sent) == ["email", "email", "sms"]  # each once
+    finally:
+        sandbox.stop()
+        kafka.stop()
+
+
+def _stat(sandbox: SandboxProcess, name: str) -> int:
+    return int(httpx.get(f"{sandbox.http_url}_sandbox/stats", timeout=10).json().get(name, 0))
+
+
+async def _committed_all(kafka: EmbeddedKafka, group: str, topic: str) -> bool:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    return all(ends[tp] == 0 or (tp in offsets and offsets[tp].offset >= ends[tp]) for tp in tps)
+
+
+async def _settled(kafka: EmbeddedKafka, event_id: str) -> bool:
+    return len([s for s in await statuses(kafka.bootstrap, event_id) if s["status"] == "sent"]) >= 3
