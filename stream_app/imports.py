@@ -145,6 +145,10 @@ async def handle(events: list[EventT]) -> None:
         await publish(intents_topic, key, confirmation)
 
 
+# The tasks watching imports: referenced here so that they are not garbage-collected mid-import.
+_imports_in_flight: set[asyncio.Task[None]] = set()
+
+
 @app.agent(batches_topic, name="import-watcher")
 async def import_watcher(stream: StreamT[SubscriberBatch]) -> None:
     """Merge the closes that arrive together into one file, then watch its import in a task of its
@@ -166,9 +170,6 @@ async def import_watcher(stream: StreamT[SubscriberBatch]) -> None:
         task = asyncio.create_task(_import_then_ack(events, slots))
         _imports_in_flight.add(task)
         task.add_done_callback(_imports_in_flight.discard)
-
-
-_imports_in_flight: set[asyncio.Task[None]] = set()
 
 
 async def _import_then_ack(events: list[EventT], slots: asyncio.Semaphore) -> None:

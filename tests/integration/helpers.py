@@ -3,16 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
+from stream_app.broker import EmbeddedKafka
+from tests.fixtures.ports import free_port
+from tests.fixtures.sandbox import SandboxProcess, start_sandbox
+
+
+@contextlib.contextmanager
+def private_stack(
+    root: Path, *sandbox_args: str, import_delay: float = 0.3
+) -> Iterator[tuple[EmbeddedKafka, SandboxProcess]]:
+    """A broker and a sandbox of a test's own, for tests that kill workers or need state no other
+    test shares (another consumer group on the session broker would send too)."""
+    kafka = EmbeddedKafka(port=free_port(), data_dir=root / "kafka")
+    kafka.start()
+    try:
+        sandbox = start_sandbox(root / "sandbox", *sandbox_args, import_delay=import_delay)
+        try:
+            yield kafka, sandbox
+        finally:
+            sandbox.stop()
+    finally:
+        kafka.stop()
 
 
 def unique(prefix: str) -> str:
@@ -146,3 +170,54 @@ async def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: 
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s; last value: {last!r}")
+
+
+def fault(sandbox: Any, **body: Any) -> None:
+    """Make the sandbox misbehave (`POST /_sandbox/faults`)."""
+    httpx.post(f"{sandbox.http_url}_sandbox/faults", json=body, timeout=10).raise_for_status()
+
+
+def clear_faults(sandbox: Any) -> None:
+    httpx.delete(f"{sandbox.http_url}_sandbox/faults", timeout=10).raise_for_status()
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset per partition of `topic` (partitions never committed are absent)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {
+        tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0
+    }
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (description,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(
+            [TopicPartition(topic, p["partition"]) for p in description["partitions"]]
+        )
+    finally:
+        await consumer.stop()
+    return {tp.partition: offset for tp, offset in ends.items()}
+
+
+async def print_mentions(bootstrap: str, needles: Iterable[bytes], topics: Iterable[str]) -> None:
+    """Print every record of `topics` whose key or value mentions one of `needles` (a failing test's
+    account of what happened to the thing it missed)."""
+    wanted = list(needles)
+    for topic in topics:
+        for record in await read_all(bootstrap, topic):
+            if any(needle in (record.key or b"") + (record.value or b"") for needle in wanted):
+                value = (record.value or b"").decode(errors="replace")
+                print(f"EXPLAIN {topic}[{record.partition}]@{record.offset}", value[:600])

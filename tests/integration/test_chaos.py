@@ -19,10 +19,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from stream_app.broker import EmbeddedKafka
-from tests.fixtures.ports import free_port
-from tests.fixtures.sandbox import start_sandbox
 from tests.fixtures.worker import WorkerProcess, start_worker
-from tests.integration.helpers import drawn_event, read_all
+from tests.integration.helpers import drawn_event, fault, print_mentions, private_stack, read_all
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -55,23 +53,15 @@ class Stack:
         return self.start(name)
 
 
-def fault(sandbox: Any, **body: Any) -> None:
-    httpx.post(f"{sandbox.http_url}_sandbox/faults", json=body, timeout=10).raise_for_status()
-
-
 @pytest.fixture
 def chaos_stack(tmp_path: Path) -> Any:
-    kafka = EmbeddedKafka(port=free_port(), data_dir=tmp_path / "kafka")
-    kafka.start()
-    sandbox = start_sandbox(tmp_path / "sandbox", "--message-cap", "100000", import_delay=0.5)
-    stack = Stack(kafka, sandbox, tmp_path)
-    try:
-        yield stack
-    finally:
-        for worker in stack.workers.values():
-            worker.stop()
-        sandbox.stop()
-        kafka.stop()
+    with private_stack(tmp_path, "--message-cap", "100000", import_delay=0.5) as (kafka, sandbox):
+        stack = Stack(kafka, sandbox, tmp_path)
+        try:
+            yield stack
+        finally:
+            for worker in stack.workers.values():
+                worker.stop()
 
 
 async def test_kills_and_mc_failures_lose_nothing_and_send_nothing_twice(chaos_stack: Stack) -> None:
@@ -165,14 +155,11 @@ async def test_kills_and_mc_failures_lose_nothing_and_send_nothing_twice(chaos_s
 
 async def _explain(stack: Stack, event_ids: list[str]) -> None:
     """Print what the topics and the worker logs know of each missing notification's event."""
-    wanted = {event_id.encode() for event_id in event_ids}
-    for topic in ("stream_app.trace", "notification.status", "subscriber.ready", "subscriber.ready.dlq"):
-        for record in await read_all(stack.kafka.bootstrap, topic):
-            if any(event_id in (record.value or b"") for event_id in wanted):
-                print(
-                    f"EXPLAIN {topic}[{record.partition}]@{record.offset}",
-                    record.value.decode(errors="replace"),
-                )
+    await print_mentions(
+        stack.kafka.bootstrap,
+        (event_id.encode() for event_id in event_ids),
+        ("stream_app.trace", "notification.status", "subscriber.ready", "subscriber.ready.dlq"),
+    )
     for name, worker in stack.workers.items():
         for path in sorted(worker.log_path.parent.glob("worker-*.log")):
             for line in path.read_text(errors="replace").splitlines():

@@ -16,18 +16,27 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.structs import TopicPartition
 
 from stream_app.broker import EmbeddedKafka
 from stream_app.ledger import PENDING, Entry
 from stream_app.mc import MarketingCloud, SubscriberRow
 from stream_app.settings import Settings
 from stream_app.topics import ensure_topics
-from tests.fixtures.ports import free_port
-from tests.fixtures.sandbox import SandboxProcess, start_sandbox
+from tests.fixtures.sandbox import SandboxProcess
 from tests.fixtures.worker import start_worker
-from tests.integration.helpers import eventually, messages, statuses, unique
+from tests.integration.helpers import (
+    clear_faults,
+    committed_offsets,
+    drawn_event,
+    end_offsets,
+    eventually,
+    fault,
+    messages,
+    private_stack,
+    produce,
+    statuses,
+    unique,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -37,14 +46,8 @@ TEMPLATE = "packet-drawn-drawer"
 
 @pytest.fixture
 def own_stack(tmp_path: Path) -> Iterator[tuple[EmbeddedKafka, SandboxProcess]]:
-    kafka = EmbeddedKafka(port=free_port(), data_dir=tmp_path / "kafka")
-    kafka.start()
-    sandbox = start_sandbox(tmp_path / "sandbox")
-    try:
-        yield kafka, sandbox
-    finally:
-        sandbox.stop()
-        kafka.stop()
+    with private_stack(tmp_path) as stack:
+        yield stack
 
 
 def ready_record(
@@ -173,7 +176,7 @@ async def test_a_send_mc_holds_up_is_not_committed_past(
     held = ready_record(unique("d"), *members[0], template="packet-drawn-welcome", mobile="+886912345678")
     behind = [ready_record(unique("d"), *m) for m in members[1:5]]
     elsewhere = ready_record(unique("d"), *members[5])
-    _fault(sandbox, target="sms", mode="error429", probability=1.0)
+    fault(sandbox, target="sms", mode="error429", probability=1.0)
 
     # Every retry waits ~1 s and the budget outlasts the test: the SMS stays in flight.
     worker_env = {
@@ -196,7 +199,7 @@ async def test_a_send_mc_holds_up_is_not_committed_past(
         other = await producer.send_and_wait("subscriber.ready", orjson.dumps(elsewhere), partition=1)
         await eventually(lambda: _sent_once(sandbox, [elsewhere]), timeout=60)
         await eventually(lambda: _committed_past(kafka, "headheld", 1, other.offset), timeout=30)
-        committed = await _committed(kafka, "headheld", 0)
+        committed = (await committed_offsets(kafka.bootstrap, "headheld", "subscriber.ready")).get(0)
         assert (
             committed is None or committed <= offsets[0]
         ), f"committed {committed} past the SMS at {offsets}"
@@ -204,7 +207,7 @@ async def test_a_send_mc_holds_up_is_not_committed_past(
         await producer.stop()
         worker.kill()
 
-    _fault(sandbox, clear=True)
+    clear_faults(sandbox)
     worker = start_worker(kafka, sandbox, tmp_path / "w2", **worker_env)
     try:
         worker.wait_ready()
@@ -216,12 +219,6 @@ async def test_a_send_mc_holds_up_is_not_committed_past(
     assert _sent_once(sandbox, behind)  # not repeated by the second worker
 
 
-def _fault(sandbox: SandboxProcess, clear: bool = False, **body: Any) -> None:
-    url = f"{sandbox.http_url}_sandbox/faults"
-    response = httpx.delete(url, timeout=10) if clear else httpx.post(url, json=body, timeout=10)
-    response.raise_for_status()
-
-
 def _sent_once(sandbox: SandboxProcess, records: list[dict[str, Any]]) -> bool:
     ids = [m["attributes"].get("EventId") for m in messages(sandbox) if m["channel"] == "email"]
     return all(ids.count(r["event_id"]) == 1 for r in records)
@@ -231,31 +228,15 @@ def _sms_to(sandbox: SandboxProcess, member: str) -> list[dict[str, Any]]:
     return [m for m in messages(sandbox) if m["channel"] == "sms" and m["subscriber_key"] == member]
 
 
-async def _committed(kafka: EmbeddedKafka, group: str, partition: int) -> int | None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    found = offsets.get(TopicPartition("subscriber.ready", partition))
-    return found.offset if found is not None and found.offset >= 0 else None
-
-
 async def _committed_past(kafka: EmbeddedKafka, group: str, partition: int, offset: int) -> bool:
-    committed = await _committed(kafka, group, partition)
+    committed = (await committed_offsets(kafka.bootstrap, group, "subscriber.ready")).get(partition)
     return committed is not None and committed > offset
 
 
 async def test_a_worker_killed_while_mc_imports_leaves_the_batch_to_the_next(tmp_path: Path) -> None:
     """The import watcher watches imports in tasks of its own; a batch's offset must still wait for
     its import's end, so the batch a SIGKILLed worker was watching is redone, not lost."""
-    kafka = EmbeddedKafka(port=free_port(), data_dir=tmp_path / "kafka")
-    kafka.start()
-    sandbox = start_sandbox(tmp_path / "sandbox", import_delay=8.0)  # MC takes its time
-    try:
-        from tests.integration.helpers import drawn_event, produce
-
+    with private_stack(tmp_path, import_delay=8.0) as (kafka, sandbox):  # MC takes its time
         event = drawn_event()
         worker = start_worker(kafka, sandbox, tmp_path / "w1", APP_ID="midimport")
         try:
@@ -277,9 +258,6 @@ async def test_a_worker_killed_while_mc_imports_leaves_the_batch_to_the_next(tmp
             worker.stop()
         sent = messages(sandbox, event)
         assert sorted(m["channel"] for m in sent) == ["email", "email", "sms"]  # each once
-    finally:
-        sandbox.stop()
-        kafka.stop()
 
 
 def _stat(sandbox: SandboxProcess, name: str) -> int:
@@ -287,23 +265,9 @@ def _stat(sandbox: SandboxProcess, name: str) -> int:
 
 
 async def _committed_all(kafka: EmbeddedKafka, group: str, topic: str) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-        ends = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
-    return all(ends[tp] == 0 or (tp in offsets and offsets[tp].offset >= ends[tp]) for tp in tps)
+    committed = await committed_offsets(kafka.bootstrap, group, topic)
+    ends = await end_offsets(kafka.bootstrap, topic)
+    return all(end == 0 or committed.get(p, -1) >= end for p, end in ends.items())
 
 
 async def _settled(kafka: EmbeddedKafka, event_id: str) -> bool:

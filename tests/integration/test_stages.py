@@ -13,13 +13,14 @@ import orjson
 import pytest
 
 from stream_app.broker import EmbeddedKafka
-from tests.fixtures.ports import free_port
-from tests.fixtures.sandbox import SandboxProcess, start_sandbox
+from tests.fixtures.sandbox import SandboxProcess
 from tests.fixtures.worker import start_worker
 from tests.integration.helpers import (
     drawn_event,
     eventually,
     messages,
+    print_mentions,
+    private_stack,
     produce,
     read_all,
     ready_records,
@@ -31,14 +32,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")
 
 @pytest.fixture
 def own_stack(tmp_path: Path) -> Iterator[tuple[EmbeddedKafka, SandboxProcess]]:
-    kafka = EmbeddedKafka(port=free_port(), data_dir=tmp_path / "kafka")
-    kafka.start()
-    sandbox = start_sandbox(tmp_path / "sandbox")
-    try:
-        yield kafka, sandbox
-    finally:
-        sandbox.stop()
-        kafka.stop()
+    with private_stack(tmp_path) as stack:
+        yield stack
 
 
 async def test_a_worker_started_on_a_waiting_backlog_sends_all_of_it(
@@ -102,12 +97,13 @@ async def _explain_missing(kafka: EmbeddedKafka, sandbox: SandboxProcess) -> Non
         if (ready["channel"], ready["subscriber_key"]) in sent:
             continue
         print("MISSING", record.partition, record.offset, ready["notification_id"])
-        for topic in (
-            "notification.status",
-            "stream_app.trace",
-            "stream_app-ledger-email-changelog",
-            "stream_app-ledger-sms-changelog",
-        ):
-            for found in await read_all(kafka.bootstrap, topic):
-                if ready["notification_id"].encode() in (found.key or b"") + (found.value or b""):
-                    print("  ", topic, found.partition, found.offset, found.value[:300])
+        await print_mentions(
+            kafka.bootstrap,
+            [ready["notification_id"].encode()],
+            (
+                "notification.status",
+                "stream_app.trace",
+                "stream_app-ledger-email-changelog",
+                "stream_app-ledger-sms-changelog",
+            ),
+        )
