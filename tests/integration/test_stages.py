@@ -42,9 +42,8 @@ async def test_a_worker_started_on_a_waiting_backlog_sends_all_of_it(
     """A worker without senders makes 15 notifications ready and sends nothing; a full worker started
     afterwards, with those 15 waiting, sends every one, once.
 
-    Before the seek fix in stream_app/faust_fixes.py, about 1 start in 4 under load sent 14 of 15:
-    subscriber.ready had no committed offset in the group, so Faust's rewind after the start-up
-    rebalance did not happen and a record fetched before it was dropped."""
+    With one sender agent per channel (two streams on subscriber.ready) this failed in about 1 run
+    of 4 (14 of 15 sent); with one agent for both channels it passed 16 of 16."""
     kafka, sandbox = own_stack
     events = await _made_ready_upstream(kafka, sandbox, tmp_path)
     assert messages(sandbox) == []
@@ -59,11 +58,7 @@ async def test_a_worker_started_on_a_waiting_backlog_sends_all_of_it(
             raise
         for event in events:
             found = await eventually(lambda e=event: _final(kafka, e["event_id"]), timeout=30)
-            # Each notification sent once; a record read again after the worker's start-up
-            # rebalance rewound its partition may add a `duplicate` outcome, never a second send.
-            sent = [s["notification_id"] for s in found if s["status"] == "sent"]
-            assert len(sent) == len(set(sent)) == 3
-            assert {s["status"] for s in found} <= {"sent", "duplicate"}
+            assert {s["status"] for s in found} == {"sent"}
     finally:
         worker.stop()
     assert len(messages(sandbox)) == 15  # each notification once
@@ -92,7 +87,7 @@ async def _ready_count(kafka: EmbeddedKafka, events: list[dict[str, Any]], want:
 
 async def _final(kafka: EmbeddedKafka, event_id: str) -> list[dict[str, Any]] | None:
     found = await statuses(kafka.bootstrap, event_id)
-    return found if len({s["notification_id"] for s in found if s["status"] == "sent"}) >= 3 else None
+    return found if len(found) >= 3 else None
 
 
 async def _explain_missing(kafka: EmbeddedKafka, sandbox: SandboxProcess) -> None:
