@@ -214,9 +214,7 @@ async def deliver(event: EventT, ready: SubscriberReady, ledger: TableT) -> None
 LEDGERS = {"email": email_ledger, "sms": sms_ledger}
 
 
-# One agent for both channels: every subscriber.ready record is read once. (With an agent per
-# channel each record was delivered to two streams, and a worker starting on a waiting backlog
-# occasionally sent all but one of them; see the issue notes.)
+# One agent for both channels: every subscriber.ready record is read once, not once per channel.
 @app.agent(ready_topic, name="sender", concurrency=settings.send_concurrency)
 async def sender(stream: StreamT) -> None:
     async for event in stream.events():

@@ -36,14 +36,17 @@ def own_stack(tmp_path: Path) -> Iterator[tuple[EmbeddedKafka, SandboxProcess]]:
         yield stack
 
 
+@pytest.mark.defect
 async def test_a_worker_started_on_a_waiting_backlog_sends_all_of_it(
     own_stack: tuple[EmbeddedKafka, SandboxProcess], tmp_path: Path
 ) -> None:
     """A worker without senders makes 15 notifications ready and sends nothing; a full worker started
     afterwards, with those 15 waiting, sends every one, once.
 
-    With one sender agent per channel (two streams on subscriber.ready) this failed in about 1 run
-    of 4 (14 of 15 sent); with one agent for both channels it passed 16 of 16."""
+    OPEN DEFECT: fails now and then (1 in 4 under load; 16 of 16 passed when run alone) with one
+    notification never delivered. subscriber.ready has no committed offset in the group, and aiokafka's
+    seek_to_committed does not rewind such partitions after Faust drops what it fetched before the
+    start-up rebalance. A rewind patch fixed this test but broke another (see the issue note)."""
     kafka, sandbox = own_stack
     events = await _made_ready_upstream(kafka, sandbox, tmp_path)
     assert messages(sandbox) == []
