@@ -57,13 +57,20 @@ async def test_drawn_event_sends_two_emails_and_an_sms(kafka: Any, sandbox: Any,
     }
     assert all(s["mc_request_id"] and s["attempts"] == 1 for s in final)
 
-    view = httpx.get(f"{pipeline.web_url}events/{event['event_id']}/", timeout=10).json()
+    # The view is fed from `trace.step`, a topic of its own: it may trail notification.status a moment.
+    view = await eventually(lambda: _view_once(pipeline, event["event_id"], outcomes=3))
     stages = [step["stage"] for step in view["steps"]]
     assert stages[0] == "received" and {"batched", "ready", "outcome"} <= set(stages)
     drawer_note = next(
         n for n in view["notifications"] if n["notification_id"].endswith("packet-drawn-drawer")
     )
     assert drawer_note["status"] == "sent" and drawer_note["file"].startswith("subscribers_")
+
+
+def _view_once(pipeline: Any, event_id: str, *, outcomes: int) -> dict[str, Any] | None:
+    """The event's view once it shows `outcomes` outcome steps."""
+    view: dict[str, Any] = httpx.get(f"{pipeline.web_url}events/{event_id}/", timeout=10).json()
+    return view if sum(step["stage"] == "outcome" for step in view["steps"]) >= outcomes else None
 
 
 async def _three_sent(kafka: Any, event_id: str) -> list[dict[str, Any]] | None:
@@ -81,7 +88,7 @@ async def test_known_subscriber_goes_straight_to_the_senders(kafka: Any, sandbox
     await produce(kafka.bootstrap, "packet.drawn", second, key=second["packet_id"].encode())
     await eventually(lambda: len(messages(sandbox, second)) >= 6, timeout=30)
 
-    view = httpx.get(f"{pipeline.web_url}events/{second['event_id']}/", timeout=10).json()
+    view = await eventually(lambda: _view_once(pipeline, second["event_id"], outcomes=3))
     vias = {n["notification_id"]: n.get("via") for n in view["notifications"]}
     assert set(vias.values()) == {"known subscriber"}, vias
     assert len(httpx.get(f"{sandbox.http_url}_sandbox/imports", timeout=10).json()) == imports_before
