@@ -133,6 +133,7 @@ async def test_pending_sends_are_settled_with_mc_not_guessed(
     finally:
         worker.stop()
 
+    assert len(found) == 2, found
     by_event = {s["event_id"]: s for s in found}
     assert by_event[accepted["event_id"]]["status"] == "sent"
     assert "confirmed by MC" in by_event[accepted["event_id"]]["reason"]
@@ -147,8 +148,15 @@ async def test_pending_sends_are_settled_with_mc_not_guessed(
 
 
 async def _outcomes(kafka: EmbeddedKafka, *records: dict[str, Any]) -> list[dict[str, Any]] | None:
-    found = [s for r in records for s in await statuses(kafka.bootstrap, r["event_id"])]
-    return found if len(found) == len(records) else None
+    """The records' outcomes once each has one. A record the worker reads again after its start-up
+    rebalance rewound the partition adds a `duplicate` outcome, which is not counted."""
+    found = [
+        s
+        for r in records
+        for s in await statuses(kafka.bootstrap, r["event_id"])
+        if s["status"] != "duplicate"
+    ]
+    return found if len(found) >= len(records) else None
 
 
 async def test_a_send_mc_holds_up_is_not_committed_past(
@@ -212,7 +220,7 @@ async def test_a_send_mc_holds_up_is_not_committed_past(
     try:
         worker.wait_ready()
         await eventually(lambda: _sms_to(sandbox, held["subscriber_key"]), timeout=60)
-        await eventually(lambda: _outcomes(kafka, held), timeout=30)
+        assert len(await eventually(lambda: _outcomes(kafka, held), timeout=30)) == 1
     finally:
         worker.stop()
     assert len(_sms_to(sandbox, held["subscriber_key"])) == 1

@@ -36,17 +36,15 @@ def own_stack(tmp_path: Path) -> Iterator[tuple[EmbeddedKafka, SandboxProcess]]:
         yield stack
 
 
-@pytest.mark.defect
 async def test_a_worker_started_on_a_waiting_backlog_sends_all_of_it(
     own_stack: tuple[EmbeddedKafka, SandboxProcess], tmp_path: Path
 ) -> None:
     """A worker without senders makes 15 notifications ready and sends nothing; a full worker started
     afterwards, with those 15 waiting, sends every one, once.
 
-    OPEN DEFECT: fails now and then (1 in 4 under load; 16 of 16 passed when run alone) with one
-    notification never delivered. subscriber.ready has no committed offset in the group, and aiokafka's
-    seek_to_committed does not rewind such partitions after Faust drops what it fetched before the
-    start-up rebalance. A rewind patch fixed this test but broke another (see the issue note)."""
+    Before the rewind in stream_app/faust_fixes.py, about 1 start in 4 under load sent 14 of 15:
+    subscriber.ready had no committed offset in the group, so Faust's rewind after the start-up
+    rebalance did not happen and a record it had fetched and dropped was never read again."""
     kafka, sandbox = own_stack
     events = await _made_ready_upstream(kafka, sandbox, tmp_path)
     assert messages(sandbox) == []
@@ -61,7 +59,11 @@ async def test_a_worker_started_on_a_waiting_backlog_sends_all_of_it(
             raise
         for event in events:
             found = await eventually(lambda e=event: _final(kafka, e["event_id"]), timeout=30)
-            assert {s["status"] for s in found} == {"sent"}
+            # Each notification sent once; a record read again after the worker's start-up
+            # rebalance rewound its partition may add a `duplicate` outcome, never a second send.
+            sent = [s["notification_id"] for s in found if s["status"] == "sent"]
+            assert len(sent) == len(set(sent)) == 3
+            assert {s["status"] for s in found} <= {"sent", "duplicate"}
     finally:
         worker.stop()
     assert len(messages(sandbox)) == 15  # each notification once
@@ -90,7 +92,7 @@ async def _ready_count(kafka: EmbeddedKafka, events: list[dict[str, Any]], want:
 
 async def _final(kafka: EmbeddedKafka, event_id: str) -> list[dict[str, Any]] | None:
     found = await statuses(kafka.bootstrap, event_id)
-    return found if len(found) >= 3 else None
+    return found if len({s["notification_id"] for s in found if s["status"] == "sent"}) >= 3 else None
 
 
 async def _explain_missing(kafka: EmbeddedKafka, sandbox: SandboxProcess) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from stream_app.faust_fixes import new_offset
+from stream_app.faust_fixes import new_offset, rewind_uncommitted, seek_to_committed
 
 TP0 = TP("subscriber.ready", 1)
 
@@ -56,8 +56,37 @@ def test_offsets_the_broker_skipped_count_as_acked() -> None:
 
 
 def test_the_app_runs_with_the_fix() -> None:
-    from faust.transport.drivers.aiokafka import Consumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 
     import stream_app.app  # noqa: F401  (importing the app applies the fix)
 
     assert Consumer._new_offset is new_offset
+    assert AIOKafkaConsumerThread.seek_to_committed is seek_to_committed
+
+
+class FakeConsumer:
+    """aiokafka's consumer as far as the rewind uses it; the log of subscriber.ready:0 starts at 3."""
+
+    def __init__(self) -> None:
+        self.seeks: list[tuple[str, int]] = []
+
+    def seek(self, tp: TP, offset: int) -> None:
+        self.seeks.append((f"{tp.topic}:{tp.partition}", offset))
+
+    async def beginning_offsets(self, tps: list[TP]) -> dict[TP, int]:
+        return {tp: 3 for tp in tps}
+
+
+async def test_partitions_aiokafka_does_not_rewind_are_rewound() -> None:
+    committed = {
+        TP("subscriber.ready", 0): None,  # never committed: aiokafka leaves it where it was
+        TP("subscriber.ready", 1): 0,  # committed at 0: the same
+        TP("subscriber.ready", 2): 7,  # aiokafka seeks this one itself
+        TP("app-ledger-email-changelog", 0): None,  # recovery's business
+    }
+    consumer = FakeConsumer()
+    await rewind_uncommitted(consumer, committed, "earliest", {"app-ledger-email-changelog"})
+    assert sorted(consumer.seeks) == [("subscriber.ready:0", 3), ("subscriber.ready:1", 0)]
+    consumer = FakeConsumer()
+    await rewind_uncommitted(consumer, committed, "latest", {"app-ledger-email-changelog"})
+    assert consumer.seeks == [("subscriber.ready:1", 0)]
