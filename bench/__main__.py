@@ -37,6 +37,7 @@ READY = "subscriber.ready"
 # The intake phase's worker: everything up to subscriber.ready, no senders.
 INTAKE_STAGES = "intake,batcher,imports"
 BASE_IN, BASE_OUT = "bench.baseline.in", "bench.baseline.out"
+FAUST_OUT = "bench.faust.out"
 
 
 def log(msg: str) -> None:
@@ -137,6 +138,30 @@ class Run:
             await out.stop()
         self.figures["baseline_msgs_per_s"] = round(n / elapsed, 1)
         log(f"baseline: {n} records in {elapsed:.2f} s = {n / elapsed:,.0f}/s")
+
+    async def faust_agent(self, backlog: list[Event]) -> None:
+        """The baseline's records through `bench.faust_agent`: the per-event Faust ceiling."""
+        await self.set_phase("faust-agent")
+        app_id = f"bench-faust-{self.run_id}"
+        await create_topics(self.bootstrap, {FAUST_OUT: PARTITIONS, f"{app_id}-seen-changelog": PARTITIONS})
+        agent = self.stack.start_faust_agent(app_id, BASE_IN, FAUST_OUT)
+        try:
+            # Measured from its first output on: start-up and the rebalance are not its pace.
+            await wait_for("faust agent: first output", self._faust_out_started, timeout=120, interval=0.05)
+            first, started = await self.offsets.end(FAUST_OUT), time.monotonic()
+
+            async def all_out() -> bool:
+                return await self.offsets.end(FAUST_OUT) >= len(backlog)
+
+            done = await wait_for("faust agent", all_out, timeout=self.opts.intake_seconds, interval=0.1)
+        finally:
+            await asyncio.to_thread(agent.stop)
+        rate = (len(backlog) - first) / (done - started)
+        self.figures["faust_agent_msgs_per_s"] = round(rate, 1)
+        log(f"faust agent: {len(backlog) - first} records in {done - started:.2f} s = {rate:,.0f}/s")
+
+    async def _faust_out_started(self) -> bool:
+        return await self.offsets.end(FAUST_OUT) > 0
 
     async def start_worker(self, stages: str = "", profile: Path | None = None) -> Worker:
         """A worker of the run's consumer group (its tables carry over), after the previous one stopped.
@@ -385,6 +410,10 @@ class Run:
             backlog = list(known_events(f"{self.run_id}-i", self.opts.events, seed=3))
             self.figures["events"] = len(backlog)
             await self.baseline(backlog)
+            await self.faust_agent(backlog)
+            self.figures["faust_ratio"] = round(
+                self.figures["faust_agent_msgs_per_s"] / self.figures["baseline_msgs_per_s"], 4
+            )
             await self.start_worker()
             await self.warmup()
             await self.latency()
@@ -421,6 +450,8 @@ def git_head() -> str:
 ROWS = [
     ("events", "input events (backlog)", ""),
     ("baseline_msgs_per_s", "baseline aiokafka consume-decode-produce", "msgs/s"),
+    ("faust_agent_msgs_per_s", "Faust agent: decode, table write, produce", "msgs/s"),
+    ("faust_ratio", "Faust agent / baseline (per-event ceiling)", ""),
     ("intake_events_per_s", "intake: packet.drawn -> subscriber.ready", "events/s"),
     ("intake_notifications_per_s", "intake: notifications made ready", "notif/s"),
     ("intake_consumed_events_per_s", "intake: packet.drawn offsets committed", "events/s"),
@@ -454,7 +485,7 @@ def print_table(figures: dict[str, Any]) -> None:
     for key, label, unit in ROWS:
         if key in figures:
             value = figures[key]
-            if key == "ratio":
+            if key in ("ratio", "faust_ratio"):
                 value = f"{value:.4f}"
             text = (
                 f"{value:,.1f}"

@@ -123,6 +123,34 @@ class Stack:
         self.workers.append(worker)
         return worker
 
+    def start_faust_agent(self, app_id: str, source: str, sink: str) -> Worker:
+        """`bench.faust_agent`: the one-agent Faust app the intake is compared with."""
+        assert self.kafka is not None
+        web_port = free_port()
+        state = self.root / "faust-agent"
+        state.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "APP_ID": app_id,
+            "BROKER_URL": self.kafka.url,
+            "WEB_PORT": str(web_port),
+            "STATE_DIR": str(state),
+            "SOURCE": source,
+            "SINK": sink,
+        }
+        log_path = state / f"agent-{web_port}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.faust_agent"],
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        worker = Worker(web_port, state, log_path, proc, app_id)
+        self.workers.append(worker)
+        return worker
+
     def close(self) -> None:
         for worker in self.workers:
             try:

@@ -1,7 +1,9 @@
-"""The offset-commit fix: a record still being processed is never committed past."""
+"""The Faust fixes: a record still being processed is never committed past, and a record Faust
+fetched but never handed to an agent is read again."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
@@ -9,18 +11,31 @@ from typing import Any
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from stream_app.faust_fixes import new_offset, rewind_uncommitted, seek_to_committed
+from stream_app.faust_fixes import (
+    getmany,
+    new_offset,
+    perform_seek,
+    rewind_uncommitted,
+    seek_to_committed,
+)
 
 TP0 = TP("subscriber.ready", 1)
 
 
 def consumer(committed: int | None, acked: list[int], in_flight: tuple[int, ...] = ()) -> Any:
+    seeks: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        seeks.append((tp, offset))
+
     return SimpleNamespace(
         _acked=defaultdict(list, {TP0: list(acked)}),
         _acked_index=defaultdict(set, {TP0: set(acked)}),
         _gap=defaultdict(IntervalTree),
         _committed_offset=defaultdict(lambda: None, {TP0: committed}),
         _unacked_messages=[SimpleNamespace(tp=TP0, offset=o) for o in in_flight],
+        seek=seek,
+        seeks=seeks,
     )
 
 
@@ -49,6 +64,27 @@ def test_with_no_committed_offset_a_record_in_flight_before_the_run_holds_it() -
     assert new_offset(consumer(committed=None, acked=[5, 6], in_flight=(9,)), TP0) == 7
 
 
+async def test_a_hole_nothing_is_processing_is_read_again_not_committed_past() -> None:
+    c = consumer(committed=16, acked=list(range(17, 30)))  # 16 fetched, never reached an agent
+    assert new_offset(c, TP0) is None
+    assert new_offset(c, TP0) is None  # the next commit round, before the re-read: no second seek
+    await asyncio.sleep(0)
+    assert c.seeks == [(TP0, 16)]
+
+
+async def test_with_no_committed_offset_the_hole_is_measured_from_the_first_fetched() -> None:
+    c = consumer(committed=None, acked=[5, 6])
+    c._stream_app_fetched_from = {TP0: 3}  # 3 and 4 were fetched and dropped
+    assert new_offset(c, TP0) is None
+    await asyncio.sleep(0)
+    assert c.seeks == [(TP0, 3)]
+    c = consumer(committed=None, acked=[5, 6], in_flight=(4,))
+    c._stream_app_fetched_from = {TP0: 4}
+    assert new_offset(c, TP0) is None  # 4 is being processed: wait for it
+    await asyncio.sleep(0)
+    assert c.seeks == []
+
+
 def test_offsets_the_broker_skipped_count_as_acked() -> None:
     c = consumer(committed=10, acked=[10, 11, 14])
     c._gap[TP0].addi(12, 14)  # 12 and 13 never arrived (e.g. transaction markers)
@@ -62,6 +98,7 @@ def test_the_app_runs_with_the_fix() -> None:
 
     assert Consumer._new_offset is new_offset
     assert AIOKafkaConsumerThread.seek_to_committed is seek_to_committed
+    assert Consumer.getmany is getmany and Consumer.perform_seek is perform_seek
 
 
 class FakeConsumer:
