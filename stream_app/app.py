@@ -15,7 +15,7 @@ import faust
 from stream_app import faust_fixes
 from stream_app.mc import MarketingCloud
 from stream_app.metrics import instrument_mc
-from stream_app.records import BatcherInput, EmailBounced, SubscriberBatch, TraceSteps
+from stream_app.records import BatcherInput, EmailBounced, SubscriberBatch, TraceStep
 from stream_app.settings import Settings, load
 
 settings: Settings = load()
@@ -78,7 +78,7 @@ status_topic = app.topic(STATUS_TOPIC, value_type=bytes, value_serializer="raw")
 bounced_topic = app.topic(BOUNCED_TOPIC, value_type=EmailBounced, value_serializer="json")
 intents_topic = app.topic(INTENTS_TOPIC, value_type=BatcherInput, value_serializer="json")
 batches_topic = app.topic(BATCHES_TOPIC, value_type=SubscriberBatch, value_serializer="json")
-trace_topic = app.topic(TRACE_TOPIC, value_type=TraceSteps, value_serializer="json")
+trace_topic = app.topic(TRACE_TOPIC, value_type=TraceStep, value_serializer="json")
 
 # Tables. Values are small and keyed per row, never lists that grow per event.
 # RocksDB's defaults are sized for one big database (64 MB x 3 memtables, a 2 GB block cache); a

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -12,7 +11,7 @@ from faust.types import EventT, TopicT
 
 from stream_app import metrics
 from stream_app.app import app, dlq_name, ready_topic, status_topic, trace_topic
-from stream_app.records import NotificationStatus, SubscriberReady, TraceStep, TraceSteps
+from stream_app.records import NotificationStatus, SubscriberReady, TraceStep
 
 log = logging.getLogger("stream_app.outputs")
 
@@ -117,65 +116,10 @@ async def send_status(
     )
 
 
-class TraceBuffer:
-    """Trace steps wait here up to `linger` seconds and leave as one record per event.
-
-    An event's steps come in quick succession from several agents (received, then batched or ready for
-    each notification); sent one by one, each cost a record on stream_app.trace, a tracker event and a
-    changelog write of the event's whole step list, the largest share of the worker's Kafka traffic.
-    The price: a SIGKILL loses the steps of the last `linger` seconds (the view shows fewer stages for
-    those events; nothing else reads them). A clean stop sends them (`close`).
-    """
-
-    def __init__(self, linger: float, max_events: int) -> None:
-        self.linger = linger
-        self.max_events = max_events
-        self._steps: dict[str, list[TraceStep]] = {}
-        self._timer: asyncio.Task[None] | None = None
-        # One flush at a time, so that an event's records leave in the order its steps were taken.
-        self._lock = asyncio.Lock()
-
-    async def add(self, event_id: str, step: TraceStep) -> None:
-        self._steps.setdefault(event_id, []).append(step)
-        if len(self._steps) >= self.max_events:
-            await self.flush()
-        elif self._timer is None or self._timer.done():
-            self._timer = asyncio.ensure_future(self._flush_later())
-
-    async def _flush_later(self) -> None:
-        # Steps added while a flush runs find this timer still running: it goes round again for them.
-        while True:
-            await asyncio.sleep(self.linger)
-            await self.flush()
-            if not self._steps:
-                return
-
-    async def close(self) -> None:
-        """A clean stop: no timer left behind, every step out."""
-        if self._timer is not None:
-            self._timer.cancel()
-        await self.flush()
-
-    async def flush(self) -> None:
-        async with self._lock:
-            steps, self._steps = self._steps, {}
-            for event_id, taken in steps.items():
-                await publish(trace_topic, event_id, TraceSteps(event_id=event_id, steps=taken))
-
-
-# 0.2 s: an event's steps up to `ready` of a known subscriber fit in one record, and the event view
-# trails by no more than that.
-trace_buffer = TraceBuffer(linger=0.2, max_events=2000)
-
-
-@app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types signal receivers too narrowly
-async def _flush_trace(app: Any, **kwargs: Any) -> None:
-    await trace_buffer.close()
-
-
 async def trace(event_id: str, stage: str, **detail: Any) -> None:
     metrics.record_stage(stage)
-    await trace_buffer.add(event_id, TraceStep(stage=stage, at=now_rfc3339(), detail=detail))
+    step = TraceStep(event_id=event_id, stage=stage, at=now_rfc3339(), detail=detail)
+    await publish(trace_topic, event_id, step)
 
 
 async def publish(topic: TopicT, key: str, value: Any) -> None:

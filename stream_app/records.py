@@ -94,11 +94,7 @@ class SubscriberBatch(faust.Record, include_metadata=False):
 
 
 class TraceStep(faust.Record, include_metadata=False):
+    event_id: str
     stage: str
     at: str
     detail: dict[str, Any]
-
-
-class TraceSteps(faust.Record, include_metadata=False):
-    event_id: str
-    steps: list[TraceStep]

@@ -1,8 +1,7 @@
 """Event tracking: every stage's step for one input event, for `GET /events/{event_id}/`.
 
-Stages publish `TraceSteps` (an event's steps of the last moment, see `outputs.TraceBuffer`) keyed by
-event_id; this agent keeps them in a table keyed the same way, so the web view can route a question
-to the worker that owns the event's partition.
+Stages publish `TraceStep`s keyed by event_id; this agent keeps them in a table keyed the same way,
+so the web view can route a question to the worker that owns the event's partition.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import orjson
 from faust.types import StreamT
 
 from stream_app.app import app, event_trace, trace_topic
-from stream_app.records import TraceStep, TraceSteps
+from stream_app.records import TraceStep
 
 log = logging.getLogger("stream_app.tracking")
 
@@ -34,9 +33,9 @@ NOTE_FIELDS = (
 )
 
 
-def append_steps(raw: bytes | None, new: list[TraceStep]) -> bytes:
+def append_step(raw: bytes | None, step: TraceStep) -> bytes:
     steps: list[dict[str, Any]] = orjson.loads(raw) if raw else []
-    steps.extend({"stage": step.stage, "at": step.at, **step.detail} for step in new)
+    steps.append({"stage": step.stage, "at": step.at, **step.detail})
     return orjson.dumps(steps[-MAX_STEPS:])
 
 
@@ -62,9 +61,9 @@ def summarise(event_id: str, raw: bytes | None) -> dict[str, Any]:
 
 
 @app.agent(trace_topic, name="event-tracker")
-async def tracker(stream: StreamT[TraceSteps]) -> None:
-    async for record in stream:
+async def tracker(stream: StreamT[TraceStep]) -> None:
+    async for step in stream:
         try:
-            event_trace[record.event_id] = append_steps(event_trace.get(record.event_id), record.steps)
+            event_trace[step.event_id] = append_step(event_trace.get(step.event_id), step)
         except Exception:
             log.exception("could not record a trace step")

