@@ -17,7 +17,7 @@ import orjson
 from faust.types import StreamT
 from faust.web import Request, Response, View
 
-from stream_app.app import app, bounced_topic, marketing_cloud, settings, suppressed
+from stream_app.app import app, before_mc_close, bounced_topic, marketing_cloud, settings, suppressed
 from stream_app.mc import MCError, verify_ens_signature
 from stream_app.notifications import mask_email
 from stream_app.outputs import now_rfc3339, send_to_dlq
@@ -110,6 +110,16 @@ async def register_with_mc() -> None:
     await rest.subscribe(callback_id, f"bounces-{settings.web_port}", BOUNCE_EVENTS)
     registration.ready.set()
     log.info("registered ENS callback for bounces", extra={"callback_id": callback_id})
+
+
+@before_mc_close
+async def unregister_from_mc() -> None:
+    """A clean stop removes this run's callback (and with it its subscription): each run registers
+    a URL of its own, and MC would otherwise keep one dead callback per restart. A SIGKILLed run's
+    callback stays; MC suspends it after failed deliveries."""
+    if registration.callback_id:
+        await marketing_cloud().rest.delete_callback(registration.callback_id)
+        log.info("removed ENS callback", extra={"callback_id": registration.callback_id})
 
 
 @app.task

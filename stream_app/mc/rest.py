@@ -104,6 +104,9 @@ class RestClient:
         except (KeyError, TypeError) as exc:
             raise PermanentMCError("ENS callback registration answered without callbackId") from exc
 
+    async def delete_callback(self, callback_id: str) -> None:
+        await self._request("DELETE", f"platform/v1/ens-callbacks/{callback_id}", None)
+
     async def verify_callback(self, callback_id: str, verification_key: str) -> None:
         body = {"callbackId": callback_id, "verificationKey": verification_key}
         await self._request("POST", "platform/v1/ens-verify", body)

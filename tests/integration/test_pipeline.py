@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 
 from stream_app.mc import MarketingCloud, SubscriberRow
 from stream_app.settings import Settings
+from tests.fixtures.worker import start_worker
 from tests.integration.helpers import (
     drawn_event,
     eventually,
@@ -210,6 +212,38 @@ async def test_bounced_address_is_suppressed(kafka: Any, sandbox: Any, pipeline:
         if m["definition_key"] == "packet-drawn-drawer" and m["attributes"]["EventId"] == second["event_id"]
     ]
     assert drawer_mails == []
+
+
+async def test_a_stopped_worker_leaves_no_callback_behind_in_mc(
+    kafka: Any, sandbox: Any, tmp_path: Path
+) -> None:
+    """Each run registers a callback URL of its own; a clean stop removes it (and its subscription)."""
+    worker = start_worker(kafka, sandbox, tmp_path / "w", APP_ID=unique("cb"))
+    name = f"stream_app-{worker.web_port}"
+    try:
+        worker.wait_ready()
+        ours = await eventually(lambda: _callbacks(sandbox, name, subscribed=True), timeout=30)
+        assert [cb["status"] for cb in ours] == ["verified"]
+    finally:
+        assert worker.stop() == 0
+    assert _callbacks(sandbox, name) == []
+    assert all(s["callbackId"] != ours[0]["callbackId"] for s in _ens(sandbox)["subscriptions"])
+
+
+def _ens(sandbox: Any) -> dict[str, Any]:
+    found: dict[str, Any] = httpx.get(f"{sandbox.http_url}_sandbox/ens", timeout=10).json()
+    return found
+
+
+def _callbacks(sandbox: Any, name: str, *, subscribed: bool = False) -> list[dict[str, Any]]:
+    """The callbacks registered under `name` (with `subscribed`: only once one has its subscription)."""
+    ens = _ens(sandbox)
+    found = [cb for cb in ens["callbacks"] if cb["callbackName"] == name]
+    if subscribed and not any(
+        s["callbackId"] == cb["callbackId"] for cb in found for s in ens["subscriptions"]
+    ):
+        return []
+    return found
 
 
 async def _bounce_recorded(kafka: Any, address: str) -> bool:
