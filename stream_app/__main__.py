@@ -12,7 +12,7 @@ commands:
   broker                 the embedded Apache Kafka (KRaft) alone, in the foreground
   create-topics          create every topic with its partition count (idempotent)
   resend                 re-send one event's notifications, or replay a DLQ to its source
-  kafka-console-producer | kafka-console-consumer | kafka-topics | kafka-consumer-groups
+  kafka-console-producer | kafka-console-consumer | kafka-topics | kafka-consumer-groups | kafka-configs
                          the Apache Kafka tools from the pinned jars
 """
 

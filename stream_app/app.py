@@ -97,10 +97,17 @@ STORE_OPTIONS = (
 )
 
 
-def table(name: str, **options: Any) -> Any:
+# Tables whose rows only matter for `STATE_RETENTION_DAYS` (see `changelog_configs`).
+_RETAINED: set[str] = set()
+
+
+def table(name: str, *, retained: bool = False, **options: Any) -> Any:
     """A table of the stage that defines it: a worker holds only the tables of the stages it runs,
     so Faust keeps each changelog partition with the source partition that writes it.
-    Keys are str, values raw bytes each stage encodes itself (cheap, and readable with console tools)."""
+    Keys are str, values raw bytes each stage encodes itself (cheap, and readable with console tools).
+    `retained`: a row per event or notification, kept for `STATE_RETENTION_DAYS`, not forever."""
+    if retained:
+        _RETAINED.add(name)
     return app.Table(name, key_type=str, value_type=bytes, options=STORE_OPTIONS, **options)
 
 
@@ -109,7 +116,7 @@ def table(name: str, **options: Any) -> Any:
 suppressed = app.GlobalTable(
     "suppressed", key_type=str, value_type=bytes, partitions=1, recovery_buffer_size=1, options=STORE_OPTIONS
 )
-event_trace = table("event-trace")
+event_trace = table("event-trace", retained=True)
 
 
 def load_stages(stages: Iterable[str]) -> None:
@@ -152,5 +159,20 @@ def changelog_partitions() -> dict[str, int]:
     """The changelog topic of every table, with its partition count."""
     return {
         table.changelog_topic.get_topic_name(): table.partitions or settings.topic_partitions
+        for table in app.tables.values()
+    }
+
+
+def changelog_configs() -> dict[str, dict[str, str]]:
+    """Topic configs of every changelog: compacted, and for the retained tables (a row per event or
+    notification) also deleted after `STATE_RETENTION_DAYS`, so that neither the changelogs nor a new
+    worker's table recovery grow forever. Subscribers, open windows and suppressions stay."""
+    retention_ms = str(int(settings.state_retention_days * 86_400_000))
+    return {
+        table.changelog_topic.get_topic_name(): (
+            {"cleanup.policy": "compact,delete", "retention.ms": retention_ms}
+            if table.name in _RETAINED
+            else {"cleanup.policy": "compact"}
+        )
         for table in app.tables.values()
     }

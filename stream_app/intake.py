@@ -21,8 +21,8 @@ from stream_app.records import BatcherInput
 
 log = logging.getLogger("stream_app.intake")
 
-seen_drawn = table("seen-packet.drawn")
-seen_redeemed = table("seen-packet.redeemed")
+seen_drawn = table("seen-packet.drawn", retained=True)
+seen_redeemed = table("seen-packet.redeemed", retained=True)
 
 
 async def handle(event_type: str, event: EventT, seen: TableT) -> None:

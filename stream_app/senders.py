@@ -31,8 +31,8 @@ from stream_app.schemas import SchemaError, validate
 
 log = logging.getLogger("stream_app.senders")
 
-email_ledger = table("ledger-email")
-sms_ledger = table("ledger-sms")
+email_ledger = table("ledger-email", retained=True)
+sms_ledger = table("ledger-sms", retained=True)
 
 CHANNEL_TEMPLATES = {
     "email": {"packet-drawn-drawer", "packet-drawn-giver", "packet-redeemed-giver"},

@@ -51,6 +51,9 @@ class Settings:
     # would otherwise set intake's (the bench measures intake so). One stage set per running
     # consumer group for now: two sets side by side stalled in tests (see the README).
     stages: tuple[str, ...] = field(default_factory=_env_stages)
+    # How long the dedupe marks, the send ledgers and the event traces are kept in their changelogs:
+    # the window in which a replayed record is recognised. Older changelog segments are deleted.
+    state_retention_days: float = field(default_factory=lambda: _env_float("STATE_RETENTION_DAYS", 30.0))
 
     mc_auth_url: str = field(default_factory=lambda: _env("MC_AUTH_URL", "http://127.0.0.1:8780/"))
     mc_client_id: str = field(default_factory=lambda: _env("MC_CLIENT_ID", "sandbox-client"))

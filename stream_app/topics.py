@@ -23,14 +23,16 @@ async def ensure_topics(
     counts: dict[str, int],
     replication: int = 1,
     compacted: dict[str, int] | None = None,
+    configs: dict[str, dict[str, str]] | None = None,
 ) -> list[str]:
-    """Create the topics that are missing (`compacted`: changelogs); returns the names created."""
+    """Create the topics that are missing (`compacted`: changelogs, with their `configs` when given,
+    else compaction); returns the names created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         wanted: list[tuple[str, int, dict[str, str] | None]] = [(name, n, None) for name, n in counts.items()]
-        wanted += [(name, n, COMPACTED) for name, n in (compacted or {}).items()]
+        wanted += [(name, n, (configs or {}).get(name, COMPACTED)) for name, n in (compacted or {}).items()]
         missing = [
             NewTopic(name, n, replication, topic_configs=config)
             for name, n, config in wanted
@@ -48,12 +50,14 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m stream_app create-topics")
     parser.add_argument("--replication-factor", type=int, default=1)
     args = parser.parse_args(argv)
-    from stream_app.app import changelog_partitions, load_stages, topic_partitions
+    from stream_app.app import changelog_configs, changelog_partitions, load_stages, topic_partitions
 
     settings = load()
     load_stages(STAGES)  # every stage's tables, whichever stages the workers will run
     changelogs = changelog_partitions()
-    created = asyncio.run(ensure_topics(settings, topic_partitions(), args.replication_factor, changelogs))
+    created = asyncio.run(
+        ensure_topics(settings, topic_partitions(), args.replication_factor, changelogs, changelog_configs())
+    )
     for name, count in sorted({**topic_partitions(), **changelogs}.items()):
         print(f"{'created' if name in created else 'exists '} {name} ({count} partitions)")
     return 0

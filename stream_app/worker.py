@@ -14,7 +14,14 @@ from stream_app import (  # noqa: F401  (every worker: /metrics, /dashboard/, al
     tracking,
     web,
 )
-from stream_app.app import app, changelog_partitions, load_stages, settings, topic_partitions
+from stream_app.app import (
+    app,
+    changelog_configs,
+    changelog_partitions,
+    load_stages,
+    settings,
+    topic_partitions,
+)
 from stream_app.logs import logging_config
 from stream_app.topics import ensure_topics
 
@@ -26,7 +33,11 @@ def main(argv: list[str]) -> int:
     logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))
     (settings.state_dir / f"worker-{settings.web_port}").mkdir(parents=True, exist_ok=True)
     # Changelogs too: Faust creates them at start, racing its own assignor, which then ignores them.
-    asyncio.run(ensure_topics(settings, topic_partitions(), compacted=changelog_partitions()))
+    asyncio.run(
+        ensure_topics(
+            settings, topic_partitions(), compacted=changelog_partitions(), configs=changelog_configs()
+        )
+    )
     upper = settings.log_level.upper()
     level = {"WARNING": "warn", "CRITICAL": "crit"}.get(upper, settings.log_level.lower())
     # uvloop: a faster event loop for the whole worker (measured by `make bench`, see bench/README.md).

@@ -15,6 +15,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from stream_app.broker import EmbeddedKafka
 from tests.fixtures.ports import free_port
@@ -179,6 +180,19 @@ def fault(sandbox: Any, **body: Any) -> None:
 
 def clear_faults(sandbox: Any) -> None:
     httpx.delete(f"{sandbox.http_url}_sandbox/faults", timeout=10).raise_for_status()
+
+
+async def topic_configs(bootstrap: str, topic: str) -> dict[str, str]:
+    """A topic's configs as the broker reports them (DescribeConfigs)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    (resource,) = response.resources
+    entries = resource[4]
+    return {str(entry[0]): str(entry[1]) for entry in entries}
 
 
 async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:

@@ -33,6 +33,7 @@ from stream_app.broker import (
 from stream_app.devstack import producer_lines, sample_event
 from tests.fixtures.kafka import KafkaBroker, Records
 from tests.fixtures.ports import free_port
+from tests.integration.helpers import topic_configs
 
 pytestmark = pytest.mark.integration
 
@@ -199,6 +200,29 @@ def test_kafka_topics_lists_and_describes_created_topics(kafka: KafkaBroker) -> 
     described = tool("kafka-topics", "--bootstrap-server", kafka.bootstrap, "--describe", "--topic", a)
     assert described.returncode == 0, described.stderr
     assert "PartitionCount: 5" in described.stdout
+
+
+async def test_kafka_configs_sets_the_retention_the_readme_gives_for_existing_changelogs(
+    kafka: KafkaBroker,
+) -> None:
+    topic = topic_name("changelog")
+    kafka.create_topics({topic: 2})
+    altered = tool(
+        "kafka-configs",
+        *(
+            "--bootstrap-server",
+            kafka.bootstrap,
+            "--alter",
+            "--entity-type",
+            "topics",
+            "--entity-name",
+            topic,
+        ),
+        *("--add-config", "cleanup.policy=[compact,delete],retention.ms=2592000000"),
+    )
+    assert altered.returncode == 0, altered.stderr
+    configs = await topic_configs(kafka.bootstrap, topic)
+    assert (configs["cleanup.policy"], configs["retention.ms"]) == ("compact,delete", "2592000000")
 
 
 async def test_kafka_consumer_groups_lists_and_describes_a_group(kafka: KafkaBroker) -> None:

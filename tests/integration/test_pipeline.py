@@ -20,6 +20,7 @@ from tests.integration.helpers import (
     read_all,
     ready_records,
     statuses,
+    topic_configs,
     unique,
 )
 
@@ -228,6 +229,21 @@ async def test_a_stopped_worker_leaves_no_callback_behind_in_mc(
         assert worker.stop() == 0
     assert _callbacks(sandbox, name) == []
     assert all(s["callbackId"] != ours[0]["callbackId"] for s in _ens(sandbox)["subscriptions"])
+
+
+async def test_per_event_state_is_kept_for_the_retention_window_only(kafka: Any, pipeline: Any) -> None:
+    """The worker creates its changelogs: rows per event or notification (dedupe marks, ledgers, traces)
+    are deleted after STATE_RETENTION_DAYS; subscribers and suppressions are only compacted."""
+    thirty_days_ms = str(30 * 86_400_000)
+    for table in ("seen-packet.drawn", "ledger-email", "ledger-sms", "event-trace"):
+        configs = await topic_configs(kafka.bootstrap, f"stream_app-{table}-changelog")
+        assert (configs["cleanup.policy"], configs["retention.ms"]) == (
+            "compact,delete",
+            thirty_days_ms,
+        ), table
+    for table in ("known-subscribers", "suppressed", "open-windows"):
+        configs = await topic_configs(kafka.bootstrap, f"stream_app-{table}-changelog")
+        assert configs["cleanup.policy"] == "compact", table
 
 
 def _ens(sandbox: Any) -> dict[str, Any]:

@@ -18,3 +18,10 @@ def test_an_unknown_stage_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORKER_STAGES", "intake,mailer")
     with pytest.raises(ValueError, match="mailer"):
         Settings()
+
+
+def test_per_event_state_is_kept_thirty_days_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STATE_RETENTION_DAYS", raising=False)
+    assert Settings().state_retention_days == 30.0
+    monkeypatch.setenv("STATE_RETENTION_DAYS", "7.5")
+    assert Settings().state_retention_days == 7.5
