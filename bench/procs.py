@@ -86,16 +86,8 @@ class Stack:
 
     def start_worker(self, app_id: str, profile: Path | None = None, **extra_env: str) -> Worker:
         assert self.kafka is not None and self.sandbox is not None
-        web_port = free_port()
-        state = self.root / "workers"
-        state.mkdir(parents=True, exist_ok=True)
         env = {
-            **os.environ,
             "PYTHONUNBUFFERED": "1",
-            "APP_ID": app_id,
-            "BROKER_URL": self.kafka.url,
-            "WEB_PORT": str(web_port),
-            "STATE_DIR": str(state),
             "MC_AUTH_URL": self.sandbox.http_url,
             "MC_SFTP_PORT": str(self.sandbox.sftp_port),
             "MC_SFTP_KNOWN_HOSTS": str(self.sandbox.known_hosts),
@@ -106,46 +98,43 @@ class Stack:
             "LOG_FORMAT": "text",
             **extra_env,
         }
-        log_path = state / f"worker-{web_port}.log"
-        prefix = [sys.executable]
+        module = "stream_app"
         if profile is not None:  # bench.profile_worker: pyinstrument for a bounded time, on a trigger
-            prefix = [sys.executable, "-m", "bench.profile_worker"]
+            module = "bench.profile_worker"
             env["BENCH_PROFILE_OUT"] = str(profile)
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                prefix if profile is not None else [*prefix, "-m", "stream_app", "worker"],
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        worker = Worker(web_port, state, log_path, proc, app_id)
-        self.workers.append(worker)
-        return worker
+        args = [] if profile is not None else ["worker"]
+        return self._start(app_id, "workers", "worker", [module, *args], env)
 
     def start_faust_agent(self, app_id: str, source: str, sink: str) -> Worker:
         """`bench.faust_agent`: the one-agent Faust app the intake is compared with."""
+        return self._start(
+            app_id, "faust-agent", "agent", ["bench.faust_agent"], {"SOURCE": source, "SINK": sink}
+        )
+
+    def _start(
+        self, app_id: str, folder: str, name: str, module_args: list[str], env: dict[str, str]
+    ) -> Worker:
+        """`python -m <module_args>` with its own web port and state folder, its output in a log file."""
         assert self.kafka is not None
         web_port = free_port()
-        state = self.root / "faust-agent"
+        state = self.root / folder
         state.mkdir(parents=True, exist_ok=True)
-        env = {
+        full_env = {
             **os.environ,
             "APP_ID": app_id,
             "BROKER_URL": self.kafka.url,
             "WEB_PORT": str(web_port),
             "STATE_DIR": str(state),
-            "SOURCE": source,
-            "SINK": sink,
+            **env,
         }
-        log_path = state / f"agent-{web_port}.log"
+        log_path = state / f"{name}-{web_port}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.faust_agent"],
+                [sys.executable, "-m", *module_args],
                 cwd=REPO,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=env,
+                env=full_env,
             )
         worker = Worker(web_port, state, log_path, proc, app_id)
         self.workers.append(worker)
