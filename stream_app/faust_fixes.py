@@ -125,9 +125,7 @@ async def seek_to_committed(thread: Any) -> Mapping[Any, int | None]:
 
 def _fetched_from(consumer: Any) -> dict[TP, int]:
     """The lowest offset fetched per partition since the last seek (fix 3)."""
-    found: dict[TP, int] | None = getattr(consumer, "_stream_app_fetched_from", None)
-    if found is None:
-        found = consumer._stream_app_fetched_from = {}
+    found: dict[TP, int] = consumer.__dict__.setdefault("_stream_app_fetched_from", {})
     return found
 
 
