@@ -146,12 +146,18 @@ class Run:
         await create_topics(self.bootstrap, {FAUST_OUT: PARTITIONS, f"{app_id}-seen-changelog": PARTITIONS})
         agent = self.stack.start_faust_agent(app_id, BASE_IN, FAUST_OUT)
         try:
+
+            async def out_at_least(n: int) -> bool:
+                if agent.proc.poll() is not None:
+                    raise RuntimeError(f"faust agent exited:\n{agent.log_tail()}")
+                return await self.offsets.end(FAUST_OUT) >= n
+
             # Measured from its first output on: start-up and the rebalance are not its pace.
-            await wait_for("faust agent: first output", self._faust_out_started, timeout=120, interval=0.05)
+            await wait_for("faust agent: first output", lambda: out_at_least(1), timeout=120, interval=0.05)
             first, started = await self.offsets.end(FAUST_OUT), time.monotonic()
 
             async def all_out() -> bool:
-                return await self.offsets.end(FAUST_OUT) >= len(backlog)
+                return await out_at_least(len(backlog))
 
             done = await wait_for("faust agent", all_out, timeout=self.opts.intake_seconds, interval=0.1)
         finally:
@@ -159,9 +165,6 @@ class Run:
         rate = (len(backlog) - first) / (done - started)
         self.figures["faust_agent_msgs_per_s"] = round(rate, 1)
         log(f"faust agent: {len(backlog) - first} records in {done - started:.2f} s = {rate:,.0f}/s")
-
-    async def _faust_out_started(self) -> bool:
-        return await self.offsets.end(FAUST_OUT) > 0
 
     async def start_worker(self, stages: str = "", profile: Path | None = None) -> Worker:
         """A worker of the run's consumer group (its tables carry over), after the previous one stopped.
