@@ -49,6 +49,8 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 from faust.utils.functional import consecutive_numbers
 
+from stream_app import metrics
+
 log = logging.getLogger("stream_app.faust_fixes")
 
 # A partition sought back to a hole is not sought again for the same hole before this many seconds.
@@ -144,6 +146,7 @@ def rewind_dropped(consumer: Any, tp: TP, start: int, acked_from: int) -> None:
         tp.topic,
         tp.partition,
     )
+    metrics.RECORDS_READ_AGAIN.labels(topic=tp.topic).inc(acked_from - start)
     seeks: set[asyncio.Future[None]] = consumer.__dict__.setdefault("_stream_app_seeks", set())
     seek = asyncio.ensure_future(consumer.seek(tp, start))
     seeks.add(seek)

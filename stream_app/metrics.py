@@ -40,6 +40,12 @@ DLQ_RECORDS = Counter(
 EVENTS_RECEIVED = Counter(
     "stream_app_events_received", "Input records read by intake, by topic", ["topic"], registry=REGISTRY
 )
+RECORDS_READ_AGAIN = Counter(
+    "stream_app_records_read_again",
+    "Records Faust fetched but never handed to an agent, sought back and read again (faust_fixes.py)",
+    ["topic"],
+    registry=REGISTRY,
+)
 STAGE_STEPS = Counter(
     "stream_app_stage_steps",
     "Trace steps written, by stage (received, batched, ...)",

@@ -11,6 +11,7 @@ from typing import Any
 from faust.types import TP
 from intervaltree import IntervalTree
 
+from stream_app import metrics
 from stream_app.faust_fixes import (
     getmany,
     new_offset,
@@ -65,11 +66,14 @@ def test_with_no_committed_offset_a_record_in_flight_before_the_run_holds_it() -
 
 
 async def test_a_hole_nothing_is_processing_is_read_again_not_committed_past() -> None:
+    read_again = metrics.RECORDS_READ_AGAIN.labels(topic=TP0.topic)
+    before = read_again._value.get()
     c = consumer(committed=16, acked=list(range(17, 30)))  # 16 fetched, never reached an agent
     assert new_offset(c, TP0) is None
     assert new_offset(c, TP0) is None  # the next commit round, before the re-read: no second seek
     await asyncio.sleep(0)
     assert c.seeks == [(TP0, 16)]
+    assert read_again._value.get() == before + 1  # /metrics: stream_app_records_read_again_total
 
 
 async def test_with_no_committed_offset_the_hole_is_measured_from_the_first_fetched() -> None:
