@@ -1,4 +1,4 @@
-"""Fixes to faust-streaming 0.15.3 (with aiokafka 0.14), applied when the app module is imported.
+"""Two fixes to faust-streaming 0.15.3 (with aiokafka 0.14), applied when the app module is imported.
 
 1. The offset commit (`new_offset`).
 
@@ -34,14 +34,6 @@ the lowest offset fetched since the last seek when nothing was committed) with n
 in flight. Agents take records of a partition in order from one queue, so that hole is a record that
 will never be acked: the partition is sought back to the hole (at most once per 5 s) and the records
 read again; the ledger and the dedupe tables absorb the repeats.
-
-4. Records a fetch returned that Faust never yielded (`getmany`). Faust's `getmany` stops mid-batch
-when the flow stops or the consumer generation changes; the fetch position is past those records,
-and when the next record of that partition arrives Faust records the skipped offsets as a gap, which
-its commit counts as done. The chaos test lost a malformed input that way (the group committed
-119 -> 121 of a `packet.drawn` partition and 119 never reached intake or its DLQ); the watchdog of 3
-cannot see it, because a gap looks acked. So each fetch's offsets are noted and what Faust did not
-yield is sought back at once, unless another seek (Faust's, or 3's) moved the partition meanwhile.
 """
 
 from __future__ import annotations
@@ -139,18 +131,6 @@ def _fetched_from(consumer: Any) -> dict[TP, int]:
     return found
 
 
-async def seek_back(consumer: Any, tp: TP, start: int, end: int, why: str) -> None:
-    """Seek `tp` back to `start` now (records `start`..`end - 1` were not handed to an agent)."""
-    if tp not in consumer.assignment():
-        return  # revoked meanwhile: its next owner starts from the committed offset
-    log.warning("records %s..%s of %s:%s %s; reading them again", start, end - 1, tp.topic, tp.partition, why)
-    metrics.RECORDS_READ_AGAIN.labels(topic=tp.topic).inc(end - start)
-    try:
-        await consumer.seek(tp, start)
-    except Exception:  # e.g. revoked between the check and the seek
-        log.warning("could not seek %s:%s back to %s", tp.topic, tp.partition, start, exc_info=True)
-
-
 def rewind_dropped(consumer: Any, tp: TP, start: int, acked_from: int) -> None:
     """Seek `tp` back to `start`: records from there up to `acked_from` were dropped unprocessed."""
     held: dict[TP, tuple[int, float]] = consumer.__dict__.setdefault("_stream_app_rewound", {})
@@ -159,7 +139,6 @@ def rewind_dropped(consumer: Any, tp: TP, start: int, acked_from: int) -> None:
     if last is not None and last[0] == start and now - last[1] < REWIND_HOLD_SECONDS:
         return
     held[tp] = (start, now)
-    _forget_batch(consumer)
     log.warning(
         "records %s..%s of %s:%s were fetched but never processed; reading them again",
         start,
@@ -175,54 +154,26 @@ def rewind_dropped(consumer: Any, tp: TP, start: int, acked_from: int) -> None:
 
 
 _getmany = Consumer.getmany
-_wait_next_records = Consumer._wait_next_records
 _perform_seek = Consumer.perform_seek
 
 
-async def wait_next_records(consumer: Any, timeout: float) -> tuple[Any, Any]:
-    """Consumer._wait_next_records, noting the offsets each fetch returned per partition."""
-    records, active = await _wait_next_records(consumer, timeout)
-    consumer.__dict__["_stream_app_batch"] = {
-        tp: (batch[0].offset, batch[-1].offset) for tp, batch in (records or {}).items() if batch
-    }
-    return records, active
-
-
 async def getmany(consumer: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
-    """Consumer.getmany, noting the lowest offset fetched per partition, and seeking back what a
-    fetch returned but Faust did not yield (it stops mid-batch when the flow stops or the generation
-    changes; the fetch position is past those records by then, and the next record it yields makes
-    Faust count the skipped ones as a gap, that is as done)."""
+    """Consumer.getmany, noting the lowest offset fetched per partition."""
     fetched_from = _fetched_from(consumer)
-    consumer.__dict__["_stream_app_batch"] = {}
-    yielded: dict[TP, int] = {}
     async for tp, message in _getmany(consumer, timeout):
         if message.offset < fetched_from.get(tp, message.offset + 1):
             fetched_from[tp] = message.offset
-        yielded[tp] = message.offset
         yield tp, message
-    for tp, (first, last) in consumer.__dict__.get("_stream_app_batch", {}).items():
-        start = first if tp not in yielded else yielded[tp] + 1
-        if start <= last:
-            await seek_back(consumer, tp, start, last + 1, "were fetched but not handed on")
 
 
 async def perform_seek(consumer: Any) -> None:
     """Consumer.perform_seek, starting the fetched-from record afresh."""
     _fetched_from(consumer).clear()
-    _forget_batch(consumer)
     await _perform_seek(consumer)
-
-
-def _forget_batch(consumer: Any) -> None:
-    """Another seek moved the positions: `getmany` must not seek what it fetched (it could move a
-    partition forward, past records that seek is bringing back)."""
-    consumer.__dict__["_stream_app_batch"] = {}
 
 
 def apply() -> None:
     Consumer._new_offset = new_offset  # type: ignore[method-assign, assignment]
     AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign, assignment]
     Consumer.getmany = getmany  # type: ignore[method-assign, assignment]
-    Consumer._wait_next_records = wait_next_records  # type: ignore[method-assign, assignment]
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign, assignment]

@@ -8,11 +8,10 @@ from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from stream_app import faust_fixes, metrics
+from stream_app import metrics
 from stream_app.faust_fixes import (
     getmany,
     new_offset,
@@ -38,7 +37,6 @@ def consumer(committed: int | None, acked: list[int], in_flight: tuple[int, ...]
         _unacked_messages=[SimpleNamespace(tp=TP0, offset=o) for o in in_flight],
         seek=seek,
         seeks=seeks,
-        assignment=lambda: {TP0},
     )
 
 
@@ -91,42 +89,6 @@ async def test_with_no_committed_offset_the_hole_is_measured_from_the_first_fetc
     assert c.seeks == []
 
 
-def fetch_stopping_after(
-    yielded: tuple[int, ...], fetched: tuple[int, int], *, then_seek: bool = False
-) -> Any:
-    """Faust's getmany over one fetch of `fetched` (first, last) that yields only `yielded`."""
-
-    async def fake_getmany(c: Any, timeout: float) -> Any:
-        c.__dict__["_stream_app_batch"] = {TP0: fetched}  # what _wait_next_records noted
-        for offset in yielded:
-            yield TP0, SimpleNamespace(offset=offset)
-        if then_seek:
-            await faust_fixes.perform_seek(c)
-
-    return fake_getmany
-
-
-async def test_records_a_fetch_returned_but_faust_did_not_yield_are_sought_back(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    c = consumer(committed=10, acked=[])
-    monkeypatch.setattr(faust_fixes, "_getmany", fetch_stopping_after((10, 11), (10, 14)))
-    got = [message.offset async for _, message in faust_fixes.getmany(c, 1.0)]
-    assert got == [10, 11] and c.seeks == [(TP0, 12)]  # 12..14 are read again, not lost
-
-
-async def test_a_fetch_another_seek_overtook_is_left_to_that_seek(monkeypatch: pytest.MonkeyPatch) -> None:
-    c = consumer(committed=10, acked=[])
-
-    async def faust_perform_seek(c: Any) -> None:  # Faust's own: back to the committed offset
-        c.seeks.append((TP0, c._committed_offset[TP0]))
-
-    monkeypatch.setattr(faust_fixes, "_perform_seek", faust_perform_seek)
-    monkeypatch.setattr(faust_fixes, "_getmany", fetch_stopping_after((10,), (10, 14), then_seek=True))
-    _ = [m async for m in faust_fixes.getmany(c, 1.0)]
-    assert c.seeks == [(TP0, 10)]  # not followed by a seek forward to 11
-
-
 def test_offsets_the_broker_skipped_count_as_acked() -> None:
     c = consumer(committed=10, acked=[10, 11, 14])
     c._gap[TP0].addi(12, 14)  # 12 and 13 never arrived (e.g. transaction markers)
@@ -141,7 +103,6 @@ def test_the_app_runs_with_the_fix() -> None:
     assert Consumer._new_offset is new_offset
     assert AIOKafkaConsumerThread.seek_to_committed is seek_to_committed
     assert Consumer.getmany is getmany and Consumer.perform_seek is perform_seek
-    assert Consumer._wait_next_records is faust_fixes.wait_next_records
 
 
 class FakeConsumer:
