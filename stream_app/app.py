@@ -20,6 +20,8 @@ from stream_app.metrics import instrument_mc
 from stream_app.records import BatcherInput, EmailBounced, SubscriberBatch, TraceStep
 from stream_app.settings import Settings, load
 
+log = logging.getLogger("stream_app.app")
+
 settings: Settings = load()
 faust_fixes.apply()
 
@@ -150,7 +152,7 @@ async def _close_marketing_cloud(app: Any, **kwargs: Any) -> None:
         try:
             await asyncio.wait_for(hook(), timeout=5)
         except Exception:  # a stop must not hang or fail on MC
-            logging.getLogger("stream_app.app").warning("MC shutdown step failed", exc_info=True)
+            log.warning("MC shutdown step failed", exc_info=True)
     if _mc is not None:
         await _mc.close()
 

@@ -1,4 +1,4 @@
-"""Two fixes to faust-streaming 0.15.3 (with aiokafka 0.14), applied when the app module is imported.
+"""Three fixes to faust-streaming 0.15.3 (with aiokafka 0.14), applied when the app module is imported.
 
 1. The offset commit (`new_offset`).
 

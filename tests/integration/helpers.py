@@ -7,7 +7,7 @@ import contextlib
 import copy
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,15 +94,25 @@ async def produce(
         await producer.stop()
 
 
-async def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
-    """Every record on `topic` right now (from the beginning to the end offsets seen at the start)."""
+@contextlib.asynccontextmanager
+async def _admin(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        (description,) = await admin.describe_topics([topic])
+        yield admin
     finally:
         await admin.close()
-    partitions = [TopicPartition(topic, p["partition"]) for p in description["partitions"]]
+
+
+async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
+    async with _admin(bootstrap) as admin:
+        (description,) = await admin.describe_topics([topic])
+    return [TopicPartition(topic, p["partition"]) for p in description["partitions"]]
+
+
+async def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
+    """Every record on `topic` right now (from the beginning to the end offsets seen at the start)."""
+    partitions = await _partitions(bootstrap, topic)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
@@ -184,12 +194,8 @@ def clear_faults(sandbox: Any) -> None:
 
 async def topic_configs(bootstrap: str, topic: str) -> dict[str, str]:
     """A topic's configs as the broker reports them (DescribeConfigs)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
+    async with _admin(bootstrap) as admin:
         (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
-    finally:
-        await admin.close()
     (resource,) = response.resources
     entries = resource[4]
     return {str(entry[0]): str(entry[1]) for entry in entries}
@@ -197,30 +203,19 @@ async def topic_configs(bootstrap: str, topic: str) -> dict[str, str]:
 
 async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     """The group's committed offset per partition of `topic` (partitions never committed are absent)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
+    async with _admin(bootstrap) as admin:
         offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
     return {
         tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0
     }
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (description,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
+    partitions = await _partitions(bootstrap, topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
-        ends = await consumer.end_offsets(
-            [TopicPartition(topic, p["partition"]) for p in description["partitions"]]
-        )
+        ends = await consumer.end_offsets(partitions)
     finally:
         await consumer.stop()
     return {tp.partition: offset for tp, offset in ends.items()}
