@@ -46,6 +46,12 @@ RECORDS_READ_AGAIN = Counter(
     ["topic"],
     registry=REGISTRY,
 )
+RECORDS_GIVEN_UP = Counter(
+    "stream_app_records_given_up",
+    "Records Faust skipped that could not be read again, given up with an ERROR (faust_fixes.py)",
+    ["topic"],
+    registry=REGISTRY,
+)
 STAGE_STEPS = Counter(
     "stream_app_stage_steps",
     "Trace steps written, by stage (received, batched, ...)",
