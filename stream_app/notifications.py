@@ -96,7 +96,12 @@ def _check_text(clean: dict[str, object]) -> None:
 
 
 def _has_control(text: str) -> bool:
-    return any(unicodedata.category(ch) in {"Cc", "Cf"} and ch not in "\u200d" for ch in text)
+    """Whether `text` holds a control (Cc) or format (Cf) character other than the emoji joiner."""
+    # Every Cc and Cf character is unprintable, so only the unprintable ones (rare: no-break or
+    # ideographic spaces, controls) need their category looked up.
+    return not text.isprintable() and any(
+        unicodedata.category(ch) in {"Cc", "Cf"} and ch != "\u200d" for ch in text if not ch.isprintable()
+    )
 
 
 # Pure functions of the address, called for every party of every event: members recur, and

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import sys
+import unicodedata
 from typing import Any
 
 import orjson
@@ -10,6 +12,7 @@ import pytest
 
 from stream_app.notifications import (
     InvalidEvent,
+    _has_control,
     check_email,
     check_mobile,
     decode_event,
@@ -160,6 +163,34 @@ def test_names_with_quotes_emoji_and_formula_prefix_pass_through() -> None:
     drawer = next(r for r in ready if r.template == "packet-drawn-drawer")
     assert drawer.from_name == f"{name} via EZTABLE"
     assert drawer.attributes["GiverName"] == name
+
+
+@pytest.mark.parametrize(
+    ("name", "refused"),
+    [
+        ("陳\u3000大文", False),  # ideographic space (Zs): unprintable, yet a name
+        ("Ana\xa0Lu", False),  # no-break space
+        ("👨\u200d👩\u200d👧", False),  # the zero-width joiner of emoji sequences
+        ("EZ\u200b", True),  # zero-width space (Cf)
+        ("\ufeffEZ", True),  # byte order mark (Cf)
+        ("EZ\x85", True),  # next line (Cc)
+        ("EZ\u202e", True),  # right-to-left override (Cf)
+    ],
+)
+def test_names_are_refused_for_control_and_format_characters_only(name: str, refused: bool) -> None:
+    raw = orjson.dumps(drawn(drawer__name=name))
+    if refused:
+        with pytest.raises(InvalidEvent, match="drawer.name must be"):
+            decode_event("packet.drawn", raw)
+    else:
+        assert decode_event("packet.drawn", raw).drawer.name == name
+
+
+def test_control_characters_are_exactly_cc_and_cf_but_the_joiner() -> None:
+    for code in range(sys.maxunicode + 1):
+        ch = chr(code)
+        expected = unicodedata.category(ch) in {"Cc", "Cf"} and ch != "\u200d"
+        assert _has_control(f"a{ch}b") is expected, hex(code)
 
 
 @pytest.mark.parametrize(
