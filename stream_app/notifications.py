@@ -13,7 +13,7 @@ import orjson
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-from stream_app.records import PacketDrawn, PacketEvent, PacketRedeemed, Party, SubscriberReady
+from stream_app.records import PacketDrawn, PacketEvent, PacketRedeemed, Party, SubscriberReady, build
 from stream_app.schemas import SchemaError, validate
 
 EVENT_TYPES = ("packet.drawn", "packet.redeemed")
@@ -76,9 +76,10 @@ def decode_event(topic: str, raw: bytes | None) -> PacketEvent:
     _check_text(clean)
     if clean["amount"] < 0 or clean["cashback_amount"] < 0:
         raise InvalidEvent("schema: amounts must not be negative")
-    if topic == "packet.drawn":
-        return PacketDrawn.from_data(clean)
-    return PacketRedeemed.from_data(clean)
+    # The parties are built now rather than on first read: plan reads them all anyway.
+    clean["drawer"] = build(Party, clean["drawer"])
+    clean["giver"] = build(Party, clean["giver"])
+    return build(PacketDrawn if topic == "packet.drawn" else PacketRedeemed, clean)
 
 
 def _check_text(clean: dict[str, object]) -> None:
@@ -96,7 +97,12 @@ def _check_text(clean: dict[str, object]) -> None:
 
 
 def _has_control(text: str) -> bool:
-    return any(unicodedata.category(ch) in {"Cc", "Cf"} and ch not in "\u200d" for ch in text)
+    """Whether `text` holds a control (Cc) or format (Cf) character other than the emoji joiner."""
+    # Every Cc and Cf character is unprintable, so only the unprintable ones (rare: no-break or
+    # ideographic spaces, controls) need their category looked up.
+    return not text.isprintable() and any(
+        unicodedata.category(ch) in {"Cc", "Cf"} and ch != "\u200d" for ch in text if not ch.isprintable()
+    )
 
 
 # Pure functions of the address, called for every party of every event: members recur, and
@@ -186,18 +192,21 @@ def plan(event_type: str, event: PacketEvent) -> tuple[list[SubscriberReady], li
     rejected: list[Rejected] = []
     for channel, template, party, sender in wanted:
         email_problem = check_email(party.email)
-        notification = SubscriberReady(
-            notification_id=f"{event.event_id}:{template}",
-            event_id=event.event_id,
-            event_type=event_type,
-            channel=channel,
-            template=template,
-            subscriber_key=party.member_id,
-            # An SMS goes to the number alone: a bad email must not hold it back from MC's import.
-            email=None if email_problem else party.email,
-            mobile=party.mobile,
-            from_name=f"{sender}{SENDER_SUFFIX}" if channel == "email" else None,
-            attributes=dict(attributes),
+        notification = build(
+            SubscriberReady,
+            {
+                "notification_id": f"{event.event_id}:{template}",
+                "event_id": event.event_id,
+                "event_type": event_type,
+                "channel": channel,
+                "template": template,
+                "subscriber_key": party.member_id,
+                # An SMS goes to the number alone: a bad email must not hold it back from MC's import.
+                "email": None if email_problem else party.email,
+                "mobile": party.mobile,
+                "from_name": f"{sender}{SENDER_SUFFIX}" if channel == "email" else None,
+                "attributes": dict(attributes),
+            },
         )
         problem = email_problem if channel == "email" else check_mobile(party.mobile or "")
         if problem:

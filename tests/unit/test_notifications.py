@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import sys
+import unicodedata
 from typing import Any
 
 import orjson
@@ -10,6 +12,7 @@ import pytest
 
 from stream_app.notifications import (
     InvalidEvent,
+    _has_control,
     check_email,
     check_mobile,
     decode_event,
@@ -18,6 +21,7 @@ from stream_app.notifications import (
     plan,
     sms_text,
 )
+from stream_app.records import PacketDrawn
 
 DRAWN: dict[str, Any] = {
     "event_id": "d-000123",
@@ -77,6 +81,13 @@ def test_drawn_event_gives_drawer_email_sms_and_giver_email() -> None:
     assert by_template["packet-drawn-giver"].subscriber_key == "M2002"
     sms = by_template["packet-drawn-welcome"]
     assert (sms.channel, sms.mobile, sms.from_name) == ("sms", "+886912345678", None)
+
+
+def test_the_decoded_event_is_the_record_faust_reads_from_the_same_json() -> None:
+    event = decode_event("packet.drawn", orjson.dumps(DRAWN))
+    faust_read = PacketDrawn.from_data(copy.deepcopy(DRAWN))
+    assert event == faust_read
+    assert event.dumps(serializer="json") == faust_read.dumps(serializer="json")
 
 
 def test_redeemed_event_gives_the_giver_the_cashback_email() -> None:
@@ -160,6 +171,34 @@ def test_names_with_quotes_emoji_and_formula_prefix_pass_through() -> None:
     drawer = next(r for r in ready if r.template == "packet-drawn-drawer")
     assert drawer.from_name == f"{name} via EZTABLE"
     assert drawer.attributes["GiverName"] == name
+
+
+@pytest.mark.parametrize(
+    ("name", "refused"),
+    [
+        ("陳\u3000大文", False),  # ideographic space (Zs): unprintable, yet a name
+        ("Ana\xa0Lu", False),  # no-break space
+        ("👨\u200d👩\u200d👧", False),  # the zero-width joiner of emoji sequences
+        ("EZ\u200b", True),  # zero-width space (Cf)
+        ("\ufeffEZ", True),  # byte order mark (Cf)
+        ("EZ\x85", True),  # next line (Cc)
+        ("EZ\u202e", True),  # right-to-left override (Cf)
+    ],
+)
+def test_names_are_refused_for_control_and_format_characters_only(name: str, refused: bool) -> None:
+    raw = orjson.dumps(drawn(drawer__name=name))
+    if refused:
+        with pytest.raises(InvalidEvent, match="drawer.name must be"):
+            decode_event("packet.drawn", raw)
+    else:
+        assert decode_event("packet.drawn", raw).drawer.name == name
+
+
+def test_control_characters_are_exactly_cc_and_cf_but_the_joiner() -> None:
+    for code in range(sys.maxunicode + 1):
+        ch = chr(code)
+        expected = unicodedata.category(ch) in {"Cc", "Cf"} and ch != "\u200d"
+        assert _has_control(f"a{ch}b") is expected, hex(code)
 
 
 @pytest.mark.parametrize(
