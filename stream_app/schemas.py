@@ -1,7 +1,7 @@
 """The Avro schemas of `schemas/`, loaded once, and a validator that says *where* a record is wrong.
 
 Producers send JSON; the schemas are the contract. `avro.io.validate` only answers yes or no, and an
-operator reading a DLQ header at 3 a.m. needs "drawer.email: expected string or null, got int".
+operator reading a DLQ header at 3 a.m. needs "drawer.email: expected null or string, got int".
 
 Every input record is validated, so each schema is compiled once into a tree of small checks: the
 walk over avro's Schema objects, comparing type names at every node, cost ~13 us a record.
