@@ -124,11 +124,15 @@ async def close_window(window_id: str) -> None:
     keys = [key for key in pending_rows if key.startswith(prefix)]
     rows = [SubscriberReady.loads(pending_rows[key], serializer="json") for key in keys]
     if rows:
-        await batches_topic.send(
+        sent = await batches_topic.send(
             key=window_id.encode(),
             value=SubscriberBatch(window_id=window_id, closed_at=time.time(), rows=rows),
             force=True,
         )
+        # The rows are deleted only once the batch is in Kafka: the producer sends per partition in
+        # no order across them, so a worker killed now could otherwise leave the deletes (and so an
+        # "already closed" window when the close request is read again) without the batch.
+        await sent
     for key in keys:
         del pending_rows[key]
     del open_windows[window_id]

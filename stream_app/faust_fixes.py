@@ -192,18 +192,17 @@ def rewind_dropped(consumer: Any, tp: TP, start: int, acked_from: int) -> bool:
     return True
 
 
-def note_fetched(tp: tuple[str, int], position: int, offsets: list[int]) -> None:
-    """Note the offsets a chunk fetched from `position` stepped over: the log does not have them."""
-    if offsets[0] == position and offsets[-1] - position + 1 == len(offsets):
+def note_fetched(tp: tuple[str, int], position: int, offsets: list[int], after: int) -> None:
+    """Note what a chunk fetched from `position` up to `after` stepped over: the log lacks it."""
+    if len(offsets) == after - position:
         return  # nothing stepped over: the usual case on our topics
     found: list[tuple[int, int]] = []
     expected = position
-    for offset in offsets:
+    for offset in [*offsets, after]:
         if offset > expected:
             found.append((expected, offset))
         expected = offset + 1
-    if found:
-        _absent[tp] = (_absent.get(tp, []) + found)[-ABSENT_KEPT:]
+    _absent[tp] = (_absent.get(tp, []) + found)[-ABSENT_KEPT:]
 
 
 def absent_between(tp: tuple[str, int], begin: int, end: int) -> list[tuple[int, int]]:
@@ -221,11 +220,15 @@ def getall(result: FetchResult, max_records: int | None = None) -> list[Any]:
     """FetchResult.getall, noting what the chunk stepped over (fix 4)."""
     tp = result._topic_partition
     state = result._assignment.state_value(tp)
-    position = state.position if state is not None and state.has_valid_position else None
+    before = state.position if state is not None and state.has_valid_position else None
     records: list[Any] = _getall(result, max_records)
     # Changelogs are compacted (full of stepped-over offsets) and never committed by Faust.
-    if records and position is not None and not tp.topic.endswith("-changelog"):
-        note_fetched(tp, position, [r.offset for r in records])
+    if before is not None and state.has_valid_position and not tp.topic.endswith("-changelog"):
+        # The position after the chunk also moved past what the log lacks at its end (for example
+        # the marker that ends a transaction).
+        after = state.position
+        if after > before:
+            note_fetched(tp, before, [r.offset for r in records], after)
     return records
 
 

@@ -25,19 +25,36 @@ seen_drawn = table("seen-packet.drawn", retained=True)
 seen_redeemed = table("seen-packet.redeemed", retained=True)
 
 
+def seen_mark(partition: int, offset: int) -> bytes:
+    """What the dedupe table keeps for an event: the record it was first seen in."""
+    return b"%d:%d" % (partition, offset)
+
+
+def is_duplicate(mark: bytes | None, partition: int, offset: int) -> bool:
+    """Whether an event whose dedupe mark is `mark` was already handled by another record.
+
+    The same record read again is not a duplicate: that happens when a worker died before its offset
+    was committed, and the mark may have reached Kafka while the intents sent before it had not (the
+    producer sends per partition, in no order across them). It is handled again; the send ledger
+    absorbs what did go out. Marks written before 2026-11-25 hold a time, never a record: duplicates.
+    """
+    return mark is not None and mark != seen_mark(partition, offset)
+
+
 async def handle(event_type: str, event: EventT, seen: TableT) -> None:
     packet = decode_event(event_type, event.value)
-    if packet.event_id in seen:
-        await trace(packet.event_id, "duplicate-input", topic=event_type, offset=event.message.offset)
+    message = event.message
+    if is_duplicate(seen.get(packet.event_id), message.partition, message.offset):
+        await trace(packet.event_id, "duplicate-input", topic=event_type, offset=message.offset)
         return
-    seen[packet.event_id] = b"%.3f" % time.time()
+    seen[packet.event_id] = seen_mark(message.partition, message.offset)
     ready, rejected = plan(event_type, packet)
     await trace(
         packet.event_id,
         "received",
         topic=event_type,
-        partition=event.message.partition,
-        offset=event.message.offset,
+        partition=message.partition,
+        offset=message.offset,
         notifications=len(ready) + len(rejected),
     )
     for bad in rejected:

@@ -183,6 +183,14 @@ async def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: 
     raise AssertionError(f"condition not met within {timeout} s; last value: {last!r}")
 
 
+def sample(text: str, series: str) -> float:
+    """The value of one exact series line of a Prometheus exposition (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def fault(sandbox: Any, **body: Any) -> None:
     """Make the sandbox misbehave (`POST /_sandbox/faults`)."""
     httpx.post(f"{sandbox.http_url}_sandbox/faults", json=body, timeout=10).raise_for_status()

@@ -24,7 +24,7 @@ from stream_app.broker import EmbeddedKafka
 from tests.fixtures.kafka import KafkaBroker
 from tests.fixtures.ports import free_port
 from tests.fixtures.worker import WorkerProcess, start_worker
-from tests.integration.helpers import drawn_event, eventually, produce
+from tests.integration.helpers import drawn_event, eventually, produce, sample
 
 pytestmark = pytest.mark.integration
 
@@ -121,14 +121,6 @@ def ops_worker(
 
 def get(worker: WorkerProcess, path: str) -> httpx.Response:
     return httpx.get(f"{worker.web_url}{path.lstrip('/')}", timeout=10)
-
-
-def sample(text: str, series: str) -> float:
-    """The value of one exact series line of a Prometheus exposition (0 when absent)."""
-    for line in text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 async def test_metrics_show_the_app_series_after_an_event_flows(

@@ -8,17 +8,20 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from stream_app.mc import MarketingCloud, SubscriberRow
 from stream_app.settings import Settings
 from tests.fixtures.worker import start_worker
 from tests.integration.helpers import (
+    committed_offsets,
     drawn_event,
     eventually,
     messages,
     produce,
     read_all,
     ready_records,
+    sample,
     statuses,
     topic_configs,
     unique,
@@ -244,6 +247,42 @@ async def test_per_event_state_is_kept_for_the_retention_window_only(kafka: Any,
     for table in ("known-subscribers", "suppressed", "open-windows"):
         configs = await topic_configs(kafka.bootstrap, f"stream_app-{table}-changelog")
         assert configs["cleanup.policy"] == "compact", table
+
+
+async def test_an_upstream_producer_using_transactions_is_read_past_its_markers(
+    kafka: Any, sandbox: Any, pipeline: Any
+) -> None:
+    """A transaction's commit marker takes an offset the log has no record at. Those are the only
+    jumps the worker may commit past (stream_app/faust_fixes.py, fix 4); they must neither stall the
+    partition nor be mistaken for records Faust dropped."""
+
+    def fix_counters() -> tuple[float, float]:
+        text = httpx.get(f"{pipeline.web_url}metrics", timeout=10).text
+        return (
+            sample(text, 'stream_app_records_read_again_total{topic="packet.drawn"}'),
+            sample(text, 'stream_app_records_given_up_total{topic="packet.drawn"}'),
+        )
+
+    before = fix_counters()
+    events = [drawn_event() for _ in range(2)]
+    key = unique("txn-packet").encode()  # one key: one partition, with a marker after each event
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, transactional_id=unique("upstream"))
+    await producer.start()
+    try:
+        for event in events:
+            async with producer.transaction():
+                sent = await producer.send_and_wait("packet.drawn", orjson.dumps(event), key=key)
+    finally:
+        await producer.stop()
+    for event in events:
+        await eventually(lambda e=event: len(messages(sandbox, e)) >= 3, timeout=30)
+
+    async def committed_past_the_second_event() -> bool:
+        committed = await committed_offsets(kafka.bootstrap, "stream_app", "packet.drawn")
+        return committed.get(sent.partition, -1) > sent.offset
+
+    await eventually(committed_past_the_second_event, timeout=30)
+    assert fix_counters() == before  # no marker was taken for a dropped record
 
 
 def _ens(sandbox: Any) -> dict[str, Any]:

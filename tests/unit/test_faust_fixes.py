@@ -99,7 +99,7 @@ async def test_with_no_committed_offset_the_hole_is_measured_from_the_first_fetc
 
 def test_offsets_the_log_does_not_have_count_as_acked() -> None:
     c = consumer(committed=10, acked=[10, 11, 14])
-    note_fetched(TP0, 10, [10, 11, 14])  # 12 and 13 were stepped over (e.g. transaction markers)
+    note_fetched(TP0, 10, [10, 11, 14], 15)  # 12 and 13 were stepped over (e.g. transaction markers)
     assert new_offset(c, TP0) == 15
     assert faust_fixes._absent[TP0] == []  # forgotten once committed past
 
@@ -108,7 +108,7 @@ async def test_a_jump_faust_makes_itself_is_not_a_gap_but_a_hole_read_again() ->
     # The chaos test's loss: 119 was fetched but Faust's drain loop handed on 118 and then 120; its
     # gap guess (119..120) made the commit skip 119, which no agent ever saw.
     c = consumer(committed=118, acked=[118])
-    note_fetched(TP0, 118, [118, 119, 120])
+    note_fetched(TP0, 118, [118, 119, 120], 121)
     await add_gap(c, TP0, 119, 120)
     ack(c, 120)
     assert new_offset(c, TP0) == 119
@@ -139,14 +139,21 @@ def test_a_fetched_chunk_notes_what_it_stepped_over() -> None:
     assignment = SimpleNamespace(state_value=lambda _tp: state)
     records = [SimpleNamespace(offset=o) for o in (52, 53, 55)]
     result = SimpleNamespace(_topic_partition=tp, _assignment=assignment)
+
+    def fetch(_result: Any, _max: int | None = None) -> list[Any]:
+        state.position = 57  # 56: the marker that ended the producer's transaction
+        return records
+
     original = faust_fixes._getall
-    faust_fixes._getall = lambda _result, _max=None: records  # type: ignore[assignment]
+    faust_fixes._getall = fetch  # type: ignore[assignment]
     try:
         assert getall(result) == records  # type: ignore[arg-type]
     finally:
         faust_fixes._getall = original
-    assert faust_fixes.absent_between(tp, 0, 100) == [(50, 52), (54, 55)]
+    assert faust_fixes.absent_between(tp, 0, 100) == [(50, 52), (54, 55), (56, 57)]
     assert faust_fixes.absent_between(tp, 51, 55) == [(51, 52), (54, 55)]
+    note_fetched(tp, 57, [57, 58], 59)  # a chunk with nothing stepped over adds nothing
+    assert len(faust_fixes._absent[tp]) == 3
 
 
 def test_the_app_runs_with_the_fix() -> None:

@@ -1,4 +1,4 @@
-"""Pure decisions of the batcher, import watcher, senders, ledger, retry policy and tracking."""
+"""Pure decisions of intake, the batcher, import watcher, senders, ledger, retry policy and tracking."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from stream_app.batcher import needs_import, subscriber_signature, window_bounds
+from stream_app.intake import is_duplicate, seen_mark
 from stream_app.ledger import FAILED, PENDING, SENT, Decision, Entry, decide, ledger_key
 from stream_app.records import SubscriberReady, TraceStep
 from stream_app.retry import RetryPolicy
@@ -40,6 +41,16 @@ def ready(**changes: object) -> SubscriberReady:
 
 
 # --- batcher ---------------------------------------------------------------------------------
+
+
+def test_an_event_seen_in_another_record_is_a_duplicate_but_the_same_record_read_again_is_not() -> None:
+    mark = seen_mark(2, 76)
+    assert not is_duplicate(None, 2, 76)  # first time
+    # Read again after a crash before the commit: its intents may never have reached Kafka.
+    assert not is_duplicate(mark, 2, 76)
+    assert is_duplicate(mark, 2, 90)  # replayed by an operator or retried by the producer
+    assert is_duplicate(mark, 3, 76)
+    assert is_duplicate(b"1764038532.433", 2, 76)  # a mark from before the record was kept
 
 
 def test_windows_are_aligned_to_the_clock_so_partitions_close_together() -> None:
