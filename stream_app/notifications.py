@@ -13,7 +13,7 @@ import orjson
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-from stream_app.records import PacketDrawn, PacketEvent, PacketRedeemed, Party, SubscriberReady, build
+from stream_app.records import PacketDrawn, PacketEvent, PacketRedeemed, Party, SubscriberReady
 from stream_app.schemas import SchemaError, validate
 
 EVENT_TYPES = ("packet.drawn", "packet.redeemed")
@@ -76,10 +76,9 @@ def decode_event(topic: str, raw: bytes | None) -> PacketEvent:
     _check_text(clean)
     if clean["amount"] < 0 or clean["cashback_amount"] < 0:
         raise InvalidEvent("schema: amounts must not be negative")
-    # The parties are built now rather than on first read: plan reads them all anyway.
-    clean["drawer"] = build(Party, clean["drawer"])
-    clean["giver"] = build(Party, clean["giver"])
-    return build(PacketDrawn if topic == "packet.drawn" else PacketRedeemed, clean)
+    if topic == "packet.drawn":
+        return PacketDrawn.from_data(clean)
+    return PacketRedeemed.from_data(clean)
 
 
 def _check_text(clean: dict[str, object]) -> None:
@@ -192,21 +191,18 @@ def plan(event_type: str, event: PacketEvent) -> tuple[list[SubscriberReady], li
     rejected: list[Rejected] = []
     for channel, template, party, sender in wanted:
         email_problem = check_email(party.email)
-        notification = build(
-            SubscriberReady,
-            {
-                "notification_id": f"{event.event_id}:{template}",
-                "event_id": event.event_id,
-                "event_type": event_type,
-                "channel": channel,
-                "template": template,
-                "subscriber_key": party.member_id,
-                # An SMS goes to the number alone: a bad email must not hold it back from MC's import.
-                "email": None if email_problem else party.email,
-                "mobile": party.mobile,
-                "from_name": f"{sender}{SENDER_SUFFIX}" if channel == "email" else None,
-                "attributes": dict(attributes),
-            },
+        notification = SubscriberReady(
+            notification_id=f"{event.event_id}:{template}",
+            event_id=event.event_id,
+            event_type=event_type,
+            channel=channel,
+            template=template,
+            subscriber_key=party.member_id,
+            # An SMS goes to the number alone: a bad email must not hold it back from MC's import.
+            email=None if email_problem else party.email,
+            mobile=party.mobile,
+            from_name=f"{sender}{SENDER_SUFFIX}" if channel == "email" else None,
+            attributes=dict(attributes),
         )
         problem = email_problem if channel == "email" else check_mobile(party.mobile or "")
         if problem:

@@ -21,7 +21,6 @@ from stream_app.notifications import (
     plan,
     sms_text,
 )
-from stream_app.records import PacketDrawn
 
 DRAWN: dict[str, Any] = {
     "event_id": "d-000123",
@@ -81,13 +80,6 @@ def test_drawn_event_gives_drawer_email_sms_and_giver_email() -> None:
     assert by_template["packet-drawn-giver"].subscriber_key == "M2002"
     sms = by_template["packet-drawn-welcome"]
     assert (sms.channel, sms.mobile, sms.from_name) == ("sms", "+886912345678", None)
-
-
-def test_the_decoded_event_is_the_record_faust_reads_from_the_same_json() -> None:
-    event = decode_event("packet.drawn", orjson.dumps(DRAWN))
-    faust_read = PacketDrawn.from_data(copy.deepcopy(DRAWN))
-    assert event == faust_read
-    assert event.dumps(serializer="json") == faust_read.dumps(serializer="json")
 
 
 def test_redeemed_event_gives_the_giver_the_cashback_email() -> None:
