@@ -33,7 +33,9 @@ partition whose acked records start above the position it must resume from (the 
 the lowest offset fetched since the last seek when nothing was committed) with no record below them
 in flight. Agents take records of a partition in order from one queue, so that hole is a record that
 will never be acked: the partition is sought back to the hole (at most once per 5 s) and the records
-read again; the ledger and the dedupe tables absorb the repeats.
+read again; the ledger and the dedupe tables absorb the repeats. During a rebalance the commit is only
+held: Faust clears the agents' queues on revoke and reads every partition again from its committed
+offset afterwards, so a seek (and its warning) would be noise.
 
 4. Holes taken for gaps (`add_gap`). When two records Faust hands on are not consecutive, its drain
 loop records the offsets between them as a "gap", and the commit counts a gap as done. That is meant
@@ -95,7 +97,9 @@ def new_offset(consumer: Any, tp: TP) -> int | None:
     if start is not None and acked[0] > start:
         # The record at `start` is still being processed, or Faust dropped it (fix 3).
         in_flight = any(start <= m.offset < acked[0] for m in consumer._unacked_messages if m.tp == tp)
-        if in_flight or rewind_dropped(consumer, tp, start, acked[0]):
+        # Mid-rebalance (Faust commits on revoke, after clearing the agents' queues) the partition
+        # is read again from the committed offset anyway: hold the commit, nothing to seek or warn.
+        if in_flight or consumer.app.rebalancing or rewind_dropped(consumer, tp, start, acked[0]):
             return None
         given_up = range(start, acked[0])
         acked[:0] = given_up

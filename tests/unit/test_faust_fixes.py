@@ -43,6 +43,7 @@ def consumer(committed: int | None, acked: list[int], in_flight: tuple[int, ...]
         _acked_index=defaultdict(set, {TP0: set(acked)}),
         _committed_offset=defaultdict(lambda: None, {TP0: committed}),
         _unacked_messages=[SimpleNamespace(tp=TP0, offset=o) for o in in_flight],
+        app=SimpleNamespace(rebalancing=False),
         seek=seek,
         seeks=seeks,
     )
@@ -82,6 +83,20 @@ async def test_a_hole_nothing_is_processing_is_read_again_not_committed_past() -
     await asyncio.sleep(0)
     assert c.seeks == [(TP0, 16)]
     assert read_again._value.get() == before + 1  # /metrics: stream_app_records_read_again_total
+
+
+async def test_during_a_rebalance_a_hole_only_holds_the_commit() -> None:
+    # Faust commits on revoke after clearing the agents' queues; the partition is read again from
+    # its committed offset once the rebalance is over, so no seek and no warning now.
+    c = consumer(committed=31, acked=list(range(119, 130)))
+    c.app.rebalancing = True
+    assert new_offset(c, TP0) is None
+    await asyncio.sleep(0)
+    assert c.seeks == []
+    c.app.rebalancing = False
+    assert new_offset(c, TP0) is None
+    await asyncio.sleep(0)
+    assert c.seeks == [(TP0, 31)]
 
 
 async def test_with_no_committed_offset_the_hole_is_measured_from_the_first_fetched() -> None:
