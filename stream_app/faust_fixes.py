@@ -47,8 +47,8 @@ because a gap looks acked. Faust's gap also includes the record being handed on.
 is not taken; the commit counts as done only offsets aiokafka itself stepped over: each fetched
 chunk starts at the partition's position and skips exactly the offsets the log does not have, so
 those are noted as they are fetched (`note_fetched`). Any other jump is a hole, held and read again
-by fix 3. A hole that stays after `REWIND_LIMIT` re-reads (its records were deleted by retention
-meanwhile) is given up with an ERROR, so that the partition does not stall for ever.
+by fix 3. Only a hole whose records retention deleted before they could be read again is passed,
+with an ERROR: the log no longer has them either.
 """
 
 from __future__ import annotations
@@ -71,8 +71,6 @@ log = logging.getLogger("stream_app.faust_fixes")
 
 # A partition sought back to a hole is not sought again for the same hole before this many seconds.
 REWIND_HOLD_SECONDS = 5.0
-# A hole read again this many times in vain is given up (fix 4).
-REWIND_LIMIT = 5
 # Per partition, the offset ranges aiokafka stepped over because the log does not have them (fix 4):
 # noted as chunks are fetched, forgotten once committed past, and bounded all the same.
 ABSENT_KEPT = 10_000
@@ -98,11 +96,9 @@ def new_offset(consumer: Any, tp: TP) -> int | None:
         in_flight = any(start <= m.offset < acked[0] for m in consumer._unacked_messages if m.tp == tp)
         # Mid-rebalance (Faust commits on revoke, after clearing the agents' queues) the partition
         # is read again from the committed offset anyway: hold the commit, nothing to seek or warn.
-        if in_flight or consumer.app.rebalancing or rewind_dropped(consumer, tp, start, acked[0]):
-            return None
-        given_up = range(start, acked[0])
-        acked[:0] = given_up
-        index.update(given_up)
+        if not in_flight and not consumer.app.rebalancing:
+            rewind_dropped(consumer, tp, start, acked[0])
+        return None
     if committed is None:
         pending = [m.offset for m in consumer._unacked_messages if m.tp == tp]
         if pending and min(pending) < acked[0]:
@@ -155,31 +151,14 @@ def _fetched_from(consumer: Any) -> dict[TP, int]:
     return found
 
 
-def rewind_dropped(consumer: Any, tp: TP, start: int, acked_from: int) -> bool:
-    """Seek `tp` back to `start`: records from there up to `acked_from` were dropped unprocessed.
-
-    False when that hole was read again `REWIND_LIMIT` times in vain: the caller gives it up.
-    """
-    held: dict[TP, tuple[int, float, int]] = consumer.__dict__.setdefault("_stream_app_rewound", {})
+def rewind_dropped(consumer: Any, tp: TP, start: int, acked_from: int) -> None:
+    """Seek `tp` back to `start`: records from there up to `acked_from` were dropped unprocessed."""
+    held: dict[TP, tuple[int, float]] = consumer.__dict__.setdefault("_stream_app_rewound", {})
     now = time.monotonic()
-    last_start, last_at, tries = held.get(tp, (-1, 0.0, 0))
-    if last_start != start:
-        tries = 0
-    elif now - last_at < REWIND_HOLD_SECONDS:
-        return True
-    elif tries >= REWIND_LIMIT:
-        del held[tp]
-        log.error(
-            "records %s..%s of %s:%s could not be read again after %s tries; giving them up",
-            start,
-            acked_from - 1,
-            tp.topic,
-            tp.partition,
-            tries,
-        )
-        metrics.RECORDS_GIVEN_UP.labels(topic=tp.topic).inc(acked_from - start)
-        return False
-    held[tp] = (start, now, tries + 1)
+    last = held.get(tp)
+    if last is not None and last[0] == start and now - last[1] < REWIND_HOLD_SECONDS:
+        return
+    held[tp] = (start, now)
     log.warning(
         "records %s..%s of %s:%s were fetched but never processed; reading them again",
         start,
@@ -189,10 +168,30 @@ def rewind_dropped(consumer: Any, tp: TP, start: int, acked_from: int) -> bool:
     )
     metrics.RECORDS_READ_AGAIN.labels(topic=tp.topic).inc(acked_from - start)
     seeks: set[asyncio.Future[None]] = consumer.__dict__.setdefault("_stream_app_seeks", set())
-    seek = asyncio.ensure_future(consumer.seek(tp, start))
+    seek = asyncio.ensure_future(_seek_back(consumer, tp, start))
     seeks.add(seek)
     seek.add_done_callback(seeks.discard)
-    return True
+
+
+async def _seek_back(consumer: Any, tp: TP, start: int) -> None:
+    """Seek `tp` to `start`, or to the log's start if retention deleted the records meanwhile.
+
+    Deleted records can never be read again: they are noted as absent, so the commit passes them,
+    with an ERROR. Records that still exist are sought as often as it takes (a seek can be undone by
+    a fetch already under way, seen as the same hole warned about again 5 s later), never given up.
+    """
+    earliest = (await consumer.earliest_offsets(tp)).get(tp, 0)
+    if earliest > start:
+        log.error(
+            "records %s..%s of %s:%s were deleted before they could be read again; skipping them",
+            start,
+            earliest - 1,
+            tp.topic,
+            tp.partition,
+        )
+        metrics.RECORDS_GIVEN_UP.labels(topic=tp.topic).inc(earliest - start)
+        _absent[tp] = [*_absent.get(tp, []), (start, earliest)]
+    await consumer.seek(tp, max(start, earliest))
 
 
 def note_fetched(tp: tuple[str, int], position: int, offsets: list[int], after: int) -> None:

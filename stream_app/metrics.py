@@ -48,7 +48,7 @@ RECORDS_READ_AGAIN = Counter(
 )
 RECORDS_GIVEN_UP = Counter(
     "stream_app_records_given_up",
-    "Records Faust skipped that could not be read again, given up with an ERROR (faust_fixes.py)",
+    "Records Faust skipped that retention deleted before they could be read again (faust_fixes.py)",
     ["topic"],
     registry=REGISTRY,
 )

@@ -13,7 +13,6 @@ from faust.types import TP
 
 from stream_app import faust_fixes, metrics
 from stream_app.faust_fixes import (
-    REWIND_LIMIT,
     add_gap,
     getall,
     getmany,
@@ -32,11 +31,16 @@ def _no_absent_offsets_noted_by_other_tests() -> None:
     faust_fixes._absent.clear()
 
 
-def consumer(committed: int | None, acked: list[int], in_flight: tuple[int, ...] = ()) -> Any:
+def consumer(
+    committed: int | None, acked: list[int], in_flight: tuple[int, ...] = (), log_start: int = 0
+) -> Any:
     seeks: list[tuple[TP, int]] = []
 
     async def seek(tp: TP, offset: int) -> None:
         seeks.append((tp, offset))
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return {tp: log_start for tp in tps}
 
     return SimpleNamespace(
         _acked=defaultdict(list, {TP0: list(acked)}),
@@ -45,8 +49,15 @@ def consumer(committed: int | None, acked: list[int], in_flight: tuple[int, ...]
         _unacked_messages=[SimpleNamespace(tp=TP0, offset=o) for o in in_flight],
         app=SimpleNamespace(rebalancing=False),
         seek=seek,
+        earliest_offsets=earliest_offsets,
         seeks=seeks,
     )
+
+
+async def settle() -> None:
+    """Let the scheduled seek back run (it asks for the log's start first)."""
+    for _ in range(3):
+        await asyncio.sleep(0)
 
 
 def ack(c: Any, offset: int) -> None:
@@ -80,7 +91,7 @@ async def test_a_hole_nothing_is_processing_is_read_again_not_committed_past() -
     c = consumer(committed=16, acked=list(range(17, 30)))  # 16 fetched, never reached an agent
     assert new_offset(c, TP0) is None
     assert new_offset(c, TP0) is None  # the next commit round, before the re-read: no second seek
-    await asyncio.sleep(0)
+    await settle()
     assert c.seeks == [(TP0, 16)]
     assert read_again._value.get() == before + 1  # /metrics: stream_app_records_read_again_total
 
@@ -91,11 +102,11 @@ async def test_during_a_rebalance_a_hole_only_holds_the_commit() -> None:
     c = consumer(committed=31, acked=list(range(119, 130)))
     c.app.rebalancing = True
     assert new_offset(c, TP0) is None
-    await asyncio.sleep(0)
+    await settle()
     assert c.seeks == []
     c.app.rebalancing = False
     assert new_offset(c, TP0) is None
-    await asyncio.sleep(0)
+    await settle()
     assert c.seeks == [(TP0, 31)]
 
 
@@ -103,12 +114,12 @@ async def test_with_no_committed_offset_the_hole_is_measured_from_the_first_fetc
     c = consumer(committed=None, acked=[5, 6])
     c._stream_app_fetched_from = {TP0: 3}  # 3 and 4 were fetched and dropped
     assert new_offset(c, TP0) is None
-    await asyncio.sleep(0)
+    await settle()
     assert c.seeks == [(TP0, 3)]
     c = consumer(committed=None, acked=[5, 6], in_flight=(4,))
     c._stream_app_fetched_from = {TP0: 4}
     assert new_offset(c, TP0) is None  # 4 is being processed: wait for it
-    await asyncio.sleep(0)
+    await settle()
     assert c.seeks == []
 
 
@@ -129,23 +140,29 @@ async def test_a_jump_faust_makes_itself_is_not_a_gap_but_a_hole_read_again() ->
     assert new_offset(c, TP0) == 119
     c._committed_offset[TP0] = 119
     assert new_offset(c, TP0) is None
-    await asyncio.sleep(0)
+    await settle()
     assert c.seeks == [(TP0, 119)]
 
 
-async def test_a_hole_that_cannot_be_read_again_is_given_up_after_the_limit(
+async def test_a_hole_is_read_again_as_often_as_it_takes_and_passed_only_once_deleted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(faust_fixes, "REWIND_HOLD_SECONDS", 0.0)
+    c = consumer(committed=40, acked=[43, 44])  # a seek can be undone by a fetch under way
+    for _ in range(8):
+        assert new_offset(c, TP0) is None
+        await settle()
+    assert c.seeks == [(TP0, 40)] * 8  # never given up while the log has the records
+
     given_up = metrics.RECORDS_GIVEN_UP.labels(topic=TP0.topic)
     before = given_up._value.get()
-    c = consumer(committed=40, acked=[43, 44])  # 40..42 deleted by retention before the re-read
-    for _ in range(REWIND_LIMIT):
-        assert new_offset(c, TP0) is None
+    c = consumer(committed=40, acked=[43, 44], log_start=42)  # retention deleted 40 and 41 meanwhile
+    assert new_offset(c, TP0) is None
+    await settle()
+    assert c.seeks == [(TP0, 42)]
+    assert given_up._value.get() == before + 2  # /metrics: stream_app_records_given_up_total
+    ack(c, 42)  # read again from the log's start
     assert new_offset(c, TP0) == 45
-    await asyncio.sleep(0)
-    assert c.seeks == [(TP0, 40)] * REWIND_LIMIT
-    assert given_up._value.get() == before + 3
 
 
 def test_a_fetched_chunk_notes_what_it_stepped_over() -> None:
