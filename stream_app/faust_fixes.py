@@ -177,8 +177,7 @@ async def _seek_back(consumer: Any, tp: TP, start: int) -> None:
     """Seek `tp` to `start`, or to the log's start if retention deleted the records meanwhile.
 
     Deleted records can never be read again: they are noted as absent, so the commit passes them,
-    with an ERROR. Records that still exist are sought as often as it takes (a seek can be undone by
-    a fetch already under way, seen as the same hole warned about again 5 s later), never given up.
+    with an ERROR. Records that still exist are sought as often as it takes, never given up.
     """
     earliest = (await consumer.earliest_offsets(tp)).get(tp, 0)
     if earliest > start:
@@ -191,7 +190,15 @@ async def _seek_back(consumer: Any, tp: TP, start: int) -> None:
         )
         metrics.RECORDS_GIVEN_UP.labels(topic=tp.topic).inc(earliest - start)
         _absent[tp] = [*_absent.get(tp, []), (start, earliest)]
-    await consumer.seek(tp, max(start, earliest))
+    target = max(start, earliest)
+    await consumer.seek(tp, target)
+    _sought_back(consumer)[tp] = (target, time.monotonic() + REWIND_HOLD_SECONDS)
+
+
+def _sought_back(consumer: Any) -> dict[TP, tuple[int, float]]:
+    """Partitions sought back by fix 3: the offset sought, and until when stale records are skipped."""
+    found: dict[TP, tuple[int, float]] = consumer.__dict__.setdefault("_stream_app_sought_back", {})
+    return found
 
 
 def note_fetched(tp: tuple[str, int], position: int, offsets: list[int], after: int) -> None:
@@ -244,9 +251,20 @@ _getall = FetchResult.getall
 
 
 async def getmany(consumer: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
-    """Consumer.getmany, noting the lowest offset fetched per partition."""
+    """Consumer.getmany, noting the lowest offset fetched per partition.
+
+    After a seek back (fix 3) it also holds back the rest of a batch fetched before the seek: handed
+    on, those records would move Faust's read offset past the hole again, and the records read from
+    the hole would then be dropped as already read. They come again after the hole.
+    """
     fetched_from = _fetched_from(consumer)
+    sought_back = _sought_back(consumer)
     async for tp, message in _getmany(consumer, timeout):
+        if sought_back and tp in sought_back:
+            target, until = sought_back[tp]
+            if message.offset > target and time.monotonic() < until:
+                continue
+            del sought_back[tp]
         if message.offset < fetched_from.get(tp, message.offset + 1):
             fetched_from[tp] = message.offset
         yield tp, message
@@ -255,6 +273,7 @@ async def getmany(consumer: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]
 async def perform_seek(consumer: Any) -> None:
     """Consumer.perform_seek, starting the fetched-from record afresh."""
     _fetched_from(consumer).clear()
+    _sought_back(consumer).clear()
     await _perform_seek(consumer)
 
 

@@ -226,3 +226,22 @@ async def test_partitions_aiokafka_does_not_rewind_are_rewound() -> None:
     consumer = FakeConsumer()
     await rewind_uncommitted(consumer, committed, "latest", {"app-ledger-email-changelog"})
     assert consumer.seeks == [("subscriber.ready:1", 0)]
+
+
+async def test_after_a_seek_back_the_rest_of_a_batch_fetched_before_it_is_held_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Seen in a chaos run: one hole needed three seeks, because records of a batch fetched before the
+    # seek were handed on after it and moved Faust's read offset past the hole again.
+    c = consumer(committed=40, acked=[43, 44])
+    assert new_offset(c, TP0) is None
+    await settle()
+    stale_then_read_again = [50, 51, 40, 41, 42, 52]
+
+    async def fetched(_consumer: Any, _timeout: float) -> Any:
+        for offset in stale_then_read_again:
+            yield TP0, SimpleNamespace(offset=offset)
+
+    monkeypatch.setattr(faust_fixes, "_getmany", fetched)
+    handed_on = [message.offset async for _, message in getmany(c, 1.0)]
+    assert handed_on == [40, 41, 42, 52]
