@@ -179,7 +179,11 @@ async def _seek_back(consumer: Any, tp: TP, start: int) -> None:
     Deleted records can never be read again: they are noted as absent, so the commit passes them,
     with an ERROR. Records that still exist are sought as often as it takes, never given up.
     """
-    earliest = (await consumer.earliest_offsets(tp)).get(tp, 0)
+    try:
+        earliest = (await consumer.earliest_offsets(tp)).get(tp, 0)
+    except Exception as exc:  # asked again once the hold (REWIND_HOLD_SECONDS) is over
+        log.warning("could not look up the log start of %s:%s: %r", tp.topic, tp.partition, exc)
+        return
     if earliest > start:
         log.error(
             "records %s..%s of %s:%s were deleted before they could be read again; skipping them",
@@ -191,8 +195,9 @@ async def _seek_back(consumer: Any, tp: TP, start: int) -> None:
         metrics.RECORDS_GIVEN_UP.labels(topic=tp.topic).inc(earliest - start)
         _absent[tp] = [*_absent.get(tp, []), (start, earliest)]
     target = max(start, earliest)
-    await consumer.seek(tp, target)
+    # Before the seek: records handed on while it is under way would move the read offset too.
     _sought_back(consumer)[tp] = (target, time.monotonic() + REWIND_HOLD_SECONDS)
+    await consumer.seek(tp, target)
 
 
 def _sought_back(consumer: Any) -> dict[TP, tuple[int, float]]:

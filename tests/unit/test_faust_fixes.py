@@ -245,3 +245,21 @@ async def test_after_a_seek_back_the_rest_of_a_batch_fetched_before_it_is_held_b
     monkeypatch.setattr(faust_fixes, "_getmany", fetched)
     handed_on = [message.offset async for _, message in getmany(c, 1.0)]
     assert handed_on == [40, 41, 42, 52]
+
+
+async def test_a_failed_look_up_of_the_log_start_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(faust_fixes, "REWIND_HOLD_SECONDS", 0.0)
+    c = consumer(committed=40, acked=[43, 44])
+    answer = c.earliest_offsets
+
+    async def broker_away(*tps: TP) -> dict[TP, int]:
+        raise ConnectionError("broker away")
+
+    c.earliest_offsets = broker_away
+    assert new_offset(c, TP0) is None
+    await settle()
+    assert c.seeks == []  # no seek on a guess
+    c.earliest_offsets = answer
+    assert new_offset(c, TP0) is None
+    await settle()
+    assert c.seeks == [(TP0, 40)]
