@@ -71,8 +71,6 @@ log = logging.getLogger("stream_app.faust_fixes")
 
 # A partition sought back to a hole is not sought again for the same hole before this many seconds.
 REWIND_HOLD_SECONDS = 5.0
-# A partition with records waiting and nothing handed on for this long is looked at (fix 3).
-STALL_SECONDS = 10.0
 # Per partition, the offset ranges aiokafka stepped over because the log does not have them (fix 4):
 # noted as chunks are fetched, forgotten once committed past, and bounded all the same.
 ABSENT_KEPT = 10_000
@@ -153,14 +151,8 @@ def _fetched_from(consumer: Any) -> dict[TP, int]:
     return found
 
 
-def rewind_dropped(
-    consumer: Any, tp: TP, start: int, acked_from: int, *, from_log_start: bool = False
-) -> None:
-    """Seek `tp` back to `start`: records from there up to `acked_from` were dropped unprocessed.
-
-    `from_log_start`: nothing was ever committed, so `start` is only a lower bound: read from the
-    log's start.
-    """
+def rewind_dropped(consumer: Any, tp: TP, start: int, acked_from: int) -> None:
+    """Seek `tp` back to `start`: records from there up to `acked_from` were dropped unprocessed."""
     held: dict[TP, tuple[int, float]] = consumer.__dict__.setdefault("_stream_app_rewound", {})
     now = time.monotonic()
     last = held.get(tp)
@@ -176,12 +168,12 @@ def rewind_dropped(
     )
     metrics.RECORDS_READ_AGAIN.labels(topic=tp.topic).inc(acked_from - start)
     seeks: set[asyncio.Future[None]] = consumer.__dict__.setdefault("_stream_app_seeks", set())
-    seek = asyncio.ensure_future(_seek_back(consumer, tp, start, from_log_start))
+    seek = asyncio.ensure_future(_seek_back(consumer, tp, start))
     seeks.add(seek)
     seek.add_done_callback(seeks.discard)
 
 
-async def _seek_back(consumer: Any, tp: TP, start: int, from_log_start: bool = False) -> None:
+async def _seek_back(consumer: Any, tp: TP, start: int) -> None:
     """Seek `tp` to `start`, or to the log's start if retention deleted the records meanwhile.
 
     Deleted records can never be read again: they are noted as absent, so the commit passes them,
@@ -192,7 +184,7 @@ async def _seek_back(consumer: Any, tp: TP, start: int, from_log_start: bool = F
     except Exception as exc:  # asked again once the hold (REWIND_HOLD_SECONDS) is over
         log.warning("could not look up the log start of %s:%s: %r", tp.topic, tp.partition, exc)
         return
-    if earliest > start and not from_log_start:
+    if earliest > start:
         log.error(
             "records %s..%s of %s:%s were deleted before they could be read again; skipping them",
             start,
@@ -206,43 +198,6 @@ async def _seek_back(consumer: Any, tp: TP, start: int, from_log_start: bool = F
     # Before the seek: records handed on while it is under way would move the read offset too.
     _sought_back(consumer)[tp] = (target, time.monotonic() + REWIND_HOLD_SECONDS)
     await consumer.seek(tp, target)
-
-
-def check_stalled(consumer: Any, now: float) -> None:
-    """Find partitions whose records were dropped with nothing after them (fix 3's blind spot).
-
-    The commit-time check needs acked records above a hole; a dropped record that is the last one
-    of its partition (a quiet `stream_app.batches` partition, seen in test_crash_window under load)
-    leaves nothing acked, so it waited for the next record or rebalance. Here, from the drain loop
-    (so nothing of an earlier fetch is still on its way to an agent): a partition with records
-    beyond its committed offset, nothing acked, nothing in flight, not paused, and nothing handed on
-    or sought for `STALL_SECONDS`, is read again from its committed offset.
-    """
-    if consumer.app.rebalancing:
-        return
-    handed = _handed_at(consumer)
-    for tp in consumer.assignment():
-        if tp.topic.endswith("-changelog") or tp in consumer._paused_partitions:
-            continue
-        if consumer._acked.get(tp) or now - handed.get(tp, 0.0) < STALL_SECONDS:
-            continue
-        if any(m.tp == tp for m in consumer._unacked_messages):
-            continue
-        end = consumer.highwater(tp)
-        start = consumer._committed_offset.get(tp) or 0
-        if end is None or end <= start:
-            continue
-        # What the log lacks there (say a trailing transaction marker) is nothing to read.
-        if sum(e - b for b, e in absent_between(tp, start, end)) < end - start:
-            handed[tp] = now  # one look per STALL_SECONDS
-            never = consumer._committed_offset.get(tp) is None
-            rewind_dropped(consumer, tp, start, end, from_log_start=never)
-
-
-def _handed_at(consumer: Any) -> dict[TP, float]:
-    """When each partition last had a record handed on (or was last looked at by check_stalled)."""
-    found: dict[TP, float] = consumer.__dict__.setdefault("_stream_app_handed_at", {})
-    return found
 
 
 def _sought_back(consumer: Any) -> dict[TP, tuple[int, float]]:
@@ -309,18 +264,12 @@ async def getmany(consumer: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]
     """
     fetched_from = _fetched_from(consumer)
     sought_back = _sought_back(consumer)
-    handed = _handed_at(consumer)
-    now = time.monotonic()
-    if now - consumer.__dict__.get("_stream_app_stall_check", 0.0) >= 1.0:
-        consumer.__dict__["_stream_app_stall_check"] = now
-        check_stalled(consumer, now)
     async for tp, message in _getmany(consumer, timeout):
         if sought_back and tp in sought_back:
             target, until = sought_back[tp]
             if message.offset > target and time.monotonic() < until:
                 continue
             del sought_back[tp]
-        handed[tp] = now
         if message.offset < fetched_from.get(tp, message.offset + 1):
             fetched_from[tp] = message.offset
         yield tp, message
