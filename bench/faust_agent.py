@@ -15,6 +15,8 @@ import faust
 import orjson
 from faust.types import StreamT
 
+from stream_app.settings import ROCKSDB_OPTIONS
+
 app = faust.App(
     os.environ["APP_ID"],
     broker=os.environ["BROKER_URL"],
@@ -29,18 +31,8 @@ app = faust.App(
 )
 source = app.topic(os.environ["SOURCE"], key_type=bytes, value_type=bytes, value_serializer="raw")
 sink = app.topic(os.environ["SINK"], key_type=bytes, value_type=bytes, value_serializer="raw")
-# The worker's RocksDB tuning (stream_app.app.STORE_OPTIONS), without importing the worker's app.
-seen = app.Table(
-    "seen",
-    key_type=str,
-    value_type=bytes,
-    options={
-        "write_buffer_size": 4 * 1024**2,
-        "max_write_buffer_number": 2,
-        "block_cache_size": 8 * 1024**2,
-        "block_cache_compressed_size": 1024**2,
-    },
-)
+# The worker's RocksDB tuning, without importing the worker's app.
+seen = app.Table("seen", key_type=str, value_type=bytes, options=ROCKSDB_OPTIONS)
 
 
 @app.agent(source)

@@ -18,7 +18,7 @@ from stream_app import faust_fixes
 from stream_app.mc import MarketingCloud
 from stream_app.metrics import instrument_mc
 from stream_app.records import BatcherInput, EmailBounced, SubscriberBatch, TraceStep
-from stream_app.settings import Settings, load
+from stream_app.settings import ROCKSDB_OPTIONS, Settings, load
 
 log = logging.getLogger("stream_app.app")
 
@@ -85,18 +85,7 @@ batches_topic = app.topic(BATCHES_TOPIC, value_type=SubscriberBatch, value_seria
 trace_topic = app.topic(TRACE_TOPIC, value_type=TraceStep, value_serializer="json")
 
 # Tables. Values are small and keyed per row, never lists that grow per event.
-# RocksDB's defaults are sized for one big database (64 MB x 3 memtables, a 2 GB block cache); a
-# worker opens one per table and partition, so keep each small: state lives on disk, not the heap.
-STORE_OPTIONS = (
-    {
-        "write_buffer_size": 4 * 1024**2,
-        "max_write_buffer_number": 2,
-        "block_cache_size": 8 * 1024**2,
-        "block_cache_compressed_size": 1024**2,
-    }
-    if settings.store.startswith("rocksdb")
-    else None
-)
+STORE_OPTIONS = ROCKSDB_OPTIONS if settings.store.startswith("rocksdb") else None
 
 
 # Tables whose rows only matter for `STATE_RETENTION_DAYS` (see `changelog_configs`).

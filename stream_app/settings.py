@@ -15,6 +15,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The stages of the flow a worker can run (design.md's picture, left to right).
 STAGES = ("intake", "batcher", "imports", "senders")
 
+# RocksDB's defaults are sized for one big database (64 MB x 3 memtables, a 2 GB block cache); a
+# worker opens one per table and partition, so keep each small: state lives on disk, not the heap.
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 4 * 1024**2,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 8 * 1024**2,
+    "block_cache_compressed_size": 1024**2,
+}
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
