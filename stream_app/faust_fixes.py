@@ -1,4 +1,4 @@
-"""Four fixes to faust-streaming 0.15.3 (with aiokafka 0.14), applied when the app module is imported.
+"""Five fixes to faust-streaming 0.15.3 (with aiokafka 0.14), applied when the app module is imported.
 
 1. The offset commit (`new_offset`).
 
@@ -49,6 +49,17 @@ chunk starts at the partition's position and skips exactly the offsets the log d
 those are noted as they are fetched (`note_fetched`). Any other jump is a hole, held and read again
 by fix 3. Only a hole whose records retention deleted before they could be read again is passed,
 with an ERROR: the log no longer has them either.
+
+5. Records dropped with nothing after them (`find_undelivered`). Fix 3 sees a dropped record only
+through acked records above it, so a dropped record that was the last on its partition waited for
+the next record or a rebalance: seen as a batch record a restarted worker never redid (a crash-window
+test, about 1 run in 8 under load). Every jump Faust makes happens between aiokafka handing a record
+out (its position moves past it) and the drain loop handing it on to the streams, and our `getmany`
+sees both ends: it notes per partition the offset after the last record the drain loop will hand on
+(the drain loop's own rule), starting from the position a seek left. Between two fetches, a position
+beyond that offset, over offsets the log has, is records aiokafka handed out that never went on: they
+are read again, as in fix 3. Records waiting in a stream's buffer were handed on, so a busy stage
+is no false alarm (the reason a check built on acks and the highwater, tried before, was reverted).
 """
 
 from __future__ import annotations
@@ -71,6 +82,8 @@ log = logging.getLogger("stream_app.faust_fixes")
 
 # A partition sought back to a hole is not sought again for the same hole before this many seconds.
 REWIND_HOLD_SECONDS = 5.0
+# How often, at most, the drain loop compares aiokafka's positions with what it handed on (fix 5).
+UNDELIVERED_CHECK_SECONDS = 1.0
 # Per partition, the offset ranges aiokafka stepped over because the log does not have them (fix 4):
 # noted as chunks are fetched, forgotten once committed past, and bounded all the same.
 ABSENT_KEPT = 10_000
@@ -197,6 +210,7 @@ async def _seek_back(consumer: Any, tp: TP, start: int) -> None:
     target = max(start, earliest)
     # Before the seek: records handed on while it is under way would move the read offset too.
     _sought_back(consumer)[tp] = (target, time.monotonic() + REWIND_HOLD_SECONDS)
+    _handed_on_to(consumer)[tp] = target
     await consumer.seek(tp, target)
 
 
@@ -204,6 +218,52 @@ def _sought_back(consumer: Any) -> dict[TP, tuple[int, float]]:
     """Partitions sought back by fix 3: the offset sought, and until when stale records are skipped."""
     found: dict[TP, tuple[int, float]] = consumer.__dict__.setdefault("_stream_app_sought_back", {})
     return found
+
+
+def _handed_on_to(consumer: Any) -> dict[TP, int]:
+    """Per partition, the offset after the last record handed on to the streams since a seek (fix 5)."""
+    found: dict[TP, int] = consumer.__dict__.setdefault("_stream_app_handed_on_to", {})
+    return found
+
+
+def _positions(consumer: Any) -> dict[TP, int]:
+    """aiokafka's position (the next offset it hands out) of every assigned stream partition."""
+    assignment = consumer._thread._ensure_consumer()._subscription.subscription
+    states = assignment.assignment if assignment is not None else None
+    if states is None:
+        return {}
+    found: dict[TP, int] = {}
+    for tp in states.tps:
+        state = states.state_value(tp)
+        if state is not None and state.has_valid_position and not tp.topic.endswith("-changelog"):
+            found[TP(tp.topic, tp.partition)] = state.position
+    return found
+
+
+def find_undelivered(consumer: Any) -> None:
+    """Read again records aiokafka handed out that the drain loop never handed on (fix 5).
+
+    Called between two fetches, when every record of the last one went on or was dropped.
+    """
+    if consumer.app.rebalancing or consumer.__dict__.get("_stream_app_seeking"):
+        return  # the rebalance's seek reads every partition again from its committed offset
+    now = time.monotonic()
+    if now < consumer.__dict__.get("_stream_app_next_check", 0.0):
+        return
+    consumer.__dict__["_stream_app_next_check"] = now + UNDELIVERED_CHECK_SECONDS
+    handed_on_to = _handed_on_to(consumer)
+    sought_back = _sought_back(consumer)
+    for tp, position in _positions(consumer).items():
+        start = handed_on_to.get(tp)
+        if start is None or position <= start:
+            continue
+        if tp in sought_back and now < sought_back[tp][1]:
+            continue  # a seek back is under way; what it held back comes again
+        for begin, end in absent_between(tp, start, position):
+            if begin <= start:
+                start = max(start, end)
+        if start < position:
+            rewind_dropped(consumer, tp, start, position)
 
 
 def note_fetched(tp: tuple[str, int], position: int, offsets: list[int], after: int) -> None:
@@ -262,24 +322,39 @@ async def getmany(consumer: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]
     on, those records would move Faust's read offset past the hole again, and the records read from
     the hole would then be dropped as already read. They come again after the hole.
     """
+    find_undelivered(consumer)
     fetched_from = _fetched_from(consumer)
     sought_back = _sought_back(consumer)
+    handed_on_to = _handed_on_to(consumer)
+    read_offset = consumer._read_offset
     async for tp, message in _getmany(consumer, timeout):
+        offset = message.offset
         if sought_back and tp in sought_back:
             target, until = sought_back[tp]
-            if message.offset > target and time.monotonic() < until:
+            if offset > target and time.monotonic() < until:
                 continue
             del sought_back[tp]
-        if message.offset < fetched_from.get(tp, message.offset + 1):
-            fetched_from[tp] = message.offset
+        if offset < fetched_from.get(tp, offset + 1):
+            fetched_from[tp] = offset
+        # The drain loop's own rule: it hands on a record at or after its read offset, drops others.
+        read = read_offset.get(tp)
+        if read is None or offset >= read:
+            handed_on_to[tp] = offset + 1
         yield tp, message
 
 
 async def perform_seek(consumer: Any) -> None:
-    """Consumer.perform_seek, starting the fetched-from record afresh."""
+    """Consumer.perform_seek, starting the records of what was fetched and handed on afresh."""
     _fetched_from(consumer).clear()
     _sought_back(consumer).clear()
-    await _perform_seek(consumer)
+    handed_on_to = _handed_on_to(consumer)
+    handed_on_to.clear()
+    consumer.__dict__["_stream_app_seeking"] = True
+    try:
+        await _perform_seek(consumer)
+        handed_on_to.update(_positions(consumer))
+    finally:
+        consumer.__dict__["_stream_app_seeking"] = False
 
 
 def apply() -> None:
