@@ -68,6 +68,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.consumer.fetcher import FetchResult
@@ -96,7 +97,7 @@ def new_offset(consumer: Any, tp: TP) -> int | None:
     if not acked:
         return None
     committed = consumer._committed_offset[tp]
-    start = committed if committed is not None else _fetched_from(consumer).get(tp)
+    start = committed if committed is not None else _tracking(consumer).fetched_from.get(tp)
     # Offsets the log does not have (transaction markers, compaction) count as done (fix 4).
     index: set[int] = consumer._acked_index[tp]
     for begin, end in absent_between(tp, min(acked) if start is None else start, max(acked)):
@@ -158,15 +159,35 @@ async def seek_to_committed(thread: Any) -> Mapping[Any, int | None]:
     return result
 
 
-def _fetched_from(consumer: Any) -> dict[TP, int]:
-    """The lowest offset fetched per partition since the last seek (fix 3)."""
-    found: dict[TP, int] = consumer.__dict__.setdefault("_stream_app_fetched_from", {})
+@dataclass
+class _Tracking:
+    """What the fixes keep per Faust consumer. The first three start afresh at a rebalance's seek."""
+
+    # The lowest offset fetched per partition (fix 3): where to resume when nothing was committed.
+    fetched_from: dict[TP, int] = field(default_factory=dict)
+    # The offset after the last record the drain loop handed on to the streams (fix 5).
+    handed_on_to: dict[TP, int] = field(default_factory=dict)
+    # Partitions sought back: the offset sought, and until when stale records are held back (fix 3).
+    sought_back: dict[TP, tuple[int, float]] = field(default_factory=dict)
+    # The last seek back per partition: its offset and when, for REWIND_HOLD_SECONDS.
+    rewound: dict[TP, tuple[int, float]] = field(default_factory=dict)
+    # Seeks back under way, referenced until done.
+    seeks: set[asyncio.Future[None]] = field(default_factory=set)
+    seeking: bool = False  # a rebalance's seek to the committed offsets is under way
+    next_check: float = 0.0  # of the positions (fix 5)
+
+
+def _tracking(consumer: Any) -> _Tracking:
+    found: _Tracking | None = consumer.__dict__.get("_stream_app_tracking")
+    if found is None:
+        found = consumer.__dict__["_stream_app_tracking"] = _Tracking()
     return found
 
 
 def rewind_dropped(consumer: Any, tp: TP, start: int, acked_from: int) -> None:
     """Seek `tp` back to `start`: records from there up to `acked_from` were dropped unprocessed."""
-    held: dict[TP, tuple[int, float]] = consumer.__dict__.setdefault("_stream_app_rewound", {})
+    tracking = _tracking(consumer)
+    held = tracking.rewound
     now = time.monotonic()
     last = held.get(tp)
     if last is not None and last[0] == start and now - last[1] < REWIND_HOLD_SECONDS:
@@ -180,10 +201,9 @@ def rewind_dropped(consumer: Any, tp: TP, start: int, acked_from: int) -> None:
         tp.partition,
     )
     metrics.RECORDS_READ_AGAIN.labels(topic=tp.topic).inc(acked_from - start)
-    seeks: set[asyncio.Future[None]] = consumer.__dict__.setdefault("_stream_app_seeks", set())
     seek = asyncio.ensure_future(_seek_back(consumer, tp, start))
-    seeks.add(seek)
-    seek.add_done_callback(seeks.discard)
+    tracking.seeks.add(seek)
+    seek.add_done_callback(tracking.seeks.discard)
 
 
 async def _seek_back(consumer: Any, tp: TP, start: int) -> None:
@@ -209,21 +229,10 @@ async def _seek_back(consumer: Any, tp: TP, start: int) -> None:
         _absent[tp] = [*_absent.get(tp, []), (start, earliest)]
     target = max(start, earliest)
     # Before the seek: records handed on while it is under way would move the read offset too.
-    _sought_back(consumer)[tp] = (target, time.monotonic() + REWIND_HOLD_SECONDS)
-    _handed_on_to(consumer)[tp] = target
+    tracking = _tracking(consumer)
+    tracking.sought_back[tp] = (target, time.monotonic() + REWIND_HOLD_SECONDS)
+    tracking.handed_on_to[tp] = target
     await consumer.seek(tp, target)
-
-
-def _sought_back(consumer: Any) -> dict[TP, tuple[int, float]]:
-    """Partitions sought back by fix 3: the offset sought, and until when stale records are skipped."""
-    found: dict[TP, tuple[int, float]] = consumer.__dict__.setdefault("_stream_app_sought_back", {})
-    return found
-
-
-def _handed_on_to(consumer: Any) -> dict[TP, int]:
-    """Per partition, the offset after the last record handed on to the streams since a seek (fix 5)."""
-    found: dict[TP, int] = consumer.__dict__.setdefault("_stream_app_handed_on_to", {})
-    return found
 
 
 def _positions(consumer: Any) -> dict[TP, int]:
@@ -245,19 +254,18 @@ def find_undelivered(consumer: Any) -> None:
 
     Called between two fetches, when every record of the last one went on or was dropped.
     """
-    if consumer.app.rebalancing or consumer.__dict__.get("_stream_app_seeking"):
+    tracking = _tracking(consumer)
+    if consumer.app.rebalancing or tracking.seeking:
         return  # the rebalance's seek reads every partition again from its committed offset
     now = time.monotonic()
-    if now < consumer.__dict__.get("_stream_app_next_check", 0.0):
+    if now < tracking.next_check:
         return
-    consumer.__dict__["_stream_app_next_check"] = now + UNDELIVERED_CHECK_SECONDS
-    handed_on_to = _handed_on_to(consumer)
-    sought_back = _sought_back(consumer)
+    tracking.next_check = now + UNDELIVERED_CHECK_SECONDS
     for tp, position in _positions(consumer).items():
-        start = handed_on_to.get(tp)
+        start = tracking.handed_on_to.get(tp)
         if start is None or position <= start:
             continue
-        if tp in sought_back and now < sought_back[tp][1]:
+        if tp in tracking.sought_back and now < tracking.sought_back[tp][1]:
             continue  # a seek back is under way; what it held back comes again
         for begin, end in absent_between(tp, start, position):
             if begin <= start:
@@ -323,9 +331,12 @@ async def getmany(consumer: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]
     the hole would then be dropped as already read. They come again after the hole.
     """
     find_undelivered(consumer)
-    fetched_from = _fetched_from(consumer)
-    sought_back = _sought_back(consumer)
-    handed_on_to = _handed_on_to(consumer)
+    tracking = _tracking(consumer)
+    fetched_from, handed_on_to, sought_back = (
+        tracking.fetched_from,
+        tracking.handed_on_to,
+        tracking.sought_back,
+    )
     read_offset = consumer._read_offset
     async for tp, message in _getmany(consumer, timeout):
         offset = message.offset
@@ -345,16 +356,16 @@ async def getmany(consumer: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]
 
 async def perform_seek(consumer: Any) -> None:
     """Consumer.perform_seek, starting the records of what was fetched and handed on afresh."""
-    _fetched_from(consumer).clear()
-    _sought_back(consumer).clear()
-    handed_on_to = _handed_on_to(consumer)
-    handed_on_to.clear()
-    consumer.__dict__["_stream_app_seeking"] = True
+    tracking = _tracking(consumer)
+    tracking.fetched_from.clear()
+    tracking.handed_on_to.clear()
+    tracking.sought_back.clear()
+    tracking.seeking = True
     try:
         await _perform_seek(consumer)
-        handed_on_to.update(_positions(consumer))
+        tracking.handed_on_to.update(_positions(consumer))
     finally:
-        consumer.__dict__["_stream_app_seeking"] = False
+        tracking.seeking = False
 
 
 def apply() -> None:

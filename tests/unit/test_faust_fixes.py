@@ -117,12 +117,12 @@ async def test_during_a_rebalance_a_hole_only_holds_the_commit() -> None:
 
 async def test_with_no_committed_offset_the_hole_is_measured_from_the_first_fetched() -> None:
     c = consumer(committed=None, acked=[5, 6])
-    c._stream_app_fetched_from = {TP0: 3}  # 3 and 4 were fetched and dropped
+    faust_fixes._tracking(c).fetched_from[TP0] = 3  # 3 and 4 were fetched and dropped
     assert new_offset(c, TP0) is None
     await settle()
     assert c.seeks == [(TP0, 3)]
     c = consumer(committed=None, acked=[5, 6], in_flight=(4,))
-    c._stream_app_fetched_from = {TP0: 4}
+    faust_fixes._tracking(c).fetched_from[TP0] = 4
     assert new_offset(c, TP0) is None  # 4 is being processed: wait for it
     await settle()
     assert c.seeks == []
