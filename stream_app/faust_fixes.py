@@ -324,7 +324,9 @@ _getall = FetchResult.getall
 
 
 async def getmany(consumer: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
-    """Consumer.getmany, noting the lowest offset fetched per partition.
+    """Consumer.getmany, noting per partition the lowest offset fetched (fix 3) and the offset after
+    the last record the drain loop hands on (fix 5), which it compares with aiokafka's position
+    before fetching again.
 
     After a seek back (fix 3) it also holds back the rest of a batch fetched before the seek: handed
     on, those records would move Faust's read offset past the hole again, and the records read from
@@ -332,12 +334,8 @@ async def getmany(consumer: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]
     """
     find_undelivered(consumer)
     tracking = _tracking(consumer)
-    fetched_from, handed_on_to, sought_back = (
-        tracking.fetched_from,
-        tracking.handed_on_to,
-        tracking.sought_back,
-    )
-    read_offset = consumer._read_offset
+    fetched_from, handed_on_to = tracking.fetched_from, tracking.handed_on_to
+    sought_back, read_offset = tracking.sought_back, consumer._read_offset
     async for tp, message in _getmany(consumer, timeout):
         offset = message.offset
         if sought_back and tp in sought_back:
