@@ -184,8 +184,8 @@ def _tracking(consumer: Any) -> _Tracking:
     return found
 
 
-def rewind_dropped(consumer: Any, tp: TP, start: int, acked_from: int) -> None:
-    """Seek `tp` back to `start`: records from there up to `acked_from` were dropped unprocessed."""
+def rewind_dropped(consumer: Any, tp: TP, start: int, end: int) -> None:
+    """Seek `tp` back to `start`: the records from there up to `end` (exclusive) were dropped."""
     tracking = _tracking(consumer)
     held = tracking.rewound
     now = time.monotonic()
@@ -196,11 +196,11 @@ def rewind_dropped(consumer: Any, tp: TP, start: int, acked_from: int) -> None:
     log.warning(
         "records %s..%s of %s:%s were fetched but never processed; reading them again",
         start,
-        acked_from - 1,
+        end - 1,
         tp.topic,
         tp.partition,
     )
-    metrics.RECORDS_READ_AGAIN.labels(topic=tp.topic).inc(acked_from - start)
+    metrics.RECORDS_READ_AGAIN.labels(topic=tp.topic).inc(end - start)
     seek = asyncio.ensure_future(_seek_back(consumer, tp, start))
     tracking.seeks.add(seek)
     seek.add_done_callback(tracking.seeks.discard)
