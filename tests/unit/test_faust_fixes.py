@@ -310,12 +310,18 @@ class Fetched:
         return [message.offset async for _, message in getmany(c, 1.0)]
 
 
+async def after_a_rebalance(committed: int | None, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Fetched]:
+    """A consumer just past a rebalance's seek: to `committed`, or to the log start (0) when None."""
+    c = consumer(committed=committed, acked=[])
+    fetched = Fetched(c, position=committed or 0, monkeypatch=monkeypatch)
+    await perform_seek(c)
+    return c, fetched
+
+
 async def test_a_dropped_record_with_nothing_after_it_is_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
     # Seen in a crash-window test under load: a restarted worker's batch record, the only record on
     # its partition, never redone. Nothing was acked after it, so fix 3 had nothing to see.
-    c = consumer(committed=None, acked=[])
-    fetched = Fetched(c, position=0, monkeypatch=monkeypatch)
-    await perform_seek(c)
+    c, fetched = await after_a_rebalance(None, monkeypatch)
     assert await fetched.drain(c, handed_out=(0,), yielded=()) == []  # Faust dropped it
     assert await fetched.drain(c) == []  # the next fetch finds it missing
     await settle()
@@ -327,9 +333,7 @@ async def test_records_handed_on_and_waiting_in_a_busy_stream_are_no_alarm(
 ) -> None:
     # Records handed on wait in a stream's buffer, neither acked nor in flight, while the stage is
     # busy: no reason to read them again. Nor is a transaction's marker, which has no record.
-    c = consumer(committed=10, acked=[])
-    fetched = Fetched(c, position=10, monkeypatch=monkeypatch)
-    await perform_seek(c)
+    c, fetched = await after_a_rebalance(10, monkeypatch)
     assert await fetched.drain(c, handed_out=(10, 11, 12)) == [10, 11, 12]
     faust_fixes.note_fetched(TP0, 13, [13], 15)
     assert await fetched.drain(c, handed_out=(13,), up_to=15) == [13]
@@ -341,9 +345,7 @@ async def test_records_handed_on_and_waiting_in_a_busy_stream_are_no_alarm(
 async def test_records_the_drain_loop_drops_as_already_read_are_read_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    c = consumer(committed=20, acked=[])
-    fetched = Fetched(c, position=20, monkeypatch=monkeypatch)
-    await perform_seek(c)
+    c, fetched = await after_a_rebalance(20, monkeypatch)
     c._read_offset[TP0] = 25  # moved past them by a stale record handed on after a seek
     await fetched.drain(c, handed_out=(20, 21))
     await fetched.drain(c)
@@ -352,9 +354,7 @@ async def test_records_the_drain_loop_drops_as_already_read_are_read_again(
 
 
 async def test_records_dropped_mid_rebalance_are_left_to_its_seek(monkeypatch: pytest.MonkeyPatch) -> None:
-    c = consumer(committed=None, acked=[])
-    fetched = Fetched(c, position=0, monkeypatch=monkeypatch)
-    await perform_seek(c)
+    c, fetched = await after_a_rebalance(None, monkeypatch)
     c.app.rebalancing = True
     await fetched.drain(c, handed_out=(0, 1), yielded=())
     await fetched.drain(c)

@@ -40,7 +40,7 @@ def ready(**changes: object) -> SubscriberReady:
     return SubscriberReady(**fields)
 
 
-# --- batcher ---------------------------------------------------------------------------------
+# --- intake ----------------------------------------------------------------------------------
 
 
 def test_an_event_seen_in_another_record_is_a_duplicate_but_the_same_record_read_again_is_not() -> None:
@@ -51,6 +51,9 @@ def test_an_event_seen_in_another_record_is_a_duplicate_but_the_same_record_read
     assert is_duplicate(mark, 2, 90)  # replayed by an operator or retried by the producer
     assert is_duplicate(mark, 3, 76)
     assert is_duplicate(b"1764038532.433", 2, 76)  # a mark from before the record was kept
+
+
+# --- batcher ---------------------------------------------------------------------------------
 
 
 def test_windows_are_aligned_to_the_clock_so_partitions_close_together() -> None:
