@@ -267,7 +267,8 @@ def find_undelivered(consumer: Any) -> None:
             continue
         if tp in tracking.sought_back and now < tracking.sought_back[tp][1]:
             continue  # a seek back is under way; what it held back comes again
-        for begin, end in absent_between(tp, start, position):
+        # In offset order: ranges are noted as fetched, and a seek back fetches lower ones again.
+        for begin, end in sorted(absent_between(tp, start, position)):
             if begin <= start:
                 start = max(start, end)
         if start < position:

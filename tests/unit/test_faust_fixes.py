@@ -360,3 +360,14 @@ async def test_records_dropped_mid_rebalance_are_left_to_its_seek(monkeypatch: p
     await fetched.drain(c)
     await settle()
     assert c.seeks == []
+
+
+async def test_offsets_the_log_lacks_are_skipped_in_offset_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A seek back fetches a lower stretch again, so the ranges noted are not in offset order.
+    c, fetched = await after_a_rebalance(10, monkeypatch)
+    faust_fixes.note_fetched(TP0, 11, [], 12)
+    faust_fixes.note_fetched(TP0, 10, [], 11)
+    await fetched.drain(c, handed_out=(12,), yielded=(), up_to=13)  # markers at 10 and 11, 12 dropped
+    await fetched.drain(c)
+    await settle()
+    assert c.seeks == [(TP0, 12)]
