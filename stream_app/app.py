@@ -32,6 +32,8 @@ BOUNCED_TOPIC = "email.bounced"
 INTENTS_TOPIC = "stream_app.intents"
 BATCHES_TOPIC = "stream_app.batches"
 TRACE_TOPIC = "stream_app.trace"
+# A fast-path subscriber.ready record's header: the intake's steps for the event view (intake.py).
+INTAKE_HEADER = "stream_app.intake"
 DLQ_SOURCES = (*INPUT_TOPICS, READY_TOPIC, BATCHES_TOPIC, BOUNCED_TOPIC)
 
 
@@ -146,12 +148,18 @@ async def _close_marketing_cloud(app: Any, **kwargs: Any) -> None:
         await _mc.close()
 
 
+# The intake's dedupe log (seen.py): its state, kept like a changelog but one record per batch.
+SEEN_LOG_TOPIC = f"{settings.app_id}-intake-seen"
+
+
 def changelog_partitions() -> dict[str, int]:
-    """The changelog topic of every table, with its partition count."""
-    return {
+    """The changelog topic of every table, and the intake's dedupe log, with their partition counts."""
+    counts = {
         table.changelog_topic.get_topic_name(): table.partitions or settings.topic_partitions
         for table in app.tables.values()
     }
+    counts[SEEN_LOG_TOPIC] = settings.topic_partitions
+    return counts
 
 
 def changelog_configs() -> dict[str, dict[str, str]]:
@@ -159,7 +167,7 @@ def changelog_configs() -> dict[str, dict[str, str]]:
     notification) also deleted after `STATE_RETENTION_DAYS`, so that neither the changelogs nor a new
     worker's table recovery grow forever. Subscribers, open windows and suppressions stay."""
     retention_ms = str(int(settings.state_retention_days * 86_400_000))
-    return {
+    configs = {
         table.changelog_topic.get_topic_name(): (
             {"cleanup.policy": "compact,delete", "retention.ms": retention_ms}
             if table.name in _RETAINED
@@ -167,3 +175,6 @@ def changelog_configs() -> dict[str, dict[str, str]]:
         )
         for table in app.tables.values()
     }
+    # A record per batch holds distinct events: nothing to compact, only old marks to delete.
+    configs[SEEN_LOG_TOPIC] = {"cleanup.policy": "delete", "retention.ms": retention_ms}
+    return configs

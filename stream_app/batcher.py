@@ -33,16 +33,18 @@ from stream_app.app import (
     suppressed,
     table,
 )
+from stream_app.known_subscribers import TABLE, needs_import, subscriber_signature
 from stream_app.outputs import send_ready, send_status, trace
 from stream_app.records import BatcherInput, SubscriberBatch, SubscriberReady
 
 log = logging.getLogger("stream_app.batcher")
 
-known_subscribers = table("known-subscribers")
+known_subscribers = table(TABLE)
 pending_rows = table("pending-rows")
 open_windows = table("open-windows")
 
-SEP = "\x1f"
+SEP = "\x1f"  # between a window id and a notification id in a pending row's key
+
 # How often due windows are looked for: part of every new subscriber's latency, and cheap (it reads
 # the few open windows of this worker).
 SWEEP_SECONDS = 0.1
@@ -65,24 +67,9 @@ class WindowMeta:
         return cls(**orjson.loads(raw))
 
 
-def subscriber_signature(email: str | None, mobile: str | None) -> bytes:
-    return f"{email or ''}{SEP}{mobile or ''}".encode()
-
-
 def window_bounds(now: float, size: float) -> tuple[float, float]:
     start = math.floor(now / size) * size
     return start, start + size
-
-
-def needs_import(ready: SubscriberReady, known: bytes | None) -> bool:
-    """Upload the subscriber unless MC has it with this very email and mobile.
-
-    A notification without an email (an SMS whose party's email was invalid) needs no email
-    subscriber: MobileConnect sends to the number.
-    """
-    if ready.email is None:
-        return False
-    return known != subscriber_signature(ready.email, ready.mobile)
 
 
 # In-memory helpers, rebuilt from the tables whenever missing (after a restart or rebalance).
@@ -152,7 +139,7 @@ async def handle(event: EventT, item: BatcherInput) -> None:
         ready = item.ready
         if ready.channel == "email" and ready.email and ready.email.lower() in suppressed:
             await send_status(ready, "suppressed", reason="address on the suppression list (bounced)")
-        elif needs_import(ready, known_subscribers.get(ready.subscriber_key)):
+        elif needs_import(ready.email, ready.mobile, known_subscribers.get(ready.subscriber_key)):
             await add_to_window(event, ready)
         else:
             await send_ready(ready, via="known subscriber")

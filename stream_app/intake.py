@@ -1,86 +1,255 @@
-"""Intake: packet events in, notification intents out (to the subscriber batcher).
+"""Intake: packet events in, notifications out: straight to `subscriber.ready` for subscribers MC
+already has, to the subscriber batcher (`stream_app.intents`) for new or changed ones.
 
-Decode and validate each record against its schema; a record that cannot be processed goes to
+Each record is decoded and validated against its schema; one that cannot be processed goes to
 `<topic>.dlq` untouched. A party whose address is bad gets an `invalid` outcome without holding back
-the other party's notifications. `event_id` is deduplicated per partition (a replayed record keeps
-its key and so its partition); the send ledger is what makes a send exactly-once across partitions.
+the other party's notifications. `event_id` is deduplicated per input partition (`seen.py`); the send
+ledger is what makes a send exactly-once across partitions.
+
+Why not a Faust agent: Faust hands an agent one event at a time through several queues, which caps
+an agent at ~3.6k events/s here, a twentieth of what this machine's broker and aiokafka allow
+(bench/README.md). The intake is the stage a campaign spike hits, so it is a plain aiokafka consumer
+(group `<APP_ID>-intake`) that handles what one fetch returned as one batch: every output goes into
+producer batches (`outbox.py`), the batch's dedupe marks into one log record per partition, and
+its offsets are committed only once Kafka has all of that (at least once; the ledger absorbs the
+rest). Per event it only decodes, checks and renders.
+
+On the fast path the intake's own steps (received, ready) for the event view ride along with the
+`subscriber.ready` record in the header `stream_app.intake`, and the sender records them with the
+outcome: a trace record per event would cost the tracker more than the intake spends on the event.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from typing import Any
 
-from faust.types import EventT, StreamT, TableT, TopicT
+import mode
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from stream_app import metrics
-from stream_app.app import app, intents_topic, packet_drawn_topic, packet_redeemed_topic, table
+from stream_app.app import (
+    INPUT_TOPICS,
+    INTAKE_HEADER,
+    INTENTS_TOPIC,
+    READY_TOPIC,
+    SEEN_LOG_TOPIC,
+    STATUS_TOPIC,
+    TRACE_TOPIC,
+    app,
+    dlq_name,
+    settings,
+)
+from stream_app.known_subscribers import KnownSubscribers, needs_import
 from stream_app.notifications import InvalidEvent, decode_event, plan
-from stream_app.outputs import publish, send_status, send_to_dlq, trace
-from stream_app.records import BatcherInput
+from stream_app.outbox import Outbox
+from stream_app.outputs import dlq_headers, dlq_sent, now_rfc3339, outcome_detail, status_value, trace_value
+from stream_app.seen import SeenMarks, is_duplicate
 
 log = logging.getLogger("stream_app.intake")
 
-seen_drawn = table("seen-packet.drawn", retained=True)
-seen_redeemed = table("seen-packet.redeemed", retained=True)
+# Records handled as one batch: large enough that per-batch costs vanish, small enough that the
+# batch's outputs fit a few producer requests and a rebalance waits for it only briefly.
+MAX_BATCH = 2000
 
 
-def seen_mark(partition: int, offset: int) -> bytes:
-    """What the dedupe table keeps for an event: the record it was first seen in."""
-    return b"%d:%d" % (partition, offset)
+class IntakeBatch:
+    """The outputs of one fetched batch of input records: built here, sent by the outbox."""
+
+    def __init__(self, outbox: Outbox, seen: SeenMarks, known: KnownSubscribers) -> None:
+        self.outbox = outbox
+        self.seen = seen
+        self.known = known
+        self.at = now_rfc3339()
+        self.received_at = time.time()
+        self.ready = 0
+
+    def handle(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        marks = self.seen.of(tp)
+        for record in records:
+            try:
+                self.handle_one(tp, marks, record)
+            except InvalidEvent as exc:
+                self.dead_letter(record, exc)
+            except Exception as exc:  # one bad record must never stop the intake
+                log.exception("intake failed", extra={"topic": tp.topic, "offset": record.offset})
+                self.dead_letter(record, exc)
+        metrics.events_received(tp.topic, len(records))
+
+    def handle_one(
+        self, tp: TopicPartition, marks: dict[str, int], record: ConsumerRecord[bytes, bytes]
+    ) -> None:
+        event = decode_event(tp.topic, record.value)
+        event_id: str = event["event_id"]
+        if is_duplicate(marks.get(event_id), record.offset):
+            self.trace(event_id, "duplicate-input", topic=tp.topic, offset=record.offset)
+            return
+        self.seen.mark(tp, event_id, record.offset)
+        ready, rejected = plan(tp.topic, event)
+        add = self.outbox.add
+        batched = []
+        for notification in ready:
+            known = self.known.get(notification["subscriber_key"])
+            if needs_import(notification["email"], notification["mobile"], known):
+                batched.append(notification)
+                continue
+            header = orjson.dumps(
+                {
+                    "topic": tp.topic,
+                    "partition": tp.partition,
+                    "offset": record.offset,
+                    "at": self.at,
+                    "notifications": len(ready) + len(rejected),
+                    "via": "known subscriber",
+                }
+            )
+            add(
+                READY_TOPIC,
+                notification["notification_id"].encode(),
+                orjson.dumps(notification),
+                headers=[(INTAKE_HEADER, header)],
+            )
+            self.ready += 1
+        if batched or rejected:
+            # Off the fast path the event's steps are traced as they happen.
+            self.trace(
+                event_id,
+                "received",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=record.offset,
+                notifications=len(ready) + len(rejected),
+            )
+        for notification in batched:
+            intent = {"kind": "intent", "ready": notification, "received_at": self.received_at}
+            add(INTENTS_TOPIC, notification["subscriber_key"].encode(), orjson.dumps(intent))
+        for bad in rejected:
+            add(
+                STATUS_TOPIC,
+                bad.ready["notification_id"].encode(),
+                status_value(bad.ready, "invalid", reason=bad.reason),
+            )
+            self.trace(event_id, "outcome", **outcome_detail(bad.ready, "invalid", reason=bad.reason))
+
+    def trace(self, event_id: str, stage: str, **detail: Any) -> None:
+        self.outbox.add(TRACE_TOPIC, event_id.encode(), trace_value(event_id, stage, **detail))
+
+    def dead_letter(self, record: ConsumerRecord[bytes, bytes], error: BaseException) -> None:
+        value = record.value if record.value is not None or record.key is not None else b""
+        headers = dlq_headers(
+            [(k, bytes(v)) for k, v in record.headers], error, record.topic, record.partition, record.offset
+        )
+        self.outbox.add(dlq_name(record.topic), record.key, value, partition=0, headers=headers)
+        dlq_sent(record.topic, record.partition, record.offset, error)
 
 
-def is_duplicate(mark: bytes | None, partition: int, offset: int) -> bool:
-    """Whether an event whose dedupe mark is `mark` was already handled by another record.
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
 
-    The same record read again is not a duplicate: that happens when a worker died before its offset
-    was committed, and the mark may have reached Kafka while the intents sent before it had not (the
-    producer sends per partition, in no order across them). It is handled again; the send ledger
-    absorbs what did go out. Marks written before 2026-11-25 hold a time, never a record: duplicates.
-    """
-    return mark is not None and mark != seen_mark(partition, offset)
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Waits for the batch in hand: it is committed before another worker reads its partitions.
+        async with self.intake.batch_lock:
+            self.intake.seen.forget(revoked)
 
-
-async def handle(event_type: str, event: EventT, seen: TableT) -> None:
-    packet = decode_event(event_type, event.value)
-    message = event.message
-    if is_duplicate(seen.get(packet.event_id), message.partition, message.offset):
-        await trace(packet.event_id, "duplicate-input", topic=event_type, offset=message.offset)
-        return
-    seen[packet.event_id] = seen_mark(message.partition, message.offset)
-    ready, rejected = plan(event_type, packet)
-    await trace(
-        packet.event_id,
-        "received",
-        topic=event_type,
-        partition=message.partition,
-        offset=message.offset,
-        notifications=len(ready) + len(rejected),
-    )
-    for bad in rejected:
-        await send_status(bad.ready, "invalid", reason=bad.reason)
-    now = time.time()
-    for notification in ready:
-        await publish(
-            intents_topic,
-            notification.subscriber_key,
-            BatcherInput(kind="intent", ready=notification, received_at=now),
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info(
+            "intake partitions assigned",
+            extra={"partitions": sorted(f"{t.topic}:{t.partition}" for t in assigned)},
         )
 
 
-def _intake_agent(topic: TopicT, event_type: str, seen: TableT) -> None:
-    @app.agent(topic, name=f"intake-{event_type}")
-    async def intake(stream: StreamT) -> None:
-        async for event in stream.events():
-            metrics.event_received(event_type)
+@app.service
+class Intake(mode.Service):
+    """The intake consumer, started and stopped with the worker."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.batch_lock = asyncio.Lock()
+        bootstrap = settings.bootstrap_servers
+        self.seen = SeenMarks(bootstrap, SEEN_LOG_TOPIC, settings.topic_partitions)
+        self.known = KnownSubscribers(bootstrap, settings.app_id)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=f"{settings.app_id}-intake",
+            client_id=f"{settings.app_id}-intake",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",  # a new group starts from the oldest event, not the newest
+            isolation_level="read_committed",  # a transactional producer's aborted events are not events
+            session_timeout_ms=int(settings.session_timeout_seconds * 1000),
+            heartbeat_interval_ms=int(min(3.0, settings.session_timeout_seconds / 3) * 1000),
+            max_poll_interval_ms=300_000,
+        )
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id=f"{settings.app_id}-intake",
+            acks="all",
+            max_batch_size=256 * 1024,
+            max_request_size=4 * 1024 * 1024,
+        )
+
+    async def on_start(self) -> None:
+        await self.producer.start()
+        await self.known.start()
+        topics = [READY_TOPIC, INTENTS_TOPIC, STATUS_TOPIC, TRACE_TOPIC, self.seen.topic]
+        topics += [dlq_name(t) for t in INPUT_TOPICS]
+        counts = {t: len(await self.producer.partitions_for(t)) for t in topics}
+        self.outbox = Outbox(self.producer, counts)
+        self.consumer.subscribe(list(INPUT_TOPICS), listener=_Rebalance(self))
+        await self.consumer.start()
+
+    async def on_stop(self) -> None:
+        async with self.batch_lock:
+            await self.consumer.stop()
+        await self.known.stop()
+        await self.producer.stop()
+
+    @mode.Service.task
+    async def _consume(self) -> None:
+        while not self.should_stop:
             try:
-                await handle(event_type, event, seen)
-            except InvalidEvent as exc:
-                await send_to_dlq(event, exc)
-            except Exception as exc:  # one bad record must never stop the agent
-                log.exception("intake failed", extra={"topic": event_type})
-                await send_to_dlq(event, exc)
+                fetched = await self.consumer.getmany(timeout_ms=500, max_records=MAX_BATCH)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("intake fetch failed; retrying")
+                await asyncio.sleep(1)
+                continue
+            if not fetched:
+                continue
+            async with self.batch_lock:
+                try:
+                    await self.handle(fetched)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # Nothing was committed: the batch is read again from the committed offsets.
+                    log.exception("intake batch failed; reading it again")
+                    await self.rewind(list(fetched))
+                    await asyncio.sleep(1)
 
+    async def handle(self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        assigned = self.consumer.assignment()
+        fetched = {tp: records for tp, records in fetched.items() if tp in assigned}
+        await self.seen.restore(tp for tp in fetched if not self.seen.restored(tp))
+        batch = IntakeBatch(self.outbox, self.seen, self.known)
+        for tp, records in fetched.items():
+            batch.handle(tp, records)
+        self.seen.write_new(self.outbox)
+        await self.outbox.flush()
+        metrics.ready_published(batch.ready)
+        await self.consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
 
-_intake_agent(packet_drawn_topic, "packet.drawn", seen_drawn)
-_intake_agent(packet_redeemed_topic, "packet.redeemed", seen_redeemed)
+    async def rewind(self, tps: list[TopicPartition]) -> None:
+        committed = {tp: await self.consumer.committed(tp) for tp in tps}
+        self.outbox.discard()
+        self.seen.forget(tps)  # marks of the failed batch may be in memory only
+        for tp, offset in committed.items():
+            if offset is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)

@@ -172,14 +172,20 @@ def stage_rate(stage: str) -> RateWindow:
     return window
 
 
-def record_stage(stage: str) -> None:
-    STAGE_STEPS.labels(stage=stage).inc()
-    stage_rate(stage).add()
+def record_stage(stage: str, n: int = 1) -> None:
+    STAGE_STEPS.labels(stage=stage).inc(n)
+    stage_rate(stage).add(n)
 
 
-def event_received(topic: str) -> None:
-    EVENTS_RECEIVED.labels(topic=topic).inc()
-    stage_rate("intake").add()
+def events_received(topic: str, n: int) -> None:
+    EVENTS_RECEIVED.labels(topic=topic).inc(n)
+    stage_rate("intake").add(n)
+
+
+def ready_published(n: int) -> None:
+    """Notifications the intake sent straight to the senders (its trace step rides with them)."""
+    if n:
+        record_stage("ready", n)
 
 
 def record_outcome(

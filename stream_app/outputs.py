@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from faust.types import EventT, TopicT
 
 from stream_app import metrics
@@ -28,39 +29,104 @@ def _headers(event: EventT) -> list[tuple[str, bytes]]:
     return [(str(k), bytes(v) if v is not None else b"") for k, v in items]
 
 
+def dlq_headers(
+    headers: Iterable[tuple[str, bytes]], error: BaseException, topic: str, partition: int, offset: int
+) -> list[tuple[str, bytes]]:
+    """The original record's headers, plus why and where it failed (earlier reasons replaced)."""
+    kept = [h for h in headers if not h[0].startswith(("error.", "source."))]
+    return [
+        *kept,
+        ("error.class", type(error).__name__.encode()),
+        ("error.message", str(error)[:MAX_HEADER_TEXT].encode("utf-8", "replace")),
+        ("source.topic", topic.encode()),
+        ("source.partition", str(partition).encode()),
+        ("source.offset", str(offset).encode()),
+    ]
+
+
+def dlq_sent(topic: str, partition: int, offset: int, error: BaseException) -> None:
+    """Count and log a record put on its DLQ."""
+    metrics.record_dlq(
+        dlq_topic=dlq_name(topic), source_topic=topic, partition=partition, offset=offset, error=error
+    )
+    log.warning("record sent to DLQ", extra={"topic": topic, "offset": offset, "error": str(error)[:300]})
+
+
 async def send_to_dlq(event: EventT, error: BaseException) -> None:
     """Put the original record, bytes untouched, on `<topic>.dlq` with the reason in headers.
 
     Producing the record back onto `source.topic` (console tools, kcat or `resend --dlq`) replays it.
     """
     message = event.message
-    headers = [h for h in _headers(event) if not h[0].startswith(("error.", "source."))]
-    headers += [
-        ("error.class", type(error).__name__.encode()),
-        ("error.message", str(error)[:MAX_HEADER_TEXT].encode("utf-8", "replace")),
-        ("source.topic", message.topic.encode()),
-        ("source.partition", str(message.partition).encode()),
-        ("source.offset", str(message.offset).encode()),
-    ]
     await app.producer.send_and_wait(
         dlq_name(message.topic),
         key=message.key,
         value=message.value,
         partition=None,
         timestamp=None,
-        headers=headers,
+        headers=dlq_headers(_headers(event), error, message.topic, message.partition, message.offset),
     )
-    metrics.record_dlq(
-        dlq_topic=dlq_name(message.topic),
-        source_topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        error=error,
+    dlq_sent(message.topic, message.partition, message.offset, error)
+
+
+def status_value(
+    ready: Mapping[str, Any],
+    status: str,
+    *,
+    reason: str = "",
+    mc_request_id: str = "",
+    attempts: int = 0,
+) -> bytes:
+    """A notification.status record for the notification whose SubscriberReady fields are `ready`,
+    counted in the metrics (and logged when it is a failure)."""
+    record = NotificationStatus(
+        notification_id=ready["notification_id"],
+        event_id=ready["event_id"],
+        channel=ready["channel"],
+        template=ready["template"],
+        subscriber_key=ready["subscriber_key"],
+        status=status,
+        reason=reason,
+        mc_request_id=mc_request_id,
+        attempts=attempts,
+        at=now_rfc3339(),
     )
-    log.warning(
-        "record sent to DLQ",
-        extra={"topic": message.topic, "offset": message.offset, "error": str(error)[:300]},
+    metrics.record_outcome(
+        channel=record.channel,
+        status=status,
+        notification_id=record.notification_id,
+        event_id=record.event_id,
+        template=record.template,
+        reason=reason,
     )
+    if status in metrics.FAILED_STATUSES:
+        log.warning(
+            "notification %s: %s",
+            status,
+            reason,
+            extra={
+                "event_id": record.event_id,
+                "notification_id": record.notification_id,
+                "channel": record.channel,
+                "status": status,
+            },
+        )
+    return record.dumps(serializer="json")
+
+
+def trace_value(event_id: str, stage: str, **detail: Any) -> bytes:
+    """A trace step for the event view (`tracking.py`), counted in the stage rates."""
+    metrics.record_stage(stage)
+    return orjson.dumps({"event_id": event_id, "stage": stage, "at": now_rfc3339(), "detail": detail})
+
+
+def outcome_detail(ready: Mapping[str, Any], status: str, **detail: Any) -> dict[str, Any]:
+    return {
+        "notification_id": ready["notification_id"],
+        "channel": ready["channel"],
+        "status": status,
+        **detail,
+    }
 
 
 async def send_status(
@@ -70,50 +136,17 @@ async def send_status(
     reason: str = "",
     mc_request_id: str = "",
     attempts: int = 0,
+    upstream: Mapping[str, Any] | None = None,
 ) -> None:
-    record = NotificationStatus(
-        notification_id=ready.notification_id,
-        event_id=ready.event_id,
-        channel=ready.channel,
-        template=ready.template,
-        subscriber_key=ready.subscriber_key,
-        status=status,
-        reason=reason,
-        mc_request_id=mc_request_id,
-        attempts=attempts,
-        at=now_rfc3339(),
+    """Publish a notification's outcome, and its trace step (`upstream`: the steps before it that
+    rode along with the record, see `tracking.py`)."""
+    fields = ready.asdict()
+    value = status_value(fields, status, reason=reason, mc_request_id=mc_request_id, attempts=attempts)
+    await publish(status_topic, ready.notification_id, value)
+    detail = outcome_detail(
+        fields, status, reason=reason, mc_request_id=mc_request_id, attempts=attempts, **(upstream or {})
     )
-    await publish(status_topic, ready.notification_id, record.dumps(serializer="json"))
-    metrics.record_outcome(
-        channel=ready.channel,
-        status=status,
-        notification_id=ready.notification_id,
-        event_id=ready.event_id,
-        template=ready.template,
-        reason=reason,
-    )
-    if status in metrics.FAILED_STATUSES:
-        log.warning(
-            "notification %s: %s",
-            status,
-            reason,
-            extra={
-                "event_id": ready.event_id,
-                "notification_id": ready.notification_id,
-                "channel": ready.channel,
-                "status": status,
-            },
-        )
-    await trace(
-        ready.event_id,
-        "outcome",
-        notification_id=ready.notification_id,
-        channel=ready.channel,
-        status=status,
-        reason=reason,
-        mc_request_id=mc_request_id,
-        attempts=attempts,
-    )
+    await trace(ready.event_id, "outcome", **detail)
 
 
 async def trace(event_id: str, stage: str, **detail: Any) -> None:

@@ -16,11 +16,21 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 from faust.types import EventT, StreamT, TableT
 
-from stream_app.app import app, intents_topic, marketing_cloud, ready_topic, settings, suppressed, table
+from stream_app.app import (
+    INTAKE_HEADER,
+    app,
+    intents_topic,
+    marketing_cloud,
+    ready_topic,
+    settings,
+    suppressed,
+    table,
+)
 from stream_app.ledger import FAILED, PENDING, SENT, Decision, Entry, decide, ledger_key
 from stream_app.mc import AuthError, PermanentMCError, SendReceipt, SubscriberRow, TransientMCError
 from stream_app.notifications import RECIPIENT_NAME, sms_text
@@ -146,8 +156,21 @@ async def reconcile(ready: SubscriberReady, entry: Entry) -> bool:
     return any(r.definition_key in (None, ready.template) for r in records)
 
 
+def upstream_steps(headers: dict[str, bytes]) -> dict[str, Any] | None:
+    """The intake's steps that rode along with a fast-path record (see intake.py), for the trace."""
+    raw = headers.get(INTAKE_HEADER)
+    if not raw:
+        return None
+    try:
+        return {"intake": orjson.loads(raw)}
+    except orjson.JSONDecodeError:
+        return None
+
+
 async def deliver(event: EventT, ready: SubscriberReady, ledger: TableT) -> None:
-    resend = headers_of(event).get("resend", b"").strip() == b"1"
+    headers = headers_of(event)
+    resend = headers.get("resend", b"").strip() == b"1"
+    upstream = upstream_steps(headers)
     key = ledger_key(
         ready.notification_id, (event.message.partition, event.message.offset) if resend else None
     )
@@ -156,18 +179,30 @@ async def deliver(event: EventT, ready: SubscriberReady, ledger: TableT) -> None
         decision = decide(entry)
         if decision is Decision.DUPLICATE:
             assert entry is not None
-            await send_status(ready, "duplicate", reason="already sent", mc_request_id=entry.mc_request_id)
+            await send_status(
+                ready,
+                "duplicate",
+                reason="already sent",
+                mc_request_id=entry.mc_request_id,
+                upstream=upstream,
+            )
             return
         if decision is Decision.RECONCILE:
             assert entry is not None
             if await reconcile(ready, entry):
                 ledger[key] = Entry(SENT, time.time(), entry.attempts, reason="reconciled with MC").dumps()
                 await send_status(
-                    ready, "sent", reason="confirmed by MC after a restart", attempts=entry.attempts
+                    ready,
+                    "sent",
+                    reason="confirmed by MC after a restart",
+                    attempts=entry.attempts,
+                    upstream=upstream,
                 )
                 return
         if ready.channel == "email" and ready.email and ready.email.lower() in suppressed:
-            await send_status(ready, "suppressed", reason="address on the suppression list (bounced)")
+            await send_status(
+                ready, "suppressed", reason="address on the suppression list (bounced)", upstream=upstream
+            )
             return
 
         await mark_pending(ledger, key, event.message.partition)
@@ -200,15 +235,19 @@ async def deliver(event: EventT, ready: SubscriberReady, ledger: TableT) -> None
             receipt, attempts = await call_with_retries(attempt, policy, on_retry)
         except PermanentMCError as exc:
             ledger[key] = Entry(FAILED, time.time(), 1, reason=exc.reason).dumps()
-            await send_status(ready, "failed", reason=f"MC refused: {exc.reason}", attempts=1)
+            await send_status(
+                ready, "failed", reason=f"MC refused: {exc.reason}", attempts=1, upstream=upstream
+            )
             return
         except RetriesExhausted as exc:
             ledger[key] = Entry(FAILED, time.time(), exc.attempts, reason=str(exc)).dumps()
             await send_to_dlq(event, exc)
-            await send_status(ready, "failed", reason=str(exc), attempts=exc.attempts)
+            await send_status(ready, "failed", reason=str(exc), attempts=exc.attempts, upstream=upstream)
             return
         ledger[key] = Entry(SENT, time.time(), attempts, mc_request_id=receipt.request_id).dumps()
-        await send_status(ready, "sent", mc_request_id=receipt.request_id, attempts=attempts)
+        await send_status(
+            ready, "sent", mc_request_id=receipt.request_id, attempts=attempts, upstream=upstream
+        )
 
 
 LEDGERS = {"email": email_ledger, "sms": sms_ledger}

@@ -35,8 +35,28 @@ NOTE_FIELDS = (
 
 def append_step(raw: bytes | None, step: TraceStep) -> bytes:
     steps: list[dict[str, Any]] = orjson.loads(raw) if raw else []
-    steps.append({"stage": step.stage, "at": step.at, **step.detail})
+    detail = dict(step.detail)
+    intake = detail.pop("intake", None)
+    if isinstance(intake, dict):
+        steps += intake_steps(steps, intake, detail.get("notification_id"))
+    steps.append({"stage": step.stage, "at": step.at, **detail})
     return orjson.dumps(steps[-MAX_STEPS:])
+
+
+def intake_steps(
+    steps: list[dict[str, Any]], intake: dict[str, Any], notification_id: Any
+) -> list[dict[str, Any]]:
+    """The intake's received and ready steps, which rode with a fast-path notification to the sender
+    (intake.py): received once per event, ready once per notification."""
+    at = intake.get("at", "")
+    found = []
+    if not any(s["stage"] == "received" for s in steps):
+        where = {k: intake[k] for k in ("topic", "partition", "offset", "notifications") if k in intake}
+        found.append({"stage": "received", "at": at, **where})
+    found.append(
+        {"stage": "ready", "at": at, "notification_id": notification_id, "via": intake.get("via", "")}
+    )
+    return found
 
 
 def summarise(event_id: str, raw: bytes | None) -> dict[str, Any]:

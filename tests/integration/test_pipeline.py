@@ -162,10 +162,10 @@ async def test_replayed_input_and_ready_records_send_nothing_twice(
     await eventually(lambda: _n_statuses(kafka, event["event_id"], 3))
 
     # The operator's replays: the same input again (same and other key), and the ready records again.
-    await produce(kafka.bootstrap, "packet.drawn", raw, key=event["packet_id"].encode())
-    await produce(kafka.bootstrap, "packet.drawn", raw, key=b"some-other-key")
     ready = await ready_records(kafka.bootstrap, event_id=event["event_id"])
     assert len(ready) == 3
+    await produce(kafka.bootstrap, "packet.drawn", raw, key=event["packet_id"].encode())
+    await produce(kafka.bootstrap, "packet.drawn", raw, key=b"some-other-key")
     for record in ready:
         await produce(kafka.bootstrap, "subscriber.ready", record.value, key=record.key)
 
@@ -235,10 +235,12 @@ async def test_a_stopped_worker_leaves_no_callback_behind_in_mc(
 
 
 async def test_per_event_state_is_kept_for_the_retention_window_only(kafka: Any, pipeline: Any) -> None:
-    """The worker creates its changelogs: rows per event or notification (dedupe marks, ledgers, traces)
+    """The worker creates its changelogs: rows per event or notification (dedupe log, ledgers, traces)
     are deleted after STATE_RETENTION_DAYS; subscribers and suppressions are only compacted."""
     thirty_days_ms = str(30 * 86_400_000)
-    for table in ("seen-packet.drawn", "ledger-email", "ledger-sms", "event-trace"):
+    configs = await topic_configs(kafka.bootstrap, "stream_app-intake-seen")
+    assert (configs["cleanup.policy"], configs["retention.ms"]) == ("delete", thirty_days_ms)
+    for table in ("ledger-email", "ledger-sms", "event-trace"):
         configs = await topic_configs(kafka.bootstrap, f"stream_app-{table}-changelog")
         assert (configs["cleanup.policy"], configs["retention.ms"]) == (
             "compact,delete",
@@ -252,18 +254,8 @@ async def test_per_event_state_is_kept_for_the_retention_window_only(kafka: Any,
 async def test_an_upstream_producer_using_transactions_is_read_past_its_markers(
     kafka: Any, sandbox: Any, pipeline: Any
 ) -> None:
-    """A transaction's commit marker takes an offset the log has no record at. Those are the only
-    jumps the worker may commit past (stream_app/faust_fixes.py, fix 4); they must neither stall the
-    partition nor be mistaken for records Faust dropped."""
-
-    def fix_counters() -> tuple[float, float]:
-        text = httpx.get(f"{pipeline.web_url}metrics", timeout=10).text
-        return (
-            sample(text, 'stream_app_records_read_again_total{topic="packet.drawn"}'),
-            sample(text, 'stream_app_records_given_up_total{topic="packet.drawn"}'),
-        )
-
-    before = fix_counters()
+    """A transaction's commit marker takes an offset the log has no record at: the intake reads
+    committed transactions only, and its commits move past them without stalling the partition."""
     events = [drawn_event() for _ in range(2)]
     key = unique("txn-packet").encode()  # one key: one partition, with a marker after each event
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, transactional_id=unique("upstream"))
@@ -272,17 +264,25 @@ async def test_an_upstream_producer_using_transactions_is_read_past_its_markers(
         for event in events:
             async with producer.transaction():
                 sent = await producer.send_and_wait("packet.drawn", orjson.dumps(event), key=key)
+        aborted = drawn_event()
+        await producer.begin_transaction()
+        await producer.send_and_wait("packet.drawn", orjson.dumps(aborted), key=key)
+        await producer.abort_transaction()
+        after = drawn_event()
+        async with producer.transaction():
+            last = await producer.send_and_wait("packet.drawn", orjson.dumps(after), key=key)
     finally:
         await producer.stop()
-    for event in events:
+    for event in [*events, after]:
         await eventually(lambda e=event: len(messages(sandbox, e)) >= 3, timeout=30)
 
-    async def committed_past_the_second_event() -> bool:
-        committed = await committed_offsets(kafka.bootstrap, "stream_app", "packet.drawn")
-        return committed.get(sent.partition, -1) > sent.offset
+    async def committed_past_the_last_event() -> bool:
+        committed = await committed_offsets(kafka.bootstrap, "stream_app-intake", "packet.drawn")
+        return committed.get(last.partition, -1) > last.offset
 
-    await eventually(committed_past_the_second_event, timeout=30)
-    assert fix_counters() == before  # no marker was taken for a dropped record
+    await eventually(committed_past_the_last_event, timeout=30)
+    assert sent.partition == last.partition
+    assert messages(sandbox, aborted) == []  # an aborted transaction's event is never sent
 
 
 def _ens(sandbox: Any) -> dict[str, Any]:

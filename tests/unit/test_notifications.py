@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import sys
 import unicodedata
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
 
 from stream_app.notifications import (
+    Event,
     InvalidEvent,
     _has_control,
     check_email,
@@ -21,6 +23,7 @@ from stream_app.notifications import (
     plan,
     sms_text,
 )
+from stream_app.records import SubscriberReady
 
 DRAWN: dict[str, Any] = {
     "event_id": "d-000123",
@@ -59,9 +62,18 @@ def drawn(**changes: Any) -> dict[str, Any]:
     return event
 
 
+def planned(event_type: str, event: Event) -> tuple[list[SubscriberReady], list[SimpleNamespace]]:
+    """`plan`'s notifications as the records the senders will read them as (which they must parse to)."""
+    ready, rejected = plan(event_type, event)
+    return (
+        [SubscriberReady.from_data(orjson.loads(orjson.dumps(r))) for r in ready],
+        [SimpleNamespace(ready=r.record(), reason=r.reason) for r in rejected],
+    )
+
+
 def test_drawn_event_gives_drawer_email_sms_and_giver_email() -> None:
     event = decode_event("packet.drawn", orjson.dumps(DRAWN))
-    ready, rejected = plan("packet.drawn", event)
+    ready, rejected = planned("packet.drawn", event)
     assert rejected == []
     by_template = {r.template: r for r in ready}
     assert set(by_template) == {"packet-drawn-drawer", "packet-drawn-welcome", "packet-drawn-giver"}
@@ -84,7 +96,7 @@ def test_drawn_event_gives_drawer_email_sms_and_giver_email() -> None:
 
 def test_redeemed_event_gives_the_giver_the_cashback_email() -> None:
     raw = orjson.dumps(drawn(spent_amount=600, cashback_amount=120))
-    ready, rejected = plan("packet.redeemed", decode_event("packet.redeemed", raw))
+    ready, rejected = planned("packet.redeemed", decode_event("packet.redeemed", raw))
     assert rejected == []
     assert [(r.template, r.subscriber_key, r.from_name) for r in ready] == [
         ("packet-redeemed-giver", "M2002", "EZ via EZTABLE")
@@ -95,14 +107,14 @@ def test_redeemed_event_gives_the_giver_the_cashback_email() -> None:
 
 def test_no_mobile_means_no_sms_and_cashback_defaults_to_100() -> None:
     event = decode_event("packet.drawn", orjson.dumps(drawn(drawer__mobile=None, cashback_amount=...)))
-    ready, _ = plan("packet.drawn", event)
+    ready, _ = planned("packet.drawn", event)
     assert [r.channel for r in ready] == ["email", "email"]
-    assert event.cashback_amount == 100
+    assert event["cashback_amount"] == 100
 
 
 def test_invalid_address_of_one_party_does_not_stop_the_other() -> None:
     event = decode_event("packet.drawn", orjson.dumps(drawn(giver__email="not-an-address")))
-    ready, rejected = plan("packet.drawn", event)
+    ready, rejected = planned("packet.drawn", event)
     assert {r.template for r in ready} == {"packet-drawn-drawer", "packet-drawn-welcome"}
     assert [r.ready.template for r in rejected] == ["packet-drawn-giver"]
     assert "invalid email" in rejected[0].reason
@@ -110,7 +122,7 @@ def test_invalid_address_of_one_party_does_not_stop_the_other() -> None:
 
 def test_invalid_email_still_lets_the_sms_go_without_an_email_subscriber() -> None:
     event = decode_event("packet.drawn", orjson.dumps(drawn(drawer__email=None)))
-    ready, rejected = plan("packet.drawn", event)
+    ready, rejected = planned("packet.drawn", event)
     sms = next(r for r in ready if r.channel == "sms")
     assert sms.email is None
     assert [r.ready.template for r in rejected] == ["packet-drawn-drawer"]
@@ -118,7 +130,7 @@ def test_invalid_email_still_lets_the_sms_go_without_an_email_subscriber() -> No
 
 def test_invalid_mobile_rejects_only_the_sms() -> None:
     event = decode_event("packet.drawn", orjson.dumps(drawn(drawer__mobile="0912-345-678")))
-    ready, rejected = plan("packet.drawn", event)
+    ready, rejected = planned("packet.drawn", event)
     assert len(ready) == 2
     assert rejected[0].ready.channel == "sms" and "not E.164" in rejected[0].reason
 
@@ -159,7 +171,7 @@ def test_unknown_topic_is_refused() -> None:
 def test_names_with_quotes_emoji_and_formula_prefix_pass_through() -> None:
     name = '="O\'Brien, "Jr" 🧧'
     event = decode_event("packet.drawn", orjson.dumps(drawn(giver__name=name)))
-    ready, _ = plan("packet.drawn", event)
+    ready, _ = planned("packet.drawn", event)
     drawer = next(r for r in ready if r.template == "packet-drawn-drawer")
     assert drawer.from_name == f"{name} via EZTABLE"
     assert drawer.attributes["GiverName"] == name
@@ -183,7 +195,7 @@ def test_names_are_refused_for_control_and_format_characters_only(name: str, ref
         with pytest.raises(InvalidEvent, match="drawer.name must be"):
             decode_event("packet.drawn", raw)
     else:
-        assert decode_event("packet.drawn", raw).drawer.name == name
+        assert decode_event("packet.drawn", raw)["drawer"]["name"] == name
 
 
 def test_control_characters_are_exactly_cc_and_cf_but_the_joiner() -> None:

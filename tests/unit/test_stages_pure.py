@@ -7,11 +7,12 @@ import random
 import orjson
 import pytest
 
-from stream_app.batcher import needs_import, subscriber_signature, window_bounds
-from stream_app.intake import is_duplicate, seen_mark
+from stream_app.batcher import window_bounds
+from stream_app.known_subscribers import needs_import, subscriber_signature
 from stream_app.ledger import FAILED, PENDING, SENT, Decision, Entry, decide, ledger_key
 from stream_app.records import SubscriberReady, TraceStep
 from stream_app.retry import RetryPolicy
+from stream_app.seen import is_duplicate
 from stream_app.senders import BadReadyRecord, decode_ready
 from stream_app.subscriber_csv import build_csv, neutralise, parse_error_report, subscriber_rows
 from stream_app.tracking import MAX_STEPS, append_step, summarise
@@ -44,13 +45,10 @@ def ready(**changes: object) -> SubscriberReady:
 
 
 def test_an_event_seen_in_another_record_is_a_duplicate_but_the_same_record_read_again_is_not() -> None:
-    mark = seen_mark(2, 76)
-    assert not is_duplicate(None, 2, 76)  # first time
-    # Read again after a crash before the commit: its intents may never have reached Kafka.
-    assert not is_duplicate(mark, 2, 76)
-    assert is_duplicate(mark, 2, 90)  # replayed by an operator or retried by the producer
-    assert is_duplicate(mark, 3, 76)
-    assert is_duplicate(b"1764038532.433", 2, 76)  # a mark from before the record was kept
+    assert not is_duplicate(None, 76)  # first time
+    # Read again after a crash before the commit: its notifications may never have reached Kafka.
+    assert not is_duplicate(76, 76)
+    assert is_duplicate(76, 90)  # replayed by an operator or retried by the producer
 
 
 # --- batcher ---------------------------------------------------------------------------------
@@ -63,15 +61,15 @@ def test_windows_are_aligned_to_the_clock_so_partitions_close_together() -> None
 
 
 def test_known_subscriber_with_same_email_and_mobile_skips_the_import() -> None:
-    r = ready()
-    assert needs_import(r, None)
-    assert not needs_import(r, subscriber_signature("ez@example.com", "+886912345678"))
-    assert needs_import(r, subscriber_signature("old@example.com", "+886912345678"))
-    assert needs_import(r, subscriber_signature("ez@example.com", None))
+    email, mobile = "ez@example.com", "+886912345678"
+    assert needs_import(email, mobile, None)
+    assert not needs_import(email, mobile, subscriber_signature("ez@example.com", "+886912345678"))
+    assert needs_import(email, mobile, subscriber_signature("old@example.com", "+886912345678"))
+    assert needs_import(email, mobile, subscriber_signature("ez@example.com", None))
 
 
 def test_notification_without_email_needs_no_email_subscriber() -> None:
-    assert not needs_import(ready(channel="sms", template="packet-drawn-welcome", email=None), None)
+    assert not needs_import(None, "+886912345678", None)
 
 
 # --- CSV ---------------------------------------------------------------------------------------
@@ -204,6 +202,26 @@ def test_trace_summary_groups_steps_by_notification() -> None:
     (note,) = summary["notifications"]
     assert note["stages"] == ["batched", "ready", "outcome"]
     assert (note["window"], note["status"], note["mc_request_id"]) == ("p0-1", "sent", "r1")
+
+
+def test_the_intake_steps_that_rode_with_a_notification_come_before_its_outcome() -> None:
+    intake = {"topic": "packet.drawn", "partition": 1, "offset": 7, "at": "t0", "notifications": 2}
+    raw = None
+    for nid in ("d-1:a", "d-1:b"):
+        detail = {"notification_id": nid, "status": "sent", "intake": {**intake, "via": "known subscriber"}}
+        raw = append_step(raw, TraceStep(event_id="d-1", stage="outcome", at="t1", detail=detail))
+    summary = summarise("d-1", raw)
+    assert [s["stage"] for s in summary["steps"]] == ["received", "ready", "outcome", "ready", "outcome"]
+    assert summary["steps"][0] == {
+        "stage": "received",
+        "at": "t0",
+        **{k: intake[k] for k in intake if k != "at"},
+    }
+    assert "intake" not in summary["steps"][2]
+    assert {n["notification_id"]: n["via"] for n in summary["notifications"]} == {
+        "d-1:a": "known subscriber",
+        "d-1:b": "known subscriber",
+    }
 
 
 def test_trace_is_bounded() -> None:

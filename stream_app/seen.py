@@ -1,0 +1,113 @@
+"""The intake's dedupe marks: for every event_id, the input record it was first read from.
+
+A replayed record keeps its key and so its partition, so marks are kept per input partition, in
+memory, for the partitions this worker's intake owns. They are made durable one record per intake
+batch and input partition on the log topic `<APP_ID>-intake-seen` (cleanup `delete` after
+`STATE_RETENTION_DAYS`): a per-event changelog record cost as much as the event's notifications, and
+no compaction is needed when each record holds a batch. When a partition is assigned, its marks are
+read back from the log before its first record is handled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from stream_app.outbox import Outbox
+
+log = logging.getLogger("stream_app.seen")
+
+
+def is_duplicate(mark: int | None, offset: int) -> bool:
+    """Whether an event first read at offset `mark` of this partition is a duplicate when read at `offset`.
+
+    The same record read again is not: that happens when a worker died before its offset was
+    committed, and its marks may have reached Kafka while its notifications had not. It is handled
+    again; the send ledger absorbs what did go out.
+    """
+    return mark is not None and mark != offset
+
+
+class SeenMarks:
+    def __init__(self, bootstrap_servers: str, topic: str, log_partitions: int) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.log_partitions = log_partitions
+        self._marks: dict[TopicPartition, dict[str, int]] = {}
+        self._new: dict[TopicPartition, dict[str, int]] = {}
+
+    def log_partition(self, tp: TopicPartition) -> int:
+        return tp.partition % self.log_partitions
+
+    def restored(self, tp: TopicPartition) -> bool:
+        return tp in self._marks
+
+    def load(self, tp: TopicPartition, marks: dict[str, int]) -> None:
+        """Take the marks of a partition as they were restored."""
+        self._marks[tp] = marks
+
+    def of(self, tp: TopicPartition) -> dict[str, int]:
+        """The marks of a restored partition (event_id -> offset); write new ones with `mark`."""
+        return self._marks[tp]
+
+    def mark(self, tp: TopicPartition, event_id: str, offset: int) -> None:
+        self._marks[tp][event_id] = offset
+        self._new.setdefault(tp, {})[event_id] = offset
+
+    def write_new(self, outbox: Outbox) -> None:
+        """Put the marks made since the last call into `outbox`: one log record per input partition."""
+        for tp, marks in self._new.items():
+            value = orjson.dumps({"topic": tp.topic, "partition": tp.partition, "seen": marks})
+            key = f"{tp.topic}:{tp.partition}".encode()
+            outbox.add(self.topic, key, value, partition=self.log_partition(tp))
+        self._new = {}
+
+    def forget(self, tps: Iterable[TopicPartition]) -> None:
+        for tp in tps:
+            self._marks.pop(tp, None)
+            self._new.pop(tp, None)
+
+    async def restore(self, tps: Iterable[TopicPartition]) -> None:
+        """Read the marks of these input partitions back from the log (from its start to its end now)."""
+        wanted: dict[TopicPartition, dict[str, int]] = {tp: {} for tp in tps if tp not in self._marks}
+        if not wanted:
+            return
+        by_log: dict[int, list[TopicPartition]] = {}
+        for tp in wanted:
+            by_log.setdefault(self.log_partition(tp), []).append(tp)
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        await reader.start()
+        try:
+            parts = [TopicPartition(self.topic, p) for p in by_log]
+            reader.assign(parts)
+            ends = await reader.end_offsets(parts)
+            await reader.seek_to_beginning(*parts)
+            todo = {tp for tp in parts if ends[tp] > 0}
+            records = 0
+            while todo:
+                fetched = await reader.getmany(*todo, timeout_ms=1000)
+                for part, batch in fetched.items():
+                    for record in batch:
+                        data = orjson.loads(record.value or b"{}")
+                        target = wanted.get(TopicPartition(data.get("topic", ""), data.get("partition", -1)))
+                        if target is not None:
+                            target.update(data["seen"])
+                        records += 1
+                    if batch and batch[-1].offset + 1 >= ends[part]:
+                        todo.discard(part)
+                for part in list(todo):
+                    if await reader.position(part) >= ends[part]:
+                        todo.discard(part)
+        finally:
+            await reader.stop()
+        for tp, marks in wanted.items():
+            self.load(tp, marks)
+        log.info(
+            "dedupe marks restored",
+            extra={"partitions": len(wanted), "records": records, "marks": sum(map(len, wanted.values()))},
+        )
