@@ -284,7 +284,7 @@ class Run:
         await self.set_phase("intake")
         expected = sum(e.notifications for e in backlog)
         ready_base = await self.offsets.end(READY)
-        group = self.worker.app_id
+        group = f"{self.worker.app_id}-intake"  # the intake's own consumer group (stream_app/intake.py)
         committed_base = await self.offsets.committed(group, DRAWN)
         if self.opts.profile is not None:
             self.opts.profile.with_name(self.opts.profile.name + ".start").unlink(missing_ok=True)
@@ -347,7 +347,7 @@ class Run:
         assert self.sampler is not None and self.worker is not None
         rss_before = self.sampler.peak_mb("sends")
         await self.set_phase("backlog-produce")
-        group = self.worker.app_id
+        group = f"{self.worker.app_id}-intake"
         committed_before = await self.offsets.committed(group, DRAWN)
         started = time.monotonic()
         producer = bulk_producer(self.bootstrap)

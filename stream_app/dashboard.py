@@ -73,6 +73,8 @@ async def sample_offsets() -> None:
     assigned = sorted(tp for tp in app.consumer.assignment() if tp.topic in ours)
     dlqs = [TopicPartition(dlq_name(t), 0) for t in DLQ_SOURCES]
     mine = [TopicPartition(tp.topic, tp.partition) for tp in assigned]
+    intake = {TopicPartition(t, p): offset for (t, p), offset in list(metrics.INTAKE_COMMITTED.items())}
+    mine += sorted(intake)
     client = await _offsets()
     ends = await client.end_offsets([*mine, *dlqs])
     begins = await client.beginning_offsets([*mine, *dlqs])
@@ -81,7 +83,10 @@ async def sample_offsets() -> None:
     committed_map: Any = getattr(app.consumer, "_committed_offset", {})
     partitions: dict[tuple[str, int], metrics.PartitionOffsets] = {}
     for tp in mine:
-        committed = committed_map.get(tp) if hasattr(committed_map, "get") else None
+        if tp in intake:
+            committed = intake[tp]
+        else:
+            committed = committed_map.get(tp) if hasattr(committed_map, "get") else None
         if committed is None:  # nothing committed by the group yet: it reads from the beginning
             committed = begins.get(tp, 0)
         partitions[(tp.topic, tp.partition)] = metrics.PartitionOffsets(ends.get(tp, 0), committed)

@@ -155,8 +155,12 @@ class _Rebalance(ConsumerRebalanceListener):
         # Waits for the batch in hand: it is committed before another worker reads its partitions.
         async with self.intake.batch_lock:
             self.intake.seen.forget(revoked)
+            for tp in revoked:
+                metrics.INTAKE_COMMITTED.pop((tp.topic, tp.partition), None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        for tp in assigned:
+            metrics.INTAKE_COMMITTED[(tp.topic, tp.partition)] = await self.intake.consumer.committed(tp)
         log.info(
             "intake partitions assigned",
             extra={"partitions": sorted(f"{t.topic}:{t.partition}" for t in assigned)},
@@ -242,7 +246,9 @@ class Intake(mode.Service):
         self.seen.write_new(self.outbox)
         await self.outbox.flush()
         metrics.ready_published(batch.ready)
-        await self.consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
+        offsets = {tp: records[-1].offset + 1 for tp, records in fetched.items()}
+        await self.consumer.commit(offsets)
+        metrics.INTAKE_COMMITTED.update({(tp.topic, tp.partition): offset for tp, offset in offsets.items()})
 
     async def rewind(self, tps: list[TopicPartition]) -> None:
         committed = {tp: await self.consumer.committed(tp) for tp in tps}

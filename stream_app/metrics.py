@@ -162,6 +162,9 @@ DLQ_SENT: dict[str, int] = {}
 PENDING: dict[str, PendingImport] = {}
 # Refreshed by the offsets sampler (dashboard.py): the partitions this worker consumes, and DLQ sizes.
 PARTITIONS: dict[tuple[str, int], PartitionOffsets] = {}
+# The input partitions this worker's intake owns (its own consumer, not Faust's), with the offset it
+# committed last (None: nothing yet, it reads from the beginning), for the offsets sampler.
+INTAKE_COMMITTED: dict[tuple[str, int], int | None] = {}
 DLQ_SIZES: dict[str, int] = {}
 
 

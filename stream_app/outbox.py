@@ -10,6 +10,7 @@ offsets only after that.
 from __future__ import annotations
 
 import asyncio
+
 from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import BatchBuilder
 from murmurhash2 import murmurhash2

@@ -253,7 +253,7 @@ async def test_a_worker_killed_while_mc_imports_leaves_the_batch_to_the_next(tmp
             await eventually(lambda: _stat(sandbox, "sftp_uploads") >= 1, timeout=30)
             # A commit round after the batch was taken: a bad record behind it, committed past.
             await produce(kafka.bootstrap, "packet.drawn", b"{not json", key=event["packet_id"].encode())
-            await eventually(lambda: _committed_all(kafka, "midimport", "packet.drawn"), timeout=30)
+            await eventually(lambda: _committed_all(kafka, "midimport-intake", "packet.drawn"), timeout=30)
             assert messages(sandbox) == []  # the import is still running
         finally:
             worker.kill()

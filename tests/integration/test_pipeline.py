@@ -21,7 +21,6 @@ from tests.integration.helpers import (
     produce,
     read_all,
     ready_records,
-    sample,
     statuses,
     topic_configs,
     unique,
