@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+import orjson
+from aiokafka import AIOKafkaConsumer
 
 log = logging.getLogger("stream_app.known_subscribers")
 
@@ -40,6 +41,15 @@ def changelog_topic(app_id: str) -> str:
     return f"{app_id}-{TABLE}-changelog"
 
 
+def table_key(raw: bytes) -> str:
+    """A key as Faust writes str keys to a changelog: JSON (`"M1001"`)."""
+    try:
+        key = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode()
+    return key if isinstance(key, str) else raw.decode()
+
+
 class KnownSubscribers:
     def __init__(self, bootstrap_servers: str, app_id: str) -> None:
         self.topic = changelog_topic(app_id)
@@ -52,8 +62,14 @@ class KnownSubscribers:
         return self.rows.get(subscriber_key)
 
     async def start(self) -> None:
+        # No group: aiokafka then assigns every partition of the topic, from the start (no offsets
+        # are committed), and takes up the topic once the batcher's worker created it.
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
+            self.topic,
+            bootstrap_servers=self.bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            metadata_max_age_ms=5000,
         )
         await self._consumer.start()
         self._task = asyncio.create_task(self._follow(self._consumer), name="known-subscribers")
@@ -61,9 +77,6 @@ class KnownSubscribers:
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             try:
-                if not consumer.assignment():
-                    await self._assign(consumer)
-                    continue
                 fetched = await consumer.getmany(timeout_ms=1000)
             except asyncio.CancelledError:
                 raise
@@ -75,25 +88,11 @@ class KnownSubscribers:
                 for record in batch:
                     if record.key is None:
                         continue
-                    key = record.key.decode()
+                    key = table_key(record.key)
                     if record.value is None:
                         self.rows.pop(key, None)
                     else:
                         self.rows[key] = record.value
-
-    async def _assign(self, consumer: AIOKafkaConsumer) -> None:
-        """Every partition of the changelog, from its start; until the batcher created it, wait."""
-        if self.topic not in await consumer.topics():
-            await asyncio.sleep(5)
-            return
-        parts = [
-            TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or ())
-        ]
-        if not parts:  # created a moment ago: its partitions are not in the metadata yet
-            await asyncio.sleep(1)
-            return
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
 
     async def stop(self) -> None:
         if self._task is not None:

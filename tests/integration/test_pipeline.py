@@ -96,6 +96,11 @@ async def test_known_subscriber_goes_straight_to_the_senders(kafka: Any, sandbox
     view = await eventually(lambda: _view_once(pipeline, second["event_id"], outcomes=3))
     vias = {n["notification_id"]: n.get("via") for n in view["notifications"]}
     assert set(vias.values()) == {"known subscriber"}, vias
+    # Straight from the intake, which knew the subscribers from the batcher's changelog: its steps
+    # rode along in the header, and no intent went to the batcher for them.
+    ready = await ready_records(kafka.bootstrap, event_id=second["event_id"])
+    assert len(ready) == 3 and all(dict(r.headers).get("stream_app.intake") for r in ready)
+    assert [s["stage"] for s in view["steps"]].count("received") == 1
     assert len(httpx.get(f"{sandbox.http_url}_sandbox/imports", timeout=10).json()) == imports_before
 
 

@@ -11,7 +11,7 @@ from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
 from stream_app.intake import IntakeBatch
-from stream_app.known_subscribers import KnownSubscribers, subscriber_signature
+from stream_app.known_subscribers import KnownSubscribers, subscriber_signature, table_key
 from stream_app.outbox import partition_for
 from stream_app.records import BatcherInput, SubscriberReady
 from stream_app.seen import SeenMarks
@@ -134,3 +134,8 @@ def test_keys_land_where_kafkas_default_partitioner_puts_them() -> None:
         key = rng.randbytes(rng.randrange(0, 80))
         for n in (1, 4, 12):
             assert partition_for(key, n) == (murmur2(key) & 0x7FFFFFFF) % n
+
+
+def test_the_view_reads_the_keys_faust_writes_to_the_changelog() -> None:
+    assert table_key(b'"M0000137"') == "M0000137"  # what the batcher's table writes (seen in Kafka)
+    assert table_key(b"M1001") == "M1001"
