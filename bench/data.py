@@ -67,15 +67,17 @@ def warmup_events(prefix: str) -> list[Event]:
     return [drawn(f"{prefix}-w{k:06d}", 2 * k + 1, 2 * k, 100 + k % 900) for k in range(MEMBERS // 2)]
 
 
-def known_events(prefix: str, count: int, seed: int, *, small: bool = False) -> Iterator[Event]:
-    """Random drawer/giver pairs among the (already imported) MEMBERS members."""
+def known_events(
+    prefix: str, count: int, seed: int, *, small: bool = False, first: int = 0, members: int = MEMBERS
+) -> Iterator[Event]:
+    """Random drawer/giver pairs among the (already imported) members first .. first + members - 1."""
     rng = random.Random(seed)
     for n in range(count):
-        drawer = rng.randrange(MEMBERS)
-        giver = rng.randrange(MEMBERS - 1)
+        drawer = rng.randrange(members)
+        giver = rng.randrange(members - 1)
         if giver >= drawer:
             giver += 1
-        yield drawn(f"{prefix}-{n:07d}", drawer, giver, 100 + n % 900, small=small)
+        yield drawn(f"{prefix}-{n:07d}", first + drawer, first + giver, 100 + n % 900, small=small)
 
 
 def new_member_events(prefix: str, count: int, start: int) -> list[Event]:

@@ -57,14 +57,14 @@ class WindowMeta:
     partition: int
     opened_at: float
     closes_at: float
-    rows: int
 
     def dumps(self) -> bytes:
         return orjson.dumps(self.__dict__)
 
     @classmethod
     def loads(cls, raw: bytes) -> WindowMeta:
-        return cls(**orjson.loads(raw))
+        data = orjson.loads(raw)  # rows written before 2026-12-01 also hold a row count
+        return cls(data["partition"], data["opened_at"], data["closes_at"])
 
 
 def window_bounds(now: float, size: float) -> tuple[float, float]:
@@ -75,31 +75,36 @@ def window_bounds(now: float, size: float) -> tuple[float, float]:
 # In-memory helpers, rebuilt from the tables whenever missing (after a restart or rebalance).
 _current_window: dict[int, str] = {}
 _close_requested: dict[str, float] = {}
+# Rows added to each window this worker opened (the size limit); a window restored after a restart
+# takes no more rows: it is flushed when due.
+_rows: dict[str, int] = {}
 
 
-def _open_window(partition: int, now: float) -> tuple[str, WindowMeta]:
+def _open_window(partition: int, now: float) -> str:
     window_id = _current_window.get(partition)
-    if window_id is not None:
+    if window_id is not None and window_id in _rows:
         raw = open_windows.get(window_id)
-        if raw is not None:
-            meta = WindowMeta.loads(raw)
-            if meta.closes_at > now and meta.rows < settings.batch_max_rows:
-                return window_id, meta
+        if (
+            raw is not None
+            and WindowMeta.loads(raw).closes_at > now
+            and _rows[window_id] < settings.batch_max_rows
+        ):
+            return window_id
     start, end = window_bounds(now, settings.batch_window_seconds)
     window_id = f"p{partition}-{int(start * 1000)}-{uuid.uuid4().hex[:6]}"
-    meta = WindowMeta(partition=partition, opened_at=now, closes_at=end, rows=0)
+    # Written once, when the window opens: a rewrite per row cost a changelog record per row.
+    open_windows[window_id] = WindowMeta(partition=partition, opened_at=now, closes_at=end).dumps()
     _current_window[partition] = window_id
-    return window_id, meta
+    _rows[window_id] = 0
+    return window_id
 
 
 async def add_to_window(event: EventT, ready: SubscriberReady) -> None:
-    partition = event.message.partition
-    window_id, meta = _open_window(partition, time.time())
+    window_id = _open_window(event.message.partition, time.time())
     pending_rows[f"{window_id}{SEP}{ready.notification_id}"] = ready.dumps(serializer="json")
-    meta.rows += 1
-    open_windows[window_id] = meta.dumps()
+    _rows[window_id] += 1
     await trace(ready.event_id, "batched", notification_id=ready.notification_id, window=window_id)
-    if meta.rows >= settings.batch_max_rows:
+    if _rows[window_id] >= settings.batch_max_rows:
         await close_window(window_id)
 
 
@@ -124,6 +129,7 @@ async def close_window(window_id: str) -> None:
         del pending_rows[key]
     del open_windows[window_id]
     _close_requested.pop(window_id, None)
+    _rows.pop(window_id, None)
     for partition, current in list(_current_window.items()):
         if current == window_id:
             del _current_window[partition]
