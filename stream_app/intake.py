@@ -48,7 +48,7 @@ from stream_app.known_subscribers import KnownSubscribers, needs_import
 from stream_app.notifications import InvalidEvent, decode_event, plan
 from stream_app.outbox import Outbox
 from stream_app.outputs import dlq_headers, dlq_sent, now_rfc3339, outcome_detail, status_value, trace_value
-from stream_app.seen import SeenMarks, is_duplicate
+from stream_app.seen import Marks, SeenMarks, is_duplicate
 
 log = logging.getLogger("stream_app.intake")
 
@@ -80,9 +80,7 @@ class IntakeBatch:
                 self.dead_letter(record, exc)
         metrics.events_received(tp.topic, len(records))
 
-    def handle_one(
-        self, tp: TopicPartition, marks: dict[str, int], record: ConsumerRecord[bytes, bytes]
-    ) -> None:
+    def handle_one(self, tp: TopicPartition, marks: Marks, record: ConsumerRecord[bytes, bytes]) -> None:
         event = decode_event(tp.topic, record.value)
         event_id: str = event["event_id"]
         if is_duplicate(marks.get(event_id), record.offset):
@@ -175,7 +173,9 @@ class Intake(mode.Service):
         super().__init__(**kwargs)
         self.batch_lock = asyncio.Lock()
         bootstrap = settings.bootstrap_servers
-        self.seen = SeenMarks(bootstrap, SEEN_LOG_TOPIC, settings.topic_partitions)
+        on_disk = settings.store.startswith("rocksdb")
+        marks_dir = settings.state_dir / f"worker-{settings.web_port}" / "intake-seen" if on_disk else None
+        self.seen = SeenMarks(bootstrap, SEEN_LOG_TOPIC, settings.topic_partitions, marks_dir)
         self.known = KnownSubscribers(bootstrap, settings.app_id)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -139,3 +140,14 @@ def test_keys_land_where_kafkas_default_partitioner_puts_them() -> None:
 def test_the_view_reads_the_keys_faust_writes_to_the_changelog() -> None:
     assert table_key(b'"M0000137"') == "M0000137"  # what the batcher's table writes (seen in Kafka)
     assert table_key(b"M1001") == "M1001"
+
+
+def test_marks_kept_on_disk_are_rebuilt_from_the_log_on_every_assignment(tmp_path: Path) -> None:
+    seen = SeenMarks("unused:9092", "app-intake-seen", 4, tmp_path)
+    seen.load(TP, {"d-1": 3})
+    seen.mark(TP, "d-2", 4)
+    assert (seen.of(TP).get("d-1"), seen.of(TP).get("d-2"), seen.of(TP).get("d-3")) == (3, 4, None)
+    seen.forget([TP])  # revoked: the store is closed
+    seen.load(TP, {"d-9": 1})  # assigned again: only what the log holds
+    assert (seen.of(TP).get("d-1"), seen.of(TP).get("d-9")) == (None, 1)
+    seen.forget([TP])
