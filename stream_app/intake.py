@@ -90,12 +90,13 @@ class IntakeBatch:
         ready, rejected = plan(tp.topic, event)
         add = self.outbox.add
         batched = []
+        header = b""
         for notification in ready:
             known = self.known.get(notification["subscriber_key"])
             if needs_import(notification["email"], notification["mobile"], known):
                 batched.append(notification)
                 continue
-            header = orjson.dumps(
+            header = header or orjson.dumps(
                 {
                     "topic": tp.topic,
                     "partition": tp.partition,
