@@ -240,13 +240,13 @@ class Intake(mode.Service):
     async def handle(self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         assigned = self.consumer.assignment()
         fetched = {tp: records for tp, records in fetched.items() if tp in assigned}
-        await self.seen.restore(tp for tp in fetched if not self.seen.restored(tp))
+        await self.seen.restore(fetched)
         batch = IntakeBatch(self.outbox, self.seen, self.known)
         for tp, records in fetched.items():
             batch.handle(tp, records)
         self.seen.write_new(self.outbox)
         await self.outbox.flush()
-        metrics.ready_published(batch.ready)
+        metrics.record_stage("ready", batch.ready)  # the fast path's step rides with the records
         offsets = {tp: records[-1].offset + 1 for tp, records in fetched.items()}
         await self.consumer.commit(offsets)
         metrics.INTAKE_COMMITTED.update({(tp.topic, tp.partition): offset for tp, offset in offsets.items()})

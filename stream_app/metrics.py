@@ -185,12 +185,6 @@ def events_received(topic: str, n: int) -> None:
     stage_rate("intake").add(n)
 
 
-def ready_published(n: int) -> None:
-    """Notifications the intake sent straight to the senders (its trace step rides with them)."""
-    if n:
-        record_stage("ready", n)
-
-
 def record_outcome(
     *, channel: str, status: str, notification_id: str, event_id: str, template: str = "", reason: str = ""
 ) -> None:

@@ -34,7 +34,6 @@ class Outbox:
         self._partitions = partitions  # partition count of every topic this outbox writes
         self._open: dict[tuple[str, int], BatchBuilder] = {}
         self._full: list[tuple[str, int, BatchBuilder]] = []
-        self.records = 0
 
     def add(
         self,
@@ -57,10 +56,9 @@ class Outbox:
             batch = self._open[slot] = self._producer.create_batch()
             if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 raise ValueError(f"record of {len(value)} bytes is larger than a producer batch")
-        self.records += 1
 
     def discard(self) -> None:
-        self._full, self._open, self.records = [], {}, 0
+        self._full, self._open = [], {}
 
     async def flush(self) -> None:
         """Send every batch and wait until Kafka acknowledged all of them."""

@@ -53,9 +53,6 @@ class SeenMarks:
     def log_partition(self, tp: TopicPartition) -> int:
         return tp.partition % self.log_partitions
 
-    def restored(self, tp: TopicPartition) -> bool:
-        return tp in self._marks
-
     def _new_store(self, tp: TopicPartition) -> Marks:
         if self.directory is None:
             return {}
@@ -105,7 +102,8 @@ class SeenMarks:
             self._new.pop(tp, None)
 
     async def restore(self, tps: Iterable[TopicPartition]) -> None:
-        """Read the marks of these input partitions back from the log (from its start to its end now)."""
+        """Read the marks of these input partitions back from the log (from its start to its end now);
+        partitions already restored are skipped."""
         wanted = {tp: self._new_store(tp) for tp in tps if tp not in self._marks}
         if not wanted:
             return
