@@ -1,4 +1,4 @@
-"""Five fixes to faust-streaming 0.15.3 (with aiokafka 0.14), applied when the app module is imported.
+"""Six fixes to faust-streaming 0.15.3 (with aiokafka 0.14), applied when the app module is imported.
 
 1. The offset commit (`new_offset`).
 
@@ -60,6 +60,19 @@ sees both ends: it notes per partition the offset after the last record the drai
 beyond that offset, over offsets the log has, is records aiokafka handed out that never went on: they
 are read again, as in fix 3. Records waiting in a stream's buffer were handed on, so a busy stage
 is no false alarm (the reason a check built on acks and the highwater, tried before, was reverted).
+
+6. Turns of the event loop per record (`drain_messages`, `get_producer`). Faust's drain loop hands
+every record to the streams through `wait_first(deliver, suspend_flow.wait())`: four tasks created
+and three cancelled per record. And every record Faust sends (each table write's changelog record
+too) first awaits `maybe_start_producer`, whose stampede guard sleeps three times. So each record
+waits for several turns of a busy loop, and with the senders in the worker that, not the CPU, was the
+limit of every Faust stage: at 20 new subscribers/s the worker used 65% of a core, the producer
+buffer hit its limit of 100 (which stops the drain loop until it empties), and every hop (intents,
+batches, subscriber.ready) lagged 1-3 s behind its topic; a new subscriber's draw-to-send took
+5-7 s. Here a record is handed on directly whenever nothing on its way can block (flow not
+suspended, producer buffer below its limit, no subscription change under way, room in every target
+stream's queue): such a delivery never yields, so a rebalance cannot find it half done. Otherwise it
+goes Faust's way, which a rebalance can interrupt. A send goes straight to the producer once it runs.
 """
 
 from __future__ import annotations
@@ -72,7 +85,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.consumer.fetcher import FetchResult
-from faust.transport.consumer import Consumer
+from faust.topics import Topic
+from faust.transport.consumer import CONSUMER_FETCHING, Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 from faust.utils.functional import consecutive_numbers
@@ -322,6 +336,7 @@ async def add_gap(consumer: Any, tp: TP, offset_from: int, offset_to: int) -> No
 _getmany = Consumer.getmany
 _perform_seek = Consumer.perform_seek
 _getall = FetchResult.getall
+_get_producer = Topic._get_producer
 
 
 async def getmany(consumer: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
@@ -367,6 +382,85 @@ async def perform_seek(consumer: Any) -> None:
         tracking.seeking = False
 
 
+async def get_producer(topic: Any) -> Any:
+    """Topic._get_producer, straight to the running producer (fix 6): Faust's path goes through
+    mode's stampede guard, three `sleep(0)` for every record sent."""
+    app = topic.app
+    if not app.in_transaction and app.producer.started:
+        return app.producer
+    return await _get_producer(topic)
+
+
+def can_hand_on(consumer: Any, message: Any) -> bool:
+    """Would handing `message` to its streams now run to the end without waiting (fix 6)?"""
+    app = consumer.app
+    conductor = app.topics
+    buffer = app.producer.buffer
+    return (
+        not consumer.suspend_flow.is_set()
+        and app.flow_control.is_active()
+        and buffer.size <= buffer.max_messages
+        and not conductor._tp_to_callback_lock.locked()
+        and not any(chan.queue.full() for chan in conductor._topic_name_index.get(message.topic, ()))
+    )
+
+
+async def drain_messages(consumer: Any, fetcher: Any) -> None:
+    """Consumer._drain_messages, handing a record straight on when nothing can hold it (fix 6).
+
+    Otherwise as Faust's: the same read-offset rule (which `getmany` mirrors), gaps, commits every
+    `commit_every` acks, and a yield to the loop every 100 records."""
+    callback = consumer.callback
+    consumer_should_stop = consumer._stopped.is_set
+    fetcher_should_stop = fetcher._stopped.is_set
+    read_offset = consumer._read_offset
+    set_flag, unset_flag = consumer.diag.set_flag, consumer.diag.unset_flag
+    acks_enabled_for = consumer.app.topics.acks_enabled_for
+    since_yield = 0
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            set_flag(CONSUMER_FETCHING)
+            records = consumer.getmany(timeout=1.0)
+            await consumer.sleep(0)  # getmany may return at once, again and again
+            if consumer.should_stop:
+                break
+            async for tp, message in records:
+                since_yield += 1
+                if since_yield > 100:
+                    await asyncio.sleep(0)
+                    since_yield = 0
+                offset = message.offset
+                read = read_offset.get(tp)
+                if read is not None and offset < read:
+                    continue  # already handed on: Faust's own rule
+                if offset - (read or 0) > 1 and read and acks_enabled_for(message.topic):
+                    await consumer._add_gap(tp, read + 1, offset)
+                if consumer._commit_every is not None and consumer._n_acked >= consumer._commit_every:
+                    consumer._n_acked = 0
+                    await consumer.commit()
+                if can_hand_on(consumer, message):
+                    await callback(message)
+                else:
+                    await consumer.wait_first(callback(message), consumer.suspend_flow.wait())
+                read_offset[tp] = offset
+            unset_flag(CONSUMER_FETCHING)
+    except consumer.consumer_stopped_errors:
+        if consumer.transport.app.should_stop:
+            log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if consumer.transport.app.should_stop:
+            log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        unset_flag(CONSUMER_FETCHING)
+
+
 def apply() -> None:
     Consumer._new_offset = new_offset  # type: ignore[method-assign, assignment]
     AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign, assignment]
@@ -374,3 +468,5 @@ def apply() -> None:
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign, assignment]
     Consumer._add_gap = add_gap  # type: ignore[method-assign, assignment]
     FetchResult.getall = getall
+    Consumer._drain_messages = drain_messages  # type: ignore[method-assign, assignment]
+    Topic._get_producer = get_producer  # type: ignore[method-assign, assignment]

@@ -29,7 +29,7 @@ from stream_app.subscriber_csv import build_csv, parse_error_report, subscriber_
 
 log = logging.getLogger("stream_app.imports")
 
-MERGE_WITHIN_SECONDS = 0.1  # every partition's close arrives within a few ms of the others
+MERGE_WITHIN_SECONDS = 0.1  # every partition's close arrives within a few tens of ms of the first
 MAX_BATCHES_PER_FILE = 64
 # Files whose import is watched at once; MC runs imports one after another anyway.
 MAX_IMPORTS_IN_FLIGHT = 4
@@ -145,35 +145,55 @@ async def handle(events: list[EventT]) -> None:
         await publish(intents_topic, key, confirmation)
 
 
+def window_slot(window_id: str) -> str:
+    """The aligned window a batch closed (`p<partition>-<start ms>-<suffix>`, batcher.py): the
+    batches of one slot, one per partition, go into one file."""
+    parts = window_id.split("-")
+    return parts[1] if len(parts) == 3 else window_id
+
+
 # The tasks watching imports: referenced here so that they are not garbage-collected mid-import.
 _imports_in_flight: set[asyncio.Task[None]] = set()
 
 
 @app.agent(batches_topic, name="import-watcher")
 async def import_watcher(stream: StreamT[SubscriberBatch]) -> None:
-    """Merge the closes that arrive together into one file, then watch its import in a task of its
+    """Merge the batches of one window slot into one file, then watch its import in a task of its
     own, so the next window's upload does not wait for this one's import (MC takes a second or
     more; windows close every `BATCH_WINDOW_SECONDS`).
 
-    Faust acks a take_events batch when the loop body returns. Each event keeps one more reference
-    until its import is over, so its offset is not committed before: a worker killed mid-import
-    gets the batch again and redoes it (the ledger absorbs the repeated ready records).
+    A file takes the batches of its slot that arrive within `MERGE_WITHIN_SECONDS` of the first.
+    (Faust's take_events is no help: its timeout runs from the previous take, not from the first
+    batch, so it split one window's closes into two uploads about half the time.)
+
+    Each event keeps one more reference until its import is over, so its offset is not committed
+    before: a worker killed mid-import gets the batch again and redoes it (the ledger absorbs the
+    repeated ready records).
     """
     slots = asyncio.Semaphore(MAX_IMPORTS_IN_FLIGHT)
-    # take_events is safe here: this stage writes no table.
-    batches = stream.take_events(MAX_BATCHES_PER_FILE, within=MERGE_WITHIN_SECONDS)  # type: ignore[attr-defined]
-    async for taken in batches:
-        events = list(taken)
-        for event in events:
-            event.message.incref()
-        await slots.acquire()  # every slot busy: stop taking batches (backpressure)
-        task = asyncio.create_task(_import_then_ack(events, slots))
-        _imports_in_flight.add(task)
-        task.add_done_callback(_imports_in_flight.discard)
+    merging: dict[str, list[EventT]] = {}
+    async for event in stream.events():
+        event.message.incref()
+        slot = window_slot(event.value.window_id)
+        events = merging.get(slot)
+        if events is None:
+            await slots.acquire()  # every slot busy: stop taking batches (backpressure)
+            events = merging[slot] = []
+            task = asyncio.create_task(_merge_then_import(slot, events, merging, slots))
+            _imports_in_flight.add(task)
+            task.add_done_callback(_imports_in_flight.discard)
+        events.append(event)
+        if len(events) >= MAX_BATCHES_PER_FILE:
+            del merging[slot]  # full: the slot's next batches start another file
 
 
-async def _import_then_ack(events: list[EventT], slots: asyncio.Semaphore) -> None:
+async def _merge_then_import(
+    slot: str, events: list[EventT], merging: dict[str, list[EventT]], slots: asyncio.Semaphore
+) -> None:
     try:
+        await asyncio.sleep(MERGE_WITHIN_SECONDS)
+        if merging.get(slot) is events:
+            del merging[slot]
         await handle(events)
     except Exception as exc:  # never stop the stage; the batch is kept in the DLQ
         log.exception("import stage failed")

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from stream_app.imports import window_slot
 from stream_app.mc import MarketingCloud, SubscriberRow
 from stream_app.settings import Settings
 from tests.fixtures.worker import start_worker
@@ -102,6 +103,35 @@ async def test_known_subscriber_goes_straight_to_the_senders(kafka: Any, sandbox
     assert len(ready) == 3 and all(dict(r.headers).get("stream_app.intake") for r in ready)
     assert [s["stage"] for s in view["steps"]].count("received") == 1
     assert len(httpx.get(f"{sandbox.http_url}_sandbox/imports", timeout=10).json()) == imports_before
+
+
+async def test_new_subscribers_of_every_partition_in_one_window_go_out_in_one_file(
+    kafka: Any, sandbox: Any, pipeline: Any
+) -> None:
+    events = [drawn_event() for _ in range(8)]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for event in events:
+            await producer.send("packet.drawn", orjson.dumps(event), key=event["packet_id"].encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    for event in events:
+        await eventually(lambda event=event: len(messages(sandbox, event)) >= 3, timeout=60)
+
+    ids = {e["event_id"] for e in events}
+    slots: dict[str, set[int]] = {}  # window slot -> partitions whose window held our rows
+    for record in await read_all(kafka.bootstrap, "stream_app.batches"):
+        batch = orjson.loads(record.value)
+        if any(row["event_id"] in ids for row in batch["rows"]):
+            slots.setdefault(window_slot(batch["window_id"]), set()).add(record.partition)
+    files = set()
+    for event in events:
+        view = await eventually(lambda event=event: _view_once(pipeline, event["event_id"], outcomes=3))
+        files |= {n["file"] for n in view["notifications"] if n.get("file")}
+    assert any(len(partitions) > 1 for partitions in slots.values()), slots  # a merge was needed
+    assert len(files) == len(slots), (files, slots)
 
 
 async def test_redeemed_event_tells_the_giver_about_the_cashback(
