@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from faust.types import EventT, StreamT
@@ -29,7 +29,10 @@ from stream_app.subscriber_csv import build_csv, parse_error_report, subscriber_
 
 log = logging.getLogger("stream_app.imports")
 
-MERGE_WITHIN_SECONDS = 0.1  # every partition's close arrives within a few tens of ms of the first
+# A file waits this long after its slot's latest batch for another: the batcher closes a slot's
+# windows one after another, each after Kafka acked the one before (tens of ms apart).
+MERGE_WITHIN_SECONDS = 0.1
+MERGE_AT_MOST_SECONDS = 0.5
 MAX_BATCHES_PER_FILE = 64
 # Files whose import is watched at once; MC runs imports one after another anyway.
 MAX_IMPORTS_IN_FLIGHT = 4
@@ -162,37 +165,51 @@ async def import_watcher(stream: StreamT[SubscriberBatch]) -> None:
     own, so the next window's upload does not wait for this one's import (MC takes a second or
     more; windows close every `BATCH_WINDOW_SECONDS`).
 
-    A file takes the batches of its slot that arrive within `MERGE_WITHIN_SECONDS` of the first.
-    (Faust's take_events is no help: its timeout runs from the previous take, not from the first
-    batch, so it split one window's closes into two uploads about half the time.)
+    A file takes the batches of its slot that arrive less than `MERGE_WITHIN_SECONDS` apart.
+    (Faust's take_events is no help: its timeout runs from the previous take, not from the batches,
+    so it split one window's closes into two uploads about half the time.)
 
     Each event keeps one more reference until its import is over, so its offset is not committed
     before: a worker killed mid-import gets the batch again and redoes it (the ledger absorbs the
     repeated ready records).
     """
     slots = asyncio.Semaphore(MAX_IMPORTS_IN_FLIGHT)
-    merging: dict[str, list[EventT]] = {}
+    merging: dict[str, _File] = {}
     async for event in stream.events():
         event.message.incref()
         slot = window_slot(event.value.window_id)
-        events = merging.get(slot)
-        if events is None:
+        file = merging.get(slot)
+        if file is None:
             await slots.acquire()  # every slot busy: stop taking batches (backpressure)
-            events = merging[slot] = []
-            task = asyncio.create_task(_merge_then_import(slot, events, merging, slots))
+            file = merging[slot] = _File()
+            task = asyncio.create_task(_merge_then_import(slot, file, merging, slots))
             _imports_in_flight.add(task)
             task.add_done_callback(_imports_in_flight.discard)
-        events.append(event)
-        if len(events) >= MAX_BATCHES_PER_FILE:
+        file.events.append(event)
+        file.last = time.monotonic()
+        if len(file.events) >= MAX_BATCHES_PER_FILE:
             del merging[slot]  # full: the slot's next batches start another file
 
 
+@dataclass
+class _File:
+    events: list[EventT] = field(default_factory=list)
+    first: float = field(default_factory=time.monotonic)
+    last: float = field(default_factory=time.monotonic)
+
+
 async def _merge_then_import(
-    slot: str, events: list[EventT], merging: dict[str, list[EventT]], slots: asyncio.Semaphore
+    slot: str, file: _File, merging: dict[str, _File], slots: asyncio.Semaphore
 ) -> None:
+    events = file.events
     try:
-        await asyncio.sleep(MERGE_WITHIN_SECONDS)
-        if merging.get(slot) is events:
+        while True:  # until no batch of the slot came for MERGE_WITHIN_SECONDS
+            due = min(file.last + MERGE_WITHIN_SECONDS, file.first + MERGE_AT_MOST_SECONDS)
+            now = time.monotonic()
+            if now >= due:
+                break
+            await asyncio.sleep(due - now)
+        if merging.get(slot) is file:
             del merging[slot]
         await handle(events)
     except Exception as exc:  # never stop the stage; the batch is kept in the DLQ
