@@ -29,8 +29,8 @@ from stream_app.subscriber_csv import build_csv, parse_error_report, subscriber_
 
 log = logging.getLogger("stream_app.imports")
 
-# A file waits this long after its slot's latest batch for another: the batcher closes a slot's
-# windows one after another, each after Kafka acked the one before (tens of ms apart).
+# A file waits this long after its latest batch for another: the batcher closes a slot's windows
+# one after another, each after Kafka acked the one before (tens of ms apart).
 MERGE_WITHIN_SECONDS = 0.1
 MERGE_AT_MOST_SECONDS = 0.5
 MAX_BATCHES_PER_FILE = 64
@@ -148,47 +148,37 @@ async def handle(events: list[EventT]) -> None:
         await publish(intents_topic, key, confirmation)
 
 
-def window_slot(window_id: str) -> str:
-    """The aligned window a batch closed (`p<partition>-<start ms>-<suffix>`, batcher.py): the
-    batches of one slot, one per partition, go into one file."""
-    parts = window_id.split("-")
-    return parts[1] if len(parts) == 3 else window_id
-
-
 # The tasks watching imports: referenced here so that they are not garbage-collected mid-import.
 _imports_in_flight: set[asyncio.Task[None]] = set()
 
 
 @app.agent(batches_topic, name="import-watcher")
 async def import_watcher(stream: StreamT[SubscriberBatch]) -> None:
-    """Merge the batches of one window slot into one file, then watch its import in a task of its
-    own, so the next window's upload does not wait for this one's import (MC takes a second or
-    more; windows close every `BATCH_WINDOW_SECONDS`).
+    """Merge the batches that arrive together (one per partition of a window slot, or all those
+    waiting after a backlog) into one file, then watch its import in a task of its own, so the next
+    window's upload does not wait for this one's import (MC takes a second or more; windows close
+    every `BATCH_WINDOW_SECONDS`).
 
-    A file takes the batches of its slot that arrive less than `MERGE_WITHIN_SECONDS` apart.
-    (Faust's take_events is no help: its timeout runs from the previous take, not from the batches,
-    so it split one window's closes into two uploads about half the time.)
+    A file takes the batches that arrive less than `MERGE_WITHIN_SECONDS` apart. (Faust's
+    take_events is no help: its timeout runs from the previous take, not from the batches, so it
+    split one window's closes into two uploads about half the time.)
 
     Each event keeps one more reference until its import is over, so its offset is not committed
     before: a worker killed mid-import gets the batch again and redoes it (the ledger absorbs the
     repeated ready records).
     """
     slots = asyncio.Semaphore(MAX_IMPORTS_IN_FLIGHT)
-    merging: dict[str, _File] = {}
+    file: _File | None = None  # the file still taking batches
     async for event in stream.events():
         event.message.incref()
-        slot = window_slot(event.value.window_id)
-        file = merging.get(slot)
-        if file is None:
+        if file is None or file.closed or len(file.events) >= MAX_BATCHES_PER_FILE:
             await slots.acquire()  # every slot busy: stop taking batches (backpressure)
-            file = merging[slot] = _File()
-            task = asyncio.create_task(_merge_then_import(slot, file, merging, slots))
+            file = _File()
+            task = asyncio.create_task(_merge_then_import(file, slots))
             _imports_in_flight.add(task)
             task.add_done_callback(_imports_in_flight.discard)
         file.events.append(event)
         file.last = time.monotonic()
-        if len(file.events) >= MAX_BATCHES_PER_FILE:
-            del merging[slot]  # full: the slot's next batches start another file
 
 
 @dataclass
@@ -196,21 +186,19 @@ class _File:
     events: list[EventT] = field(default_factory=list)
     first: float = field(default_factory=time.monotonic)
     last: float = field(default_factory=time.monotonic)
+    closed: bool = False
 
 
-async def _merge_then_import(
-    slot: str, file: _File, merging: dict[str, _File], slots: asyncio.Semaphore
-) -> None:
+async def _merge_then_import(file: _File, slots: asyncio.Semaphore) -> None:
     events = file.events
     try:
-        while True:  # until no batch of the slot came for MERGE_WITHIN_SECONDS
+        while True:  # until no batch came for MERGE_WITHIN_SECONDS
             due = min(file.last + MERGE_WITHIN_SECONDS, file.first + MERGE_AT_MOST_SECONDS)
             now = time.monotonic()
             if now >= due:
                 break
             await asyncio.sleep(due - now)
-        if merging.get(slot) is file:
-            del merging[slot]
+        file.closed = True
         await handle(events)
     except Exception as exc:  # never stop the stage; the batch is kept in the DLQ
         log.exception("import stage failed")
