@@ -75,8 +75,8 @@ def window_bounds(now: float, size: float) -> tuple[float, float]:
 # In-memory helpers, rebuilt from the tables whenever missing (after a restart or rebalance).
 _current_window: dict[int, str] = {}
 _close_requested: dict[str, float] = {}
-# The row keys of each window this worker opened (the size limit, and the close reads them without
-# scanning every pending row of the worker: that scan made a 20,000-member backlog quadratic). A
+# The row keys of each window this worker opened (the size limit, and the close reads them instead
+# of scanning every pending row of the worker, which grows with a backlog of new subscribers). A
 # window restored after a restart takes no more rows: it is flushed when due, after a scan.
 _rows: dict[str, list[str]] = {}
 
