@@ -415,7 +415,7 @@ class Run:
             if self.sampler is not None:
                 self.figures["rss_mb_ready"] = round(self.sampler.peak_mb("worker-start"), 1)
             await self.latency()
-            # Without the senders from here to the sends phase: the warm-up's 50,000 sends would
+            # Without the senders from here to the sends phase: the warm-up's 20,000 sends would
             # slow its imports, and the intake is measured on its own (its sends join the sends phase).
             await self.start_worker(INTAKE_STAGES, profile=self.opts.profile)
             await self.warmup()
