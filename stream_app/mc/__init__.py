@@ -13,6 +13,7 @@ from stream_app.mc.errors import AuthError, MCError, PermanentMCError, Transient
 from stream_app.mc.rest import RestClient, SendReceipt, verify_ens_signature
 from stream_app.mc.sftp import SftpUploader, attempt_name, error_report_path
 from stream_app.mc.soap import ImportSummary, SentRecord, SoapClient, SubscriberRow, UpsertResult
+from stream_app.mc.transport import AiohttpTransport
 from stream_app.settings import Settings
 
 __all__ = [
@@ -41,9 +42,9 @@ class MarketingCloud:
 
     def __init__(self, settings: Settings, *, http: httpx.AsyncClient | None = None) -> None:
         self._owns_http = http is None
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=32, keepalive_expiry=60)
         self.http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(30.0, connect=10.0),
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32, keepalive_expiry=60),
+            timeout=httpx.Timeout(30.0, connect=10.0), transport=AiohttpTransport(limits)
         )
         self.tokens = TokenManager(settings, self.http)
         self.rest = RestClient(self.tokens, self.http, from_address=settings.mc_from_address)

@@ -24,9 +24,11 @@ from stream_app.mc import (
     MarketingCloud,
     PermanentMCError,
     SftpUploader,
+    SoapClient,
     TransientMCError,
     error_report_path,
 )
+from stream_app.mc.transport import AiohttpTransport
 from stream_app.settings import Settings
 
 # Fixtures live on the session loop; the tests must run on it too.
@@ -109,8 +111,13 @@ async def mc(settings: Settings, admin: httpx.AsyncClient) -> AsyncIterator[Mark
     await cloud.close()
 
 
-async def fault(admin: httpx.AsyncClient, target: str, mode: str, count: int = 1) -> None:
-    response = await admin.post("/_sandbox/faults", json={"target": target, "mode": mode, "count": count})
+async def fault(
+    admin: httpx.AsyncClient, target: str, mode: str, count: int = 1, seconds: float | None = None
+) -> None:
+    body: dict[str, Any] = {"target": target, "mode": mode, "count": count}
+    if seconds is not None:
+        body["seconds"] = seconds
+    response = await admin.post("/_sandbox/faults", json=body)
     assert response.status_code in (200, 201), response.text
 
 
@@ -239,6 +246,38 @@ async def test_injected_faults_are_transient(
         await call()
     if target == "rest":
         assert info.value.retry_after is not None
+    await fault(admin, target, "disconnect")  # the connection dies with no answer
+    with pytest.raises(TransientMCError):
+        await call()
+    # The dead connection leaves the pool: the next call gets MC's answer (to REST a refusal, since
+    # the subscriber was never imported; to SOAP no summary for the unknown file).
+    if target == "rest":
+        with pytest.raises(PermanentMCError):
+            await call()
+    else:
+        assert await call() is None
+
+
+@pytest.mark.parametrize("target", ["rest", "soap"])
+async def test_a_slow_answer_times_out_as_a_transient_error(
+    settings: Settings, admin: httpx.AsyncClient, target: str
+) -> None:
+    limits = httpx.Limits(max_connections=4)
+    http = httpx.AsyncClient(timeout=httpx.Timeout(0.5), transport=AiohttpTransport(limits))
+    cloud = MarketingCloud(settings, http=http)
+    try:
+        await cloud.tokens.token()
+        await fault(admin, target, "slow", seconds=3)
+        started = time.monotonic()
+        with pytest.raises(TransientMCError, match="timed out"):
+            if target == "rest":
+                await cloud.rest.send_email("packet-drawn-drawer", to="e@example.com", subscriber_key="M1")
+            else:  # SOAP calls carry a timeout of their own
+                await SoapClient(cloud.tokens, http, timeout=0.5).import_summary("whatever.csv")
+        assert time.monotonic() - started < 2.5  # the client gave up, not the server's answer
+    finally:
+        await cloud.close()
+        await http.aclose()
 
 
 async def test_expired_token_is_refreshed(mc: MarketingCloud, admin: httpx.AsyncClient) -> None:
