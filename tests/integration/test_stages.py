@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -18,6 +19,7 @@ from tests.fixtures.worker import start_worker
 from tests.integration.helpers import (
     drawn_event,
     eventually,
+    fault,
     messages,
     print_mentions,
     private_stack,
@@ -67,6 +69,41 @@ async def test_a_worker_started_on_a_waiting_backlog_sends_all_of_it(
     finally:
         worker.stop()
     assert len(messages(sandbox)) == 15  # each notification once
+
+
+async def test_a_worker_stopped_mid_import_leaves_the_batch_to_the_next_worker(
+    own_stack: tuple[EmbeddedKafka, SandboxProcess], tmp_path: Path
+) -> None:
+    """A clean stop (SIGTERM, a deploy) while MC imports a file: the import is abandoned, not failed.
+    Nothing goes to the DLQ, and the next worker redoes the import and sends each notification once.
+    (Before, the import failed on the already closed MC client, went to the DLQ and was acked.)"""
+    kafka, sandbox = own_stack
+    fault(sandbox, target="import", mode="slow", seconds=8, count=1)
+    event = drawn_event()
+    first = start_worker(kafka, sandbox, tmp_path / "first")
+    try:
+        first.wait_ready()
+        await produce(kafka.bootstrap, "packet.drawn", event, key=event["packet_id"].encode())
+        await eventually(lambda: _importing(sandbox), timeout=30)
+    finally:
+        assert first.stop() == 0
+    log = first.log_path.read_text()
+    assert "imports left for the next owner" in log and "import stage failed" not in log
+    assert await read_all(kafka.bootstrap, "stream_app.batches.dlq") == []
+    assert messages(sandbox, event) == []
+    second = start_worker(kafka, sandbox, tmp_path / "second")
+    try:
+        second.wait_ready()
+        found = await eventually(lambda: _final(kafka, event["event_id"]), timeout=60)
+        assert {s["status"] for s in found} <= {"sent", "duplicate"}
+    finally:
+        second.stop()
+    assert len(messages(sandbox, event)) == 3  # each notification once
+
+
+def _importing(sandbox: SandboxProcess) -> bool:
+    imports = httpx.get(f"{sandbox.http_url}_sandbox/imports", timeout=10).json()
+    return any(job["status"] == "Processing" for job in imports)
 
 
 async def _made_ready_upstream(

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from stream_app.batcher import window_bounds
+from stream_app.imports import ImportPace, poll_pause
 from stream_app.known_subscribers import needs_import, subscriber_signature
 from stream_app.ledger import FAILED, PENDING, SENT, Decision, Entry, decide, ledger_key
 from stream_app.records import SubscriberReady, TraceStep
@@ -58,6 +59,39 @@ def test_windows_are_aligned_to_the_clock_so_partitions_close_together() -> None
     assert window_bounds(1000.7, 2.0) == (1000.0, 1002.0)
     assert window_bounds(1001.99, 2.0) == (1000.0, 1002.0)
     assert window_bounds(1002.0, 2.0) == (1002.0, 1004.0)
+
+
+def polls(expected: float | None, done_at: float) -> list[float]:
+    """The moments an import done after `done_at` seconds is polled, by poll_pause."""
+    at, moments = 0.0, []
+    while not moments or moments[-1] < done_at:
+        at += poll_pause(at, expected)
+        moments.append(at)
+    return moments
+
+
+def test_an_import_like_the_recent_ones_is_polled_a_few_times_close_to_its_end() -> None:
+    moments = polls(expected=1.2, done_at=1.23)
+    assert moments[0] == pytest.approx(1.1)  # nothing asked while MC surely is not done
+    assert len(moments) <= 4 and moments[-1] - 1.23 <= 0.05 + 1e-9
+
+
+def test_without_history_or_past_the_usual_time_the_pace_is_steady_then_backs_off() -> None:
+    assert polls(expected=None, done_at=1.25) == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4])
+    slow = polls(expected=1.2, done_at=60)
+    gaps = [b - a for a, b in zip(slow, slow[1:], strict=False)]
+    assert max(gaps) <= 5.0 and len(slow) < 40  # a slow import is not polled every 50 ms
+    assert all(g <= 0.05 + 1e-9 for a, g in zip(slow, gaps, strict=False) if 1.1 <= a < 1.7)
+
+
+def test_the_pace_expects_the_quickest_recent_import() -> None:
+    pace = ImportPace(remember=3)
+    assert pace.expected() is None
+    for seconds in (1.5, 1.2, 2.0, 1.9):
+        pace.record(seconds)
+    assert pace.expected() == 1.2
+    pace.record(2.1)  # MC slowed down: the quick import is forgotten
+    assert pace.expected() == 1.9
 
 
 def test_known_subscriber_with_same_email_and_mobile_skips_the_import() -> None:
