@@ -4,7 +4,10 @@ Producers send JSON; the schemas are the contract. `avro.io.validate` only answe
 operator reading a DLQ header at 3 a.m. needs "drawer.email: expected null or string, got int".
 
 Every input record is validated, so each schema is compiled once into a tree of small checks: the
-walk over avro's Schema objects, comparing type names at every node, cost ~13 us a record.
+walk over avro's Schema objects, comparing type names at every node, cost ~13 us a record. Records
+are first tried by straight-line code generated from the schema (`_fast`: 3.4 us for a packet.drawn
+event against 7.7 us for the tree, about an eighth of the intake's own time per event); what it
+refuses goes through the tree, which alone decides, and says where the value is wrong.
 """
 
 from __future__ import annotations
@@ -78,6 +81,11 @@ def schema_for(topic: str) -> Schema:
 def validate(topic: str, value: Any) -> dict[str, Any]:
     """Check `value` against the topic's schema; return it with defaults filled in."""
     try:
+        fast: dict[str, Any] = _fast(topic)(value)
+        return fast
+    except Exception:  # refused, or not the exact types it expects: the tree decides
+        pass
+    try:
         clean: dict[str, Any] = _compiled(topic)(value)
     except _Mismatch as exc:
         raise SchemaError(f"{_where(_path(exc.steps))}: {exc.problem}") from None
@@ -87,6 +95,80 @@ def validate(topic: str, value: Any) -> dict[str, Any]:
 @cache
 def _compiled(topic: str) -> Check:
     return _compile(schema_for(topic), {})
+
+
+class _Refused(Exception):
+    """The generated check does not take the value as it is (the tree may still)."""
+
+
+_MISSING = object()
+
+
+@cache
+def _fast(topic: str) -> Check:
+    """Straight-line Python for the topic's record, stricter than the tree (exact types only).
+
+    Fields of string, integer, boolean, null, enum or unions of those are tested inline, records by
+    their own generated function; any other field is handed to the tree's check for it."""
+    schema = schema_for(topic)
+    if schema.type != "record":
+        return _compiled(topic)
+    names: dict[str, Any] = {"_Refused": _Refused, "_MISSING": _MISSING}
+    lines: list[str] = []
+    entry = _generate_record(schema, names, lines, {})
+    exec(compile("\n".join(lines), f"<schema {topic}>", "exec"), names)  # code built from our schemas
+    check: Check = names[entry]
+    return check
+
+
+def _generate_record(schema: Schema, names: dict[str, Any], lines: list[str], done: dict[str, str]) -> str:
+    full_name = schema.fullname  # type: ignore[attr-defined]
+    if full_name in done:
+        return done[full_name]
+    function = done[full_name] = f"_record_{len(done)}"
+    body = ["    if value.__class__ is not dict:", "        raise _Refused", "    get = value.get"]
+    out = []
+    for i, field in enumerate(schema.fields):  # type: ignore[attr-defined]
+        # A missing required field is _MISSING, which no test and no check takes.
+        var = f"x{i}"
+        body.append(f"    {var} = get({field.name!r}, _MISSING)")
+        indent = "    "
+        if field.has_default:
+            names[f"{function}_d{i}"] = field.default
+            body += [f"    if {var} is _MISSING:", f"        {var} = {function}_d{i}", "    else:"]
+            indent = "        "
+        test = _inline_test(field.type, var, f"{function}_{i}", names)
+        if test is not None:
+            body += [f"{indent}if not ({test}):", f"{indent}    raise _Refused"]
+        elif field.type.type == "record":
+            body.append(f"{indent}{var} = {_generate_record(field.type, names, lines, done)}({var})")
+        else:
+            names[f"{function}_c{i}"] = _compile(field.type, {})
+            body.append(f"{indent}{var} = {function}_c{i}({var})")
+        out.append(f"{field.name!r}: {var}")
+    lines += [f"def {function}(value):", *body, f"    return {{{', '.join(out)}}}", ""]
+    return function
+
+
+def _inline_test(schema: Schema, var: str, prefix: str, names: dict[str, Any]) -> str | None:
+    """A Python expression true when `var` is a value of `schema` that needs no conversion, or None
+    when the schema takes more than an expression (records, arrays, maps, numbers made float)."""
+    kind = schema.type
+    if kind == "union":
+        branches = schema.schemas  # type: ignore[attr-defined]
+        tests = [_inline_test(b, var, f"{prefix}_{i}", names) for i, b in enumerate(branches)]
+        return None if None in tests else " or ".join(f"({t})" for t in tests)
+    if kind == "null":
+        return f"{var} is None"
+    if kind in ("string", "boolean"):
+        return f"{var}.__class__ is {'str' if kind == 'string' else 'bool'}"
+    if kind in _INT_RANGE:
+        low, high = _INT_RANGE[kind]
+        return f"{var}.__class__ is int and {low} <= {var} <= {high}"
+    if kind == "enum":
+        names[f"{prefix}_symbols"] = frozenset(schema.symbols)  # type: ignore[attr-defined]
+        return f"{var}.__class__ is str and {var} in {prefix}_symbols"
+    return None
 
 
 def _path(steps: list[str]) -> str:

@@ -215,3 +215,37 @@ def test_a_union_takes_the_first_branch_that_accepts_the_value() -> None:
     # booleans are not longs or doubles; a long too big for `long` is a double
     assert clean["detail"] == {**detail, "huge": float(2**70)}
     assert [type(v) for v in clean["detail"].values()] == [type(None), str, int, float, bool, float]
+
+
+@pytest.mark.parametrize(
+    "topic, value",
+    [
+        ("packet.drawn", DRAWN),
+        ("subscriber.ready", READY),
+        ("notification.status", STATUS),
+        ("stream_app.intents", {"kind": "intent", "ready": READY}),
+    ],
+)
+def test_the_generated_check_takes_valid_records_as_the_tree_does(topic: str, value: Any) -> None:
+    """The hot path's records are taken by the generated code, not by the fallback."""
+    assert schemas._fast(topic)(copy.deepcopy(value)) == schemas._compiled(topic)(copy.deepcopy(value))
+
+
+def _tree_takes(topic: str, value: Any) -> bool:
+    try:
+        schemas._compiled(topic)(value)
+    except schemas._Mismatch:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("path", [*DRAWN, *(f"drawer.{k}" for k in PARTY)])
+@pytest.mark.parametrize("new", [..., None, "x", "", 7, 2**70, -1, True, 1.5, [], {}])
+def test_the_generated_check_never_takes_what_the_tree_refuses(path: str, new: Any) -> None:
+    value = changed(DRAWN, path, new)
+    try:
+        fast = schemas._fast("packet.drawn")(copy.deepcopy(value))
+    except Exception:  # refused: the tree decides, as validate() does
+        return
+    assert _tree_takes("packet.drawn", value)
+    assert fast == schemas._compiled("packet.drawn")(copy.deepcopy(value))
