@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import orjson
@@ -79,7 +80,7 @@ def test_an_import_like_the_recent_ones_is_polled_a_few_times_close_to_its_end()
 def test_without_history_or_past_the_usual_time_the_pace_is_steady_then_backs_off() -> None:
     assert polls(expected=None, done_at=1.25) == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4])
     slow = polls(expected=1.2, done_at=60)
-    gaps = [b - a for a, b in zip(slow, slow[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(slow)]
     assert max(gaps) <= 5.0 and len(slow) < 40  # a slow import is not polled every 50 ms
     assert all(g <= 0.05 + 1e-9 for a, g in zip(slow, gaps, strict=False) if 1.1 <= a < 1.7)
 
