@@ -110,26 +110,36 @@ async def add_to_window(event: EventT, ready: SubscriberReady) -> None:
         await close_window(window_id)
 
 
-async def close_window(window_id: str) -> None:
-    raw = open_windows.get(window_id)
-    if raw is None:  # already closed: a repeated close request
-        return
-    added = _rows.get(window_id)
-    if added is None:  # restored after a restart
-        prefix = f"{window_id}{SEP}"
-        added = [key for key in pending_rows if key.startswith(prefix)]
-    keys = [key for key in dict.fromkeys(added) if key in pending_rows]  # a replayed intent: one row
+async def close_window(window_id: str, close_round: str | None = None, round_size: int = 0) -> None:
+    raw = open_windows.get(window_id)  # None: already closed, a repeated close request
+    keys: list[str] = []
+    if raw is not None:
+        added = _rows.get(window_id)
+        if added is None:  # restored after a restart
+            prefix = f"{window_id}{SEP}"
+            added = [key for key in pending_rows if key.startswith(prefix)]
+        keys = [key for key in dict.fromkeys(added) if key in pending_rows]  # a replayed intent: one row
     rows = [SubscriberReady.loads(pending_rows[key], serializer="json") for key in keys]
-    if rows:
+    if rows or close_round:
+        # A round's window with nothing to import (already closed by a repeated request) still
+        # reports, without rows: the import watcher waits for every window of a round.
         sent = await batches_topic.send(
-            key=window_id.encode(),
-            value=SubscriberBatch(window_id=window_id, closed_at=time.time(), rows=rows),
+            key=(close_round or window_id).encode(),  # a round's batches reach one watcher, in order
+            value=SubscriberBatch(
+                window_id=window_id,
+                closed_at=time.time(),
+                rows=rows,
+                close_round=close_round,
+                round_size=round_size,
+            ),
             force=True,
         )
         # The rows are deleted only once the batch is in Kafka: the producer sends per partition in
         # no order across them, so a worker killed now could otherwise leave the deletes (and so an
         # "already closed" window when the close request is read again) without the batch.
         await sent
+    if raw is None:
+        return
     for key in keys:
         del pending_rows[key]
     del open_windows[window_id]
@@ -138,12 +148,12 @@ async def close_window(window_id: str) -> None:
     for partition, current in list(_current_window.items()):
         if current == window_id:
             del _current_window[partition]
-    log.info("window closed", extra={"window": window_id, "rows": len(rows)})
+    log.info("window closed", extra={"window": window_id, "rows": len(rows), "round": close_round})
 
 
 async def handle(event: EventT, item: BatcherInput) -> None:
     if item.kind == "close":
-        await close_window(item.window_id or "")
+        await close_window(item.window_id or "", item.close_round, item.round_size)
     elif item.kind == "confirmed":
         known_subscribers[item.subscriber_key] = subscriber_signature(item.email, item.mobile)
     elif item.kind == "intent" and item.ready is not None:
@@ -169,9 +179,16 @@ async def batcher(stream: StreamT) -> None:
 
 @app.timer(SWEEP_SECONDS)
 async def request_due_closes() -> None:
-    """Ask for the close of every due window this worker owns, restored ones included."""
+    """Ask for the close of every due window this worker owns, restored ones included.
+
+    The closes asked for in one sweep are one round (every partition's window of a slot is due at
+    the same aligned moment): the import watcher puts a round into one file. Closes are acted on one
+    after another, each after Kafka acked the batch before, so on a busy machine a slot's batches
+    came more than half a second apart and a merge by arrival time split them into two uploads.
+    """
     now = time.time()
     assigned = app.consumer.assignment()
+    due: list[tuple[str, int]] = []  # window id, partition
     for window_id, raw in list(open_windows.items()):
         meta = WindowMeta.loads(raw)
         if meta.closes_at > now or TP(INTENTS_TOPIC, meta.partition) not in assigned:
@@ -179,7 +196,11 @@ async def request_due_closes() -> None:
         asked = _close_requested.get(window_id)
         if asked is not None and now - asked < CLOSE_RETRY_SECONDS:
             continue
+        due.append((window_id, meta.partition))
+    close_round = uuid.uuid4().hex[:12]
+    for window_id, partition in due:
         _close_requested[window_id] = now
-        await intents_topic.send(
-            value=BatcherInput(kind="close", window_id=window_id), partition=meta.partition
+        request = BatcherInput(
+            kind="close", window_id=window_id, close_round=close_round, round_size=len(due)
         )
+        await intents_topic.send(value=request, partition=partition)

@@ -1,21 +1,23 @@
 """Import watcher: closed windows become one CSV on MC's SFTP, then subscribers MC confirmed.
 
-Batches that arrive together (every partition's window closes at the same aligned moment) are
-merged into one file, so a worker uploads at most once per window. The upload is a File Drop: MC
-starts the import when the file is completely written, and this stage polls `ImportResultsSummary`
-for that file with backoff. Rows MC imported go on to `subscriber.ready`; rows it rejected end as
-`failed` with MC's reason. A broken upload is retried under a new file name, and an import whose row
-count differs from what was written is redone, since MC may have read a partial file.
+The batches of one close round (every partition's window of a slot, closed together) are merged
+into one file, with any others that arrive meanwhile, so a worker uploads at most once per window.
+The upload is a File Drop: MC starts the import when the file is completely written, and this stage
+polls `ImportResultsSummary` for that file with backoff. Rows MC imported go on to
+`subscriber.ready`; rows it rejected end as `failed` with MC's reason. A broken upload is retried
+under a new file name, and an import whose row count differs from what was written is redone, since
+MC may have read a partial file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from faust.types import EventT, StreamT
@@ -30,10 +32,14 @@ from stream_app.subscriber_csv import build_csv, parse_error_report, subscriber_
 
 log = logging.getLogger("stream_app.imports")
 
-# A file waits this long after its latest batch for another: the batcher closes a slot's windows
-# one after another, each after Kafka acked the one before (tens of ms apart).
+# Once its rounds are complete, a file waits this long after its latest batch for another (a
+# backlog's batches, closed by size, come in a burst), and at most MERGE_AT_MOST_SECONDS in all.
 MERGE_WITHIN_SECONDS = 0.1
 MERGE_AT_MOST_SECONDS = 0.5
+# How long a file waits for the rest of an incomplete round: a round's closes run one after
+# another, each after Kafka acked the one before, and a window's close request can be lost with
+# its worker (the next owner asks again, in a round of its own).
+ROUND_AT_MOST_SECONDS = 5.0
 MAX_BATCHES_PER_FILE = 64
 # Files whose import is watched at once; MC runs imports one after another anyway.
 MAX_IMPORTS_IN_FLIGHT = 4
@@ -155,7 +161,9 @@ async def import_subscribers(notifications: list[SubscriberReady]) -> ImportOutc
 async def handle(events: list[EventT]) -> None:
     batches: list[SubscriberBatch] = [event.value for event in events]  # type: ignore[misc]
     notifications = [row for batch in batches for row in batch.rows]
-    windows = [batch.window_id for batch in batches]
+    if not notifications:  # only a round's reports of windows with nothing left to import
+        return
+    windows = [batch.window_id for batch in batches if batch.rows]
     try:
         outcome = await import_subscribers(notifications)
     except RetriesExhausted as exc:
@@ -188,68 +196,88 @@ async def handle(events: list[EventT]) -> None:
         await publish(intents_topic, key, confirmation)
 
 
+class MergedFile:
+    """The batches one file takes, and when it stops taking them (pure; the clock is passed in)."""
+
+    def __init__(self, now: float) -> None:
+        self.events: list[EventT] = []
+        self.first = self.last = now
+        self.closed = False
+        self._rounds: dict[str, tuple[int, set[str]]] = {}  # round -> its size, the windows seen
+
+    def add(self, event: EventT, now: float) -> None:
+        self.events.append(event)
+        self.last = now
+        batch: SubscriberBatch = event.value  # type: ignore[assignment]
+        if batch.close_round:
+            # Windows, not batches, are counted: Faust may deliver a record twice around a restart.
+            self._rounds.setdefault(batch.close_round, (batch.round_size, set()))[1].add(batch.window_id)
+
+    def rounds_complete(self) -> bool:
+        return all(len(windows) >= size for size, windows in self._rounds.values())
+
+    def full(self) -> bool:
+        return len(self.events) >= MAX_BATCHES_PER_FILE
+
+    def due(self) -> float:
+        """When the file stops taking batches, unless another one comes first."""
+        if not self.rounds_complete():
+            return self.first + ROUND_AT_MOST_SECONDS
+        return min(self.last + MERGE_WITHIN_SECONDS, self.first + MERGE_AT_MOST_SECONDS)
+
+
 # The tasks watching imports: referenced here so that they are not garbage-collected mid-import.
 _imports_in_flight: set[asyncio.Task[None]] = set()
 
 
 @app.agent(batches_topic, name="import-watcher")
 async def import_watcher(stream: StreamT[SubscriberBatch]) -> None:
-    """Merge the batches that arrive together (one per partition of a window slot, or all those
-    waiting after a backlog) into one file, then watch its import in a task of its own, so the next
-    window's upload does not wait for this one's import (MC takes a second or more; windows close
-    every `BATCH_WINDOW_SECONDS`).
-
-    A file takes the batches that arrive less than `MERGE_WITHIN_SECONDS` apart. (Faust's
-    take_events is no help: its timeout runs from the previous take, not from the batches, so it
-    split one window's closes into two uploads about half the time.)
+    """Merge the batches of a close round (one per partition of a window slot), and any others that
+    arrive meanwhile (those waiting after a backlog), into one file, then watch its import in a task
+    of its own, so the next window's upload does not wait for this one's import (MC takes a second
+    or more; windows close every `BATCH_WINDOW_SECONDS`). (Faust's take_events is no help: its
+    timeout runs from the previous take, not from the batches.)
 
     Each event keeps one more reference until its import is over, so its offset is not committed
     before: a worker killed mid-import gets the batch again and redoes it (the ledger absorbs the
     repeated ready records).
     """
     slots = asyncio.Semaphore(MAX_IMPORTS_IN_FLIGHT)
-    file: _File | None = None  # the file still taking batches
+    file: MergedFile | None = None  # the file still taking batches
+    arrived = asyncio.Event()  # wakes the file's task when a batch may have completed its round
     async for event in stream.events():
         event.message.incref()
-        if file is None or file.closed or len(file.events) >= MAX_BATCHES_PER_FILE:
+        if file is None or file.closed or file.full():
             await slots.acquire()  # every slot busy: stop taking batches (backpressure)
-            file = _File()
-            task = asyncio.create_task(_merge_then_import(file, slots))
+            file = MergedFile(time.monotonic())
+            arrived = asyncio.Event()
+            task = asyncio.create_task(_merge_then_import(file, arrived, slots))
             _imports_in_flight.add(task)
             task.add_done_callback(_imports_in_flight.discard)
-        file.events.append(event)
-        file.last = time.monotonic()
+        file.add(event, time.monotonic())
+        arrived.set()
 
 
-@dataclass
-class _File:
-    events: list[EventT] = field(default_factory=list)
-    first: float = field(default_factory=time.monotonic)
-    last: float = field(default_factory=time.monotonic)
-    closed: bool = False
-
-
-async def _merge_then_import(file: _File, slots: asyncio.Semaphore) -> None:
-    events = file.events
+async def _merge_then_import(file: MergedFile, arrived: asyncio.Event, slots: asyncio.Semaphore) -> None:
     try:
-        while True:  # until no batch came for MERGE_WITHIN_SECONDS
-            due = min(file.last + MERGE_WITHIN_SECONDS, file.first + MERGE_AT_MOST_SECONDS)
-            now = time.monotonic()
-            if now >= due:
-                break
-            await asyncio.sleep(due - now)
+        while (wait := file.due() - time.monotonic()) > 0:
+            arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(arrived.wait(), wait)
         file.closed = True
+        if not file.rounds_complete():
+            log.warning("a close round is incomplete; its missing windows will go in another file")
         try:
-            await handle(events)
+            await handle(file.events)
         except Exception as exc:  # never stop the stage; the batch is kept in the DLQ
             log.exception("import stage failed")
-            for event in events:
+            for event in file.events:
                 await send_to_dlq(event, exc)
     finally:
         slots.release()
     # Not reached when a stop cancelled the import (see _abandon_imports): unacked, the batches are
     # read again by the partition's next owner.
-    for event in events:
+    for event in file.events:
         event.ack()
 
 

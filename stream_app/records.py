@@ -85,12 +85,17 @@ class BatcherInput(faust.Record, include_metadata=False):
     mobile: str | None = None
     window_id: str | None = None
     received_at: float = 0.0
+    # A close asked for with others in one sweep: the import watcher waits for the round's batches.
+    close_round: str | None = None
+    round_size: int = 0
 
 
 class SubscriberBatch(faust.Record, include_metadata=False):
     window_id: str
     closed_at: float
     rows: list[SubscriberReady]
+    close_round: str | None = None  # one file takes the `round_size` windows closed together
+    round_size: int = 0
 
 
 class TraceStep(faust.Record, include_metadata=False):

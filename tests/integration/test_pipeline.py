@@ -120,12 +120,12 @@ async def test_new_subscribers_of_every_partition_in_one_window_go_out_in_one_fi
         await eventually(lambda event=event: len(messages(sandbox, event)) >= 3, timeout=60)
 
     ids = {e["event_id"] for e in events}
-    slots: dict[str, set[int]] = {}  # window slot -> partitions whose window held our rows
+    slots: dict[str, set[str]] = {}  # window slot -> partitions whose window held our rows
     for record in await read_all(kafka.bootstrap, "stream_app.batches"):
         batch = orjson.loads(record.value)
         if any(row["event_id"] in ids for row in batch["rows"]):
-            slot = batch["window_id"].split("-")[1]  # p<partition>-<start ms>-<suffix> (batcher.py)
-            slots.setdefault(slot, set()).add(record.partition)
+            partition, slot, _ = batch["window_id"].split("-")  # p<partition>-<start ms>-<suffix>
+            slots.setdefault(slot, set()).add(partition)
     files = set()
     for event in events:
         view = await eventually(lambda event=event: _view_once(pipeline, event["event_id"], outcomes=3))

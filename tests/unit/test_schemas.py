@@ -192,6 +192,8 @@ def test_a_valid_value_comes_back_with_defaults_filled_in() -> None:
         "mobile": None,
         "window_id": None,
         "received_at": 0,
+        "close_round": None,
+        "round_size": 0,
     }
 
 

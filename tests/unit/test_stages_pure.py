@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import itertools
 import random
+from types import SimpleNamespace
+from typing import Any
 
 import orjson
 import pytest
 
 from stream_app.batcher import window_bounds
-from stream_app.imports import ImportPace, poll_pause
+from stream_app.imports import (
+    MERGE_AT_MOST_SECONDS,
+    MERGE_WITHIN_SECONDS,
+    ROUND_AT_MOST_SECONDS,
+    ImportPace,
+    MergedFile,
+    poll_pause,
+)
 from stream_app.known_subscribers import needs_import, subscriber_signature
 from stream_app.ledger import FAILED, PENDING, SENT, Decision, Entry, decide, ledger_key
-from stream_app.records import SubscriberReady, TraceStep
+from stream_app.records import SubscriberBatch, SubscriberReady, TraceStep
 from stream_app.retry import RetryPolicy
 from stream_app.seen import is_duplicate
 from stream_app.senders import BadReadyRecord, decode_ready
@@ -93,6 +102,36 @@ def test_the_pace_expects_the_quickest_recent_import() -> None:
     assert pace.expected() == 1.2
     pace.record(2.1)  # MC slowed down: the quick import is forgotten
     assert pace.expected() == 1.9
+
+
+def batch(window: str, close_round: str | None = None, size: int = 0) -> Any:
+    """An event as the import watcher sees it: only its value is read."""
+    value = SubscriberBatch(
+        window_id=window, closed_at=0.0, rows=[ready()], close_round=close_round, round_size=size
+    )
+    return SimpleNamespace(value=value)
+
+
+def test_a_file_waits_for_every_window_of_its_close_round_however_slowly_they_come() -> None:
+    file = MergedFile(now=100.0)
+    file.add(batch("p0-1", "r1", 3), now=100.0)
+    file.add(batch("p1-1", "r1", 3), now=100.6)  # closes a busy batcher made 0.6 s apart
+    assert file.due() == 100.0 + ROUND_AT_MOST_SECONDS
+    file.add(batch("p1-1", "r1", 3), now=100.7)  # the same window delivered twice: no third one
+    assert not file.rounds_complete() and file.due() == 100.0 + ROUND_AT_MOST_SECONDS
+    file.add(batch("p2-1", "r1", 3), now=101.2)
+    assert file.rounds_complete()
+    assert file.due() == 100.0 + MERGE_AT_MOST_SECONDS  # past already: upload now
+
+
+def test_a_file_of_a_complete_round_takes_what_comes_right_after_then_closes() -> None:
+    file = MergedFile(now=10.0)
+    file.add(batch("p0-1", "r1", 1), now=10.0)
+    assert file.due() == 10.0 + MERGE_WITHIN_SECONDS
+    file.add(batch("p0-2"), now=10.05)  # closed by size: no round
+    assert file.due() == pytest.approx(10.05 + MERGE_WITHIN_SECONDS)
+    file.add(batch("p1-2", "r2", 2), now=10.1)  # a new round started in this file is waited for
+    assert file.due() == 10.0 + ROUND_AT_MOST_SECONDS
 
 
 def test_known_subscriber_with_same_email_and_mobile_skips_the_import() -> None:
