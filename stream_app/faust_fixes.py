@@ -22,7 +22,11 @@ dropped by Faust were never read again. Seen as one notification never sent by a
 with notifications already waiting in a topic its group had not consumed before (about 1 start in 4
 under load, tests/integration/test_stages.py). Here such partitions are rewound too: to 0, or to the
 log start when nothing was committed (`consumer_auto_offset_reset` "earliest", our setting).
-Changelog partitions are left to Faust's recovery, which positions them itself.
+Changelog partitions are left to Faust's recovery, which positions them itself. Records of a fetch
+made before that seek are not handed on after it (`getmany` stops there): Faust checks only the
+generation and the flow, both unchanged once recovery is over, so such stale records moved the read
+offsets the seek had just reset past the records read again from them, and those were dropped as
+already read. For the same reason a delivery the seek interrupted does not move the read offset.
 
 3. Records Faust fetched but never handed to an agent (`rewind_dropped`). Even after 2, a stress run
 of that test (CPU hogs beside it) lost one record in about 1 of 10: the diagnostic log showed a
@@ -188,6 +192,7 @@ class _Tracking:
     # Seeks back under way, referenced until done.
     seeks: set[asyncio.Future[None]] = field(default_factory=set)
     seeking: bool = False  # a rebalance's seek to the committed offsets is under way
+    seeks_done: int = 0  # rebalance seeks so far: records fetched before one are stale after it
     next_check: float = 0.0  # of the positions (fix 5)
 
 
@@ -352,7 +357,16 @@ async def getmany(consumer: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]
     tracking = _tracking(consumer)
     fetched_from, handed_on_to = tracking.fetched_from, tracking.handed_on_to
     sought_back, read_offset = tracking.sought_back, consumer._read_offset
+    fetched_in: int | None = None  # the seek epoch these records were fetched in
     async for tp, message in _getmany(consumer, timeout):
+        if fetched_in is None:
+            fetched_in = tracking.seeks_done
+        elif tracking.seeks_done != fetched_in:
+            # A rebalance's seek came while the drain loop handed these on: it reset the read offsets
+            # to the committed ones, and a stale record handed on now would move them past records
+            # read again from there, which were then dropped as already read. Nothing is lost by
+            # stopping: the seek reads them all again.
+            break
         offset = message.offset
         if sought_back and tp in sought_back:
             target, until = sought_back[tp]
@@ -380,6 +394,7 @@ async def perform_seek(consumer: Any) -> None:
         tracking.handed_on_to.update(_positions(consumer))
     finally:
         tracking.seeking = False
+        tracking.seeks_done += 1
 
 
 async def get_producer(topic: Any) -> Any:
@@ -416,6 +431,7 @@ async def drain_messages(consumer: Any, fetcher: Any) -> None:
     read_offset = consumer._read_offset
     set_flag, unset_flag = consumer.diag.set_flag, consumer.diag.unset_flag
     acks_enabled_for = consumer.app.topics.acks_enabled_for
+    tracking = _tracking(consumer)
     since_yield = 0
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
@@ -440,9 +456,12 @@ async def drain_messages(consumer: Any, fetcher: Any) -> None:
                     await consumer.commit()
                 if can_hand_on(consumer, message):
                     await callback(message)
+                    read_offset[tp] = offset
                 else:
+                    seeks = tracking.seeks_done
                     await consumer.wait_first(callback(message), consumer.suspend_flow.wait())
-                read_offset[tp] = offset
+                    if tracking.seeks_done == seeks:  # else the seek's read offset stands
+                        read_offset[tp] = offset
             unset_flag(CONSUMER_FETCHING)
     except consumer.consumer_stopped_errors:
         if consumer.transport.app.should_stop:

@@ -371,3 +371,27 @@ async def test_offsets_the_log_lacks_are_skipped_in_offset_order(monkeypatch: py
     await fetched.drain(c)
     await settle()
     assert c.seeks == [(TP0, 12)]
+
+
+async def test_records_fetched_before_a_rebalance_seek_are_not_handed_on_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The seek resets Faust's read offsets to the committed ones; a stale record handed on after it
+    # moved the read offset past records read again from there, which were dropped as already read.
+    c, _ = await after_a_rebalance(10, monkeypatch)
+
+    async def sought_while_handing_on(_consumer: Any, _timeout: float) -> Any:
+        yield TP0, SimpleNamespace(offset=10)
+        await perform_seek(c)  # another rebalance, while the drain loop was handing on offset 10
+        for offset in (11, 12):
+            yield TP0, SimpleNamespace(offset=offset)
+
+    monkeypatch.setattr(faust_fixes, "_getmany", sought_while_handing_on)
+    assert [message.offset async for _, message in getmany(c, 1.0)] == [10]
+
+    async def read_again(_consumer: Any, _timeout: float) -> Any:
+        for offset in (10, 11, 12):
+            yield TP0, SimpleNamespace(offset=offset)
+
+    monkeypatch.setattr(faust_fixes, "_getmany", read_again)
+    assert [message.offset async for _, message in getmany(c, 1.0)] == [10, 11, 12]
