@@ -32,8 +32,9 @@ from stream_app.subscriber_csv import build_csv, parse_error_report, subscriber_
 
 log = logging.getLogger("stream_app.imports")
 
-# Once its rounds are complete, a file waits this long after its latest batch for another (a
-# backlog's batches, closed by size, come in a burst), and at most MERGE_AT_MOST_SECONDS in all.
+# A file of batches closed by size (a backlog's, in a burst) waits this long after its latest batch
+# for another, and at most MERGE_AT_MOST_SECONDS in all; a file with a close round goes as soon as
+# the round is complete.
 MERGE_WITHIN_SECONDS = 0.1
 MERGE_AT_MOST_SECONDS = 0.5
 # How long a file waits for the rest of an incomplete round: a round's closes run one after
@@ -221,8 +222,8 @@ class MergedFile:
 
     def due(self) -> float:
         """When the file stops taking batches, unless another one comes first."""
-        if not self.rounds_complete():
-            return self.first + ROUND_AT_MOST_SECONDS
+        if self._rounds:  # a round's last window is known: no waiting on a guess
+            return self.last if self.rounds_complete() else self.first + ROUND_AT_MOST_SECONDS
         return min(self.last + MERGE_WITHIN_SECONDS, self.first + MERGE_AT_MOST_SECONDS)
 
 

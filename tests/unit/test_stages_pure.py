@@ -120,18 +120,25 @@ def test_a_file_waits_for_every_window_of_its_close_round_however_slowly_they_co
     file.add(batch("p1-1", "r1", 3), now=100.7)  # the same window delivered twice: no third one
     assert not file.rounds_complete() and file.due() == 100.0 + ROUND_AT_MOST_SECONDS
     file.add(batch("p2-1", "r1", 3), now=101.2)
-    assert file.rounds_complete()
-    assert file.due() == 100.0 + MERGE_AT_MOST_SECONDS  # past already: upload now
+    assert file.rounds_complete() and file.due() == 101.2  # the round is all there: upload now
 
 
-def test_a_file_of_a_complete_round_takes_what_comes_right_after_then_closes() -> None:
+def test_a_file_waits_for_a_round_started_in_it_and_gives_up_on_one_never_complete() -> None:
     file = MergedFile(now=10.0)
     file.add(batch("p0-1", "r1", 1), now=10.0)
+    file.add(batch("p1-2", "r2", 2), now=10.0)  # another round (a restored window), in the same file
+    assert file.due() == 10.0 + ROUND_AT_MOST_SECONDS  # its other window's close request was lost
+
+
+def test_batches_closed_by_size_go_together_when_they_come_in_a_burst() -> None:
+    file = MergedFile(now=10.0)
+    file.add(batch("p0-1"), now=10.0)
     assert file.due() == 10.0 + MERGE_WITHIN_SECONDS
-    file.add(batch("p0-2"), now=10.05)  # closed by size: no round
-    assert file.due() == pytest.approx(10.05 + MERGE_WITHIN_SECONDS)
-    file.add(batch("p1-2", "r2", 2), now=10.1)  # a new round started in this file is waited for
-    assert file.due() == 10.0 + ROUND_AT_MOST_SECONDS
+    file.add(batch("p1-1"), now=10.08)
+    assert file.due() == pytest.approx(10.08 + MERGE_WITHIN_SECONDS)
+    for n in range(2, 20):  # a backlog's batches, without end
+        file.add(batch(f"p{n}-1"), now=10.0 + 0.08 * n)
+    assert file.due() == 10.0 + MERGE_AT_MOST_SECONDS
 
 
 def test_known_subscriber_with_same_email_and_mobile_skips_the_import() -> None:
