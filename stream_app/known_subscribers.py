@@ -3,7 +3,9 @@
 The batcher owns the table (keyed by subscriber, partitioned like `stream_app.intents`); an event's
 parties can be any subscribers, so the intake follows every partition of the table's changelog
 into a dict. It only ever lags: a subscriber it does not know yet goes the batcher's way, and the
-batcher, which decides with the table itself, sends a known one straight on.
+batcher, which decides with the table itself, sends a known one straight on. At start it reads the
+changelog up to its end before the intake takes its first record: a worker restarted on a backlog
+would otherwise send its first batches of known subscribers the batcher's way.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 log = logging.getLogger("stream_app.known_subscribers")
 
@@ -73,6 +76,22 @@ class KnownSubscribers:
         )
         await self._consumer.start()
         self._task = asyncio.create_task(self._follow(self._consumer), name="known-subscribers")
+        await self._catch_up(self._consumer)
+
+    async def _catch_up(self, consumer: AIOKafkaConsumer, within: float = 30.0) -> None:
+        """Wait until the rows the changelog holds now are read (at most `within` seconds)."""
+        found = consumer.partitions_for_topic(self.topic)
+        if not found:
+            return  # no such topic yet: nothing to know
+        partitions = [TopicPartition(self.topic, p) for p in found]
+        ends = await consumer.end_offsets(partitions)
+        deadline = time.monotonic() + within
+        for tp, end in ends.items():
+            while end and (tp not in consumer.assignment() or await consumer.position(tp) < end):
+                if time.monotonic() > deadline:
+                    log.warning("known subscribers not read to the end within %.0f s; going on", within)
+                    return
+                await asyncio.sleep(0.02)
 
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
         while True:
