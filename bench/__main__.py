@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.data import MEMBERS, NEW_MEMBER_BASE, Event, known_events, new_member_events, warmup_events
@@ -65,6 +66,43 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
+# CPU steal above this share of a phase's CPU time makes its figures incomparable with other runs'.
+STEAL_NOTED_PCT = 20.0
+
+
+class StealMeter:
+    """The hypervisor's share of this machine's CPU time (`steal`) per phase.
+
+    On this shared 2-core VM it swung from ~5% to 62% within minutes: the 400-event latency
+    experiment gave a new-subscriber p99 of 2.5 s and 9.8 s on the same code, and the raw loop
+    ran at 20k-42k msgs/s on one day. A figure means little without it.
+    """
+
+    FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+    def __init__(self) -> None:
+        self.phase: str | None = None
+        self.last = self._read()
+        self.by_phase: dict[str, tuple[float, float]] = {}  # phase -> steal, all CPU time
+
+    def _read(self) -> tuple[float, float]:
+        times = psutil.cpu_times()
+        steal = getattr(times, "steal", 0.0)  # Linux only; elsewhere none is reported
+        return steal, sum(getattr(times, name, 0.0) for name in self.FIELDS)
+
+    def switch(self, phase: str | None) -> None:
+        now = self._read()
+        if self.phase is not None:
+            steal, total = self.by_phase.get(self.phase, (0.0, 0.0))
+            self.by_phase[self.phase] = (steal + now[0] - self.last[0], total + now[1] - self.last[1])
+        self.phase, self.last = phase, now
+
+    def pct(self, *phases: str) -> float:
+        picked = [v for k, v in self.by_phase.items() if not phases or k in phases]
+        total = sum(t for _, t in picked)
+        return round(100 * sum(s for s, _ in picked) / total, 1) if total else 0.0
+
+
 class Run:
     def __init__(self, stack: Stack, opts: argparse.Namespace) -> None:
         self.stack = stack
@@ -81,6 +119,7 @@ class Run:
         self.worker: Worker | None = None
         self.sampler: RssSampler | None = None
         self.samplers: list[RssSampler] = []
+        self.steal = StealMeter()
 
     # -- sandbox
 
@@ -96,6 +135,7 @@ class Run:
     async def set_phase(self, phase: str) -> None:
         if self.sampler is not None:
             self.sampler.phase = phase
+        self.steal.switch(phase)
         log(phase)
 
     # -- phases
@@ -455,6 +495,17 @@ class Run:
                 await self.backlog_rss()
             await self.uploads()
         finally:
+            self.steal.switch(None)
+            steal = {
+                "cpu_steal_pct": self.steal.pct(),
+                "cpu_steal_pct_baseline": self.steal.pct("baseline"),
+                "cpu_steal_pct_latency": self.steal.pct("latency-new", "latency-known"),
+                "cpu_steal_pct_intake": self.steal.pct("intake"),
+            }
+            self.figures.update(steal)
+            for key, pct in steal.items():
+                if pct > STEAL_NOTED_PCT:
+                    self.notes.append(f"{key} {pct}%: the hypervisor took that share of the CPU")
             for sampler in self.samplers:
                 sampler.stop()
             if self.samplers:
@@ -501,6 +552,10 @@ ROWS = [
     ("sftp_uploads", "SFTP uploads", ""),
     ("window_slots", "window slots (aligned windows)", ""),
     ("windows_closed", "windows closed (per partition)", ""),
+    ("cpu_steal_pct_baseline", "CPU steal (hypervisor) in the baseline", "%"),
+    ("cpu_steal_pct_intake", "CPU steal in the intake phase", "%"),
+    ("cpu_steal_pct_latency", "CPU steal in the latency phases", "%"),
+    ("cpu_steal_pct", "CPU steal over the run", "%"),
     ("total_s", "bench wall time", "s"),
 ]
 

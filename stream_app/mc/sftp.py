@@ -85,6 +85,10 @@ class SftpUploader:
             raise TransientMCError(f"SFTP read of {path} broke: {type(exc).__name__}: {exc}") from exc
         return data if isinstance(data, bytes) else data.encode()
 
+    async def connect(self) -> None:
+        """Open the connection now (it is otherwise opened by the first upload)."""
+        await self._client()
+
     async def close(self) -> None:
         await self._drop()
 
