@@ -24,13 +24,7 @@ from faust.types import EventT, StreamT
 
 from stream_app import metrics
 from stream_app.app import app, batches_topic, before_mc_close, intents_topic, marketing_cloud, settings
-from stream_app.mc import (
-    AuthError,
-    ImportSummary,
-    TransientMCError,
-    attempt_name,
-    error_report_path,
-)
+from stream_app.mc import AuthError, ImportSummary, TransientMCError, attempt_name, error_report_path
 from stream_app.outputs import publish, send_ready, send_status, send_to_dlq, trace
 from stream_app.records import BatcherInput, SubscriberBatch, SubscriberReady
 from stream_app.retry import RetriesExhausted, RetryPolicy, call_with_retries
