@@ -209,7 +209,10 @@ class Intake(mode.Service):
 
     async def on_stop(self) -> None:
         async with self.batch_lock:
-            await self.consumer.stop()
+            pass  # the batch in hand is committed first; `_consume` takes no other (should_stop)
+        # Not under the lock: leaving the group runs the rebalance listener, whose revoke takes it.
+        # Holding it here deadlocked a worker stopped while its intake was still joining the group.
+        await self.consumer.stop()
         await self.known.stop()
         await self.producer.stop()
 
@@ -227,6 +230,8 @@ class Intake(mode.Service):
             if not fetched:
                 continue
             async with self.batch_lock:
+                if self.should_stop:
+                    break  # uncommitted: read again by the partitions' next owner
                 try:
                     await self.handle(fetched)
                 except asyncio.CancelledError:

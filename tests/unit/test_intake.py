@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -11,7 +13,7 @@ from aiokafka import TopicPartition
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
-from stream_app.intake import IntakeBatch
+from stream_app.intake import Intake, IntakeBatch, _Rebalance
 from stream_app.known_subscribers import KnownSubscribers, subscriber_signature, table_key
 from stream_app.outbox import partition_for
 from stream_app.records import BatcherInput, SubscriberReady
@@ -151,3 +153,22 @@ def test_marks_kept_on_disk_are_rebuilt_from_the_log_on_every_assignment(tmp_pat
     seen.load(TP, {"d-9": 1})  # assigned again: only what the log holds
     assert (seen.of(TP).get("d-1"), seen.of(TP).get("d-9")) == (None, 1)
     seen.forget([TP])
+
+
+async def test_a_stop_while_the_consumer_joins_its_group_does_not_deadlock() -> None:
+    # aiokafka's consumer.stop() first lets a join under way finish, and a join starts by calling
+    # the rebalance listener's revoke, which waits for the batch lock: a stop holding that lock
+    # hung the worker until its SIGKILL (twice in full CI runs).
+    class Stopping:
+        async def stop(self) -> None:
+            pass
+
+    intake: Any = SimpleNamespace(batch_lock=asyncio.Lock(), seen=SimpleNamespace(forget=lambda tps: None))
+    listener = _Rebalance(intake)
+
+    class Joining:
+        async def stop(self) -> None:
+            await listener.on_partitions_revoked([])
+
+    intake.consumer, intake.known, intake.producer = Joining(), Stopping(), Stopping()
+    await asyncio.wait_for(Intake.on_stop(intake), timeout=5)
