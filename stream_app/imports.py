@@ -198,17 +198,19 @@ async def handle(events: list[EventT]) -> None:
 
 
 class MergedFile:
-    """The batches one file takes, and when it stops taking them (pure; the clock is passed in)."""
+    """The batches one file takes, and when it stops taking them (no I/O; the clock is passed in)."""
 
     def __init__(self, now: float) -> None:
         self.events: list[EventT] = []
         self.first = self.last = now
         self.closed = False
+        self.arrived = asyncio.Event()  # wakes the file's task: a batch may have completed its round
         self._rounds: dict[str, tuple[int, set[str]]] = {}  # round -> its size, the windows seen
 
     def add(self, event: EventT, now: float) -> None:
         self.events.append(event)
         self.last = now
+        self.arrived.set()
         batch: SubscriberBatch = event.value  # type: ignore[assignment]
         if batch.close_round:
             # Windows, not batches, are counted: Faust may deliver a record twice around a restart.
@@ -245,26 +247,23 @@ async def import_watcher(stream: StreamT[SubscriberBatch]) -> None:
     """
     slots = asyncio.Semaphore(MAX_IMPORTS_IN_FLIGHT)
     file: MergedFile | None = None  # the file still taking batches
-    arrived = asyncio.Event()  # wakes the file's task when a batch may have completed its round
     async for event in stream.events():
         event.message.incref()
         if file is None or file.closed or file.full():
             await slots.acquire()  # every slot busy: stop taking batches (backpressure)
             file = MergedFile(time.monotonic())
-            arrived = asyncio.Event()
-            task = asyncio.create_task(_merge_then_import(file, arrived, slots))
+            task = asyncio.create_task(_merge_then_import(file, slots))
             _imports_in_flight.add(task)
             task.add_done_callback(_imports_in_flight.discard)
         file.add(event, time.monotonic())
-        arrived.set()
 
 
-async def _merge_then_import(file: MergedFile, arrived: asyncio.Event, slots: asyncio.Semaphore) -> None:
+async def _merge_then_import(file: MergedFile, slots: asyncio.Semaphore) -> None:
     try:
         while (wait := file.due() - time.monotonic()) > 0:
-            arrived.clear()
+            file.arrived.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(arrived.wait(), wait)
+                await asyncio.wait_for(file.arrived.wait(), wait)
         file.closed = True
         if not file.rounds_complete():
             log.warning("a close round is incomplete; its missing windows will go in another file")
