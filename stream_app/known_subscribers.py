@@ -17,6 +17,7 @@ import time
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 log = logging.getLogger("stream_app.known_subscribers")
 
@@ -75,23 +76,32 @@ class KnownSubscribers:
             metadata_max_age_ms=5000,
         )
         await self._consumer.start()
-        self._task = asyncio.create_task(self._follow(self._consumer), name="known-subscribers")
         await self._catch_up(self._consumer)
+        self._task = asyncio.create_task(self._follow(self._consumer), name="known-subscribers")
 
     async def _catch_up(self, consumer: AIOKafkaConsumer, within: float = 30.0) -> None:
-        """Wait until the rows the changelog holds now are read (at most `within` seconds)."""
+        """Read the rows the changelog holds now (for at most `within` seconds), then let the
+        follower take over."""
         found = consumer.partitions_for_topic(self.topic)
         if not found:
             return  # no such topic yet: nothing to know
-        partitions = [TopicPartition(self.topic, p) for p in found]
-        ends = await consumer.end_offsets(partitions)
+        ends = await consumer.end_offsets([TopicPartition(self.topic, p) for p in found])
+        behind = {tp: end for tp, end in ends.items() if end}
         deadline = time.monotonic() + within
-        for tp, end in ends.items():
-            while end and (tp not in consumer.assignment() or await consumer.position(tp) < end):
+        try:
+            while behind:
                 if time.monotonic() > deadline:
                     log.warning("known subscribers not read to the end within %.0f s; going on", within)
                     return
-                await asyncio.sleep(0.02)
+                self._take(await consumer.getmany(timeout_ms=200))
+                assigned = consumer.assignment()
+                behind = {
+                    tp: end
+                    for tp, end in behind.items()
+                    if tp not in assigned or await consumer.position(tp) < end
+                }
+        except Exception:  # the broker away for a moment: the follower goes on from here
+            log.warning("could not read %s to its end at start", self.topic, exc_info=True)
 
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
         while True:
@@ -103,15 +113,18 @@ class KnownSubscribers:
                 log.warning("could not read %s", self.topic, exc_info=True)
                 await asyncio.sleep(1)
                 continue
-            for batch in fetched.values():
-                for record in batch:
-                    if record.key is None:
-                        continue
-                    key = table_key(record.key)
-                    if record.value is None:
-                        self.rows.pop(key, None)
-                    else:
-                        self.rows[key] = record.value
+            self._take(fetched)
+
+    def _take(self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        for batch in fetched.values():
+            for record in batch:
+                if record.key is None:
+                    continue
+                key = table_key(record.key)
+                if record.value is None:
+                    self.rows.pop(key, None)
+                else:
+                    self.rows[key] = record.value
 
     async def stop(self) -> None:
         if self._task is not None:
