@@ -197,6 +197,8 @@ async def request_due_closes() -> None:
         if asked is not None and now - asked < CLOSE_RETRY_SECONDS:
             continue
         due.append((window_id, meta.partition))
+    if not due:
+        return
     close_round = uuid.uuid4().hex[:12]
     for window_id, partition in due:
         _close_requested[window_id] = now
