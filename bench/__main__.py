@@ -327,7 +327,7 @@ class Run:
         starts on it, and the rate counts the notifications made ready after the first ones seen.
         """
         await self.stop_worker()
-        await self.set_phase("intake")
+        await self.set_phase("intake-backlog")
         expected = sum(e.notifications for e in backlog)
         per_event = expected / len(backlog)
         ready_base = await self.offsets.end(READY)
@@ -345,6 +345,7 @@ class Run:
         if trigger is not None:
             trigger.unlink(missing_ok=True)
         await self.start_worker(INTAKE_STAGES, profile=self.opts.profile)
+        await self.set_phase("intake")  # start_worker switched to "worker-start"
         if trigger is not None:
             trigger.touch()
         first = 0  # notifications already made ready when the first were seen
