@@ -15,6 +15,7 @@ Windows restored from the changelog after a crash are seen by the same timer and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -45,8 +46,8 @@ open_windows = table("open-windows")
 
 SEP = "\x1f"  # between a window id and a notification id in a pending row's key
 
-# How often due windows are looked for: part of every new subscriber's latency, and cheap (it reads
-# the few open windows of this worker).
+# How often due windows are looked for at most: the sweep also wakes when the next one is due. Cheap:
+# it reads the few open windows of this worker.
 SWEEP_SECONDS = 0.05
 # A close request not acted on after this long (worker busy or restarted) is asked again.
 CLOSE_RETRY_SECONDS = 5.0
@@ -177,9 +178,16 @@ async def batcher(stream: StreamT) -> None:
             log.exception("batcher failed on a record", extra={"offset": event.message.offset})
 
 
-@app.timer(SWEEP_SECONDS)
-async def request_due_closes() -> None:
-    """Ask for the close of every due window this worker owns, restored ones included.
+@app.task
+async def sweep_windows() -> None:
+    while not app.should_stop:
+        await asyncio.sleep(await request_due_closes())
+
+
+async def request_due_closes() -> float:
+    """Ask for the close of every due window this worker owns, restored ones included; return the
+    seconds until the next sweep: at most SWEEP_SECONDS, and no later than the next window's end
+    (a fixed 50 ms timer added 25 ms on average to every new subscriber's latency).
 
     The closes asked for in one sweep are one round (every partition's window of a slot is due at
     the same aligned moment): the import watcher puts a round into one file. Closes are acted on one
@@ -189,20 +197,24 @@ async def request_due_closes() -> None:
     now = time.time()
     assigned = app.consumer.assignment()
     due: list[tuple[str, int]] = []  # window id, partition
+    pause = SWEEP_SECONDS
     for window_id, raw in list(open_windows.items()):
         meta = WindowMeta.loads(raw)
-        if meta.closes_at > now or TP(INTENTS_TOPIC, meta.partition) not in assigned:
+        if TP(INTENTS_TOPIC, meta.partition) not in assigned:
+            continue
+        if meta.closes_at > now:
+            pause = min(pause, meta.closes_at - now)
             continue
         asked = _close_requested.get(window_id)
         if asked is not None and now - asked < CLOSE_RETRY_SECONDS:
             continue
         due.append((window_id, meta.partition))
-    if not due:
-        return
-    close_round = uuid.uuid4().hex[:12]
-    for window_id, partition in due:
-        _close_requested[window_id] = now
-        request = BatcherInput(
-            kind="close", window_id=window_id, close_round=close_round, round_size=len(due)
-        )
-        await intents_topic.send(value=request, partition=partition)
+    if due:
+        close_round = uuid.uuid4().hex[:12]
+        for window_id, partition in due:
+            _close_requested[window_id] = now
+            request = BatcherInput(
+                kind="close", window_id=window_id, close_round=close_round, round_size=len(due)
+            )
+            await intents_topic.send(value=request, partition=partition)
+    return pause
