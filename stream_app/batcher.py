@@ -181,7 +181,12 @@ async def batcher(stream: StreamT) -> None:
 @app.task
 async def sweep_windows() -> None:
     while not app.should_stop:
-        await asyncio.sleep(await request_due_closes())
+        try:
+            pause = await request_due_closes()
+        except Exception:  # the next sweep tries again: ending the loop would leave every window open
+            log.exception("window sweep failed")
+            pause = SWEEP_SECONDS
+        await asyncio.sleep(pause)
 
 
 async def request_due_closes() -> float:
