@@ -8,9 +8,9 @@ and closed early when it reaches `BATCH_MAX_ROWS`.
 Why not Faust's windowed tables with `on_window_close`: that callback runs from a 30 s timer outside
 stream iteration (it cannot write tables), is never called for windows restored after a restart, and
 windows have no size limit. Here the window state is two plain tables keyed per row (`pending-rows`)
-and per window (`open-windows`); a timer only *asks* for a close by putting a `close` record on the
+and per window (`open-windows`); a sweep only *asks* for a close by putting a `close` record on the
 window's own partition, and the agent closes it in stream order, where table writes are allowed.
-Windows restored from the changelog after a crash are seen by the same timer and flushed.
+Windows restored from the changelog after a crash are seen by the same sweep and flushed.
 """
 
 from __future__ import annotations
