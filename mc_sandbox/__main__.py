@@ -17,6 +17,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--http-port", type=int, default=8780, help="auth, SOAP, REST, SMS, ENS and /_sandbox")
     p.add_argument("--sftp-port", type=int, default=8722)
     p.add_argument("--import-delay", type=float, default=1.0, help="seconds from upload/start to processing")
+    p.add_argument(
+        "--send-log-delay", type=float, default=1.0, help="seconds from an accepted send to its send log row"
+    )
     p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     p.add_argument("--rate-limit", type=int, default=0, help="requests/s over SOAP+REST+SMS; 0 = off")
     p.add_argument("--message-cap", type=int, default=1_000_000, help="messages kept for inspection")
@@ -26,6 +29,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         http_port=a.http_port,
         sftp_port=a.sftp_port,
         import_delay=a.import_delay,
+        send_log_delay=a.send_log_delay,
         state_dir=a.state_dir.resolve(),
         rate_limit=a.rate_limit,
         message_cap=a.message_cap,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from aiohttp import web
 
 from .context import sandbox_of
 from .faults import FaultError
+from .sendlog import DATA_EXTENSIONS, value_text
+from .state import iso
 
 
 async def messages(request: web.Request) -> web.Response:
@@ -28,6 +31,19 @@ async def subscribers(request: web.Request) -> web.Response:
 
 async def imports(request: web.Request) -> web.Response:
     return web.json_response([j.to_json() for j in sandbox_of(request).state.imports.values()])
+
+
+async def send_log(request: web.Request) -> web.Response:
+    """Both send logs, as {name: [row]}, values as SOAP returns them except LogDate (ISO, for tests)."""
+    state = sandbox_of(request).state
+    out = {
+        name: [
+            {f: iso(v) if isinstance(v, datetime) else value_text(v) for f, v in row.items()}
+            for row in state.send_logs.get(name, ())
+        ]
+        for name in DATA_EXTENSIONS
+    }
+    return web.json_response(out)
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -98,6 +114,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/_sandbox/messages", messages)
     app.router.add_get("/_sandbox/subscribers", subscribers)
     app.router.add_get("/_sandbox/imports", imports)
+    app.router.add_get("/_sandbox/send-log", send_log)
     app.router.add_get("/_sandbox/stats", stats)
     app.router.add_get("/_sandbox/faults", faults_get)
     app.router.add_post("/_sandbox/faults", faults_post)

@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 from .context import Sandbox
+from .sendlog import log_email
 from .state import Message, TrackingEvent, is_bounce_address, iso, utcnow, valid_email
 from .templates import EmailDefinition, render
 
@@ -91,17 +92,19 @@ def accept_email(
         "deliveryTime": iso(msg.received_at),
         "to": {"address": email, "id": sub.id if sub else 0, "key": key},
     }
+    send_id = state.next_send_id()
     state.events.append(
         TrackingEvent(
             kind="SentEvent",
             subscriber_key=key,
             event_date=msg.received_at,
-            send_id=state.next_send_id(),
+            send_id=send_id,
             definition_key=definition.key,
             definition_object_id=definition.guid,
             message_id=msg.id,
         )
     )
+    log_email(state, msg, definition, sub.id if sub else 0, send_id)
     if is_bounce_address(email):
         sb.ens.schedule_bounce(msg, definition)
     return msg

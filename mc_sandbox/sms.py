@@ -11,6 +11,7 @@ from aiohttp import web
 from .auth import not_authorized, rest_authorized
 from .context import sandbox_of
 from .rest import read_json
+from .sendlog import log_sms
 from .state import Message, SmsSend, TrackingEvent, iso
 from .templates import SMS_DEFINITIONS, render
 
@@ -120,6 +121,7 @@ async def send_handler(request: web.Request) -> web.Response:
                 message_id=msg.id,
             )
         )
+        log_sms(sb.state, msg, token_id)
     sb.state.sms_sends[token_id] = SmsSend(
         token_id=token_id, message_id=message_id, numbers=[r[0] for r in recipients], text=texts[0]
     )

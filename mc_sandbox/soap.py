@@ -2,6 +2,10 @@
 
 Responses copy the real envelope (WS-Addressing + a wsu:Timestamp) and write elements in the WSDL's
 ``xs:sequence`` order, since zeep (and .NET) parse by sequence.
+
+Retrieve answers at most 2,500 rows; with more, ``MoreDataAvailable`` and a RequestID whose
+``ContinueRequest`` returns the next page. ``DataExtensionObject[<name or key>]`` reads the send logs
+(sendlog.py) as Properties/Property name-value pairs.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from lxml import etree
 
 from .auth import token_valid
 from .context import Sandbox, sandbox_of
+from .sendlog import DataExtension, data_extension, value_text
+from .sendlog import rows as send_log_rows
 from .sends import NO_VALID_SUBSCRIBERS, Refusal, accept_email, check_recipient
 from .state import ImportDefinition, ImportJob, Subscriber, iso, mc_date_string, valid_email
 from .templates import EMAIL_DEFINITIONS, email_definition
@@ -28,6 +34,8 @@ SOAP12_ENV = "http://www.w3.org/2003/05/soap-envelope"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 FAULT_NS = "urn:fault.partner.exacttarget.com"
 MAX_RETRIEVE = 2500
+MAX_CURSORS = 100  # Retrieves with pages left to continue; the oldest is forgotten first
+DATA_EXTENSION_OBJECT = "DataExtensionObject"
 
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True)
 
@@ -511,6 +519,25 @@ class RetrieveType:
     rows: Callable[[Sandbox], list[Record]]
     render: Callable[[Record, list[str]], str] | None = None
     aliases: tuple[tuple[str, str], ...] = ()
+    xsi_type: str | None = None  # of the Results, when it is not the ObjectType
+    fold_case: bool = False  # data extension field names match whatever their case
+
+    def canon(self, prop: str) -> str:
+        prop = dict(self.aliases).get(prop, prop)
+        if self.fold_case:
+            return next((f for f in self.fields if f.lower() == prop.lower()), prop)
+        return prop
+
+
+@dataclass
+class Cursor:
+    """What a Retrieve answered with MoreDataAvailable has left for its ContinueRequests."""
+
+    rtype: RetrieveType
+    xsi_type: str
+    props: list[str]
+    rows: list[Record]
+    offset: int = 0
 
 
 def _subscriber_rows(sb: Sandbox) -> list[Record]:
@@ -667,6 +694,38 @@ RETRIEVE_TYPES: dict[str, RetrieveType] = {
     ),
 }
 
+
+def _render_data_extension_row(rec: Record, props: list[str]) -> str:
+    # APIObject's PartnerKey and ObjectID, then ObjectExtension's Properties (WSDL sequence order).
+    pairs = "".join(f"<Property>{x('Name', p)}{x('Value', value_text(rec.get(p)))}</Property>" for p in props)
+    return f"{nil('PartnerKey')}{nil('ObjectID')}<Properties>{pairs}</Properties>"
+
+
+def _data_extension_type(de: DataExtension) -> RetrieveType:
+    return RetrieveType(
+        de.fields,
+        lambda sb: send_log_rows(sb.state, de),
+        _render_data_extension_row,
+        xsi_type=DATA_EXTENSION_OBJECT,
+        fold_case=True,
+    )
+
+
+def _retrieve_type(object_type: str) -> RetrieveType | str:
+    """The type to retrieve, or the Error status for an ObjectType this account has no such thing of."""
+    prefix = f"{DATA_EXTENSION_OBJECT}["
+    if object_type.startswith(prefix) and object_type.endswith("]"):
+        ref = object_type[len(prefix) : -1]
+        de = data_extension(ref)
+        if de is None:
+            return f"Error: Unable to find a data extension with the name or customer key '{ref}'."
+        return _data_extension_type(de)
+    rtype = RETRIEVE_TYPES.get(object_type)
+    if rtype is None:
+        return f"Error: Unable to retrieve objects of type {object_type or '(none)'} in this sandbox."
+    return rtype
+
+
 DATE_PROPS = {"EventDate", "CreatedDate", "ModifiedDate"}
 
 
@@ -675,7 +734,10 @@ class FilterError(ValueError):
 
 
 def _parse_dt(value: str) -> datetime:
-    dt = datetime.fromisoformat(value.strip())
+    try:
+        dt = datetime.fromisoformat(value.strip())
+    except ValueError:
+        dt = datetime.strptime(value.strip(), "%m/%d/%Y %I:%M:%S %p")  # MC's data extension dates
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
@@ -736,7 +798,6 @@ def _compare(actual: Any, op: str, values: list[str], prop: str) -> bool:
 def _filter_fn(el: etree._Element | None, rtype: RetrieveType) -> Callable[[Record], bool]:
     if el is None:
         return lambda _r: True
-    aliases = dict(rtype.aliases)
     if kid(el, "LeftOperand") is not None:
         left = _filter_fn(kid(el, "LeftOperand"), rtype)
         right = _filter_fn(kid(el, "RightOperand"), rtype)
@@ -745,8 +806,7 @@ def _filter_fn(el: etree._Element | None, rtype: RetrieveType) -> Callable[[Reco
         if (text(el, "LogicalOperator") or "AND").upper() == "OR":
             return lambda r: any(p(r) for p in parts)
         return lambda r: all(p(r) for p in parts)
-    prop = text(el, "Property") or ""
-    prop = aliases.get(prop, prop)
+    prop = rtype.canon(text(el, "Property") or "")
     if prop not in rtype.fields and prop not in ("SubscriberKey",):
         raise FilterError(f"The Filter Property {prop} is not a retrievable property")
     op = text(el, "SimpleOperator") or "equals"
@@ -758,41 +818,65 @@ def _filter_fn(el: etree._Element | None, rtype: RetrieveType) -> Callable[[Reco
 
 def op_retrieve(ctx: Ctx, op: etree._Element) -> tuple[str, str]:
     req = kid(op, "RetrieveRequest")
-    object_type = text(req, "ObjectType") or ""
-    rtype = RETRIEVE_TYPES.get(object_type)
+    cursors: dict[str, Cursor] = ctx.sb.state.retrieve_cursors
 
-    def reply(status: str, results: str = "") -> tuple[str, str]:
+    def reply(status: str, results: str = "", request_id: str = ctx.request_id) -> tuple[str, str]:
         return "RetrieveResponse", (
-            f'<RetrieveResponseMsg xmlns="{NS}">{x("OverallStatus", status)}{x("RequestID", ctx.request_id)}'
+            f'<RetrieveResponseMsg xmlns="{NS}">{x("OverallStatus", status)}{x("RequestID", request_id)}'
             f"{results}</RetrieveResponseMsg>"
         )
 
-    if rtype is None:
-        return reply(f"Error: Unable to retrieve objects of type {object_type or '(none)'} in this sandbox.")
-    aliases = dict(rtype.aliases)
-    props = [aliases.get(p, p) for p in ((c.text or "").strip() for c in kids(req, "Properties")) if p]
+    def page(request_id: str, cursor: Cursor) -> tuple[str, str]:
+        chunk = cursor.rows[cursor.offset : cursor.offset + MAX_RETRIEVE]
+        cursor.offset += len(chunk)
+        cursors.pop(request_id, None)
+        status = "OK"
+        if cursor.offset < len(cursor.rows):
+            status = "MoreDataAvailable"
+            cursors[request_id] = cursor  # the newest last, so the oldest goes first
+            while len(cursors) > MAX_CURSORS:
+                del cursors[next(iter(cursors))]
+        out: list[str] = []
+        for r in chunk:
+            if cursor.rtype.render is not None:
+                inner = cursor.rtype.render(r, cursor.props)
+            else:
+                inner = nil("PartnerKey") + "".join(
+                    x(f, r.get(f)) for f in cursor.rtype.fields if f in cursor.props
+                )
+            out.append(f'<Results xsi:type="{escape(cursor.xsi_type)}">{inner}</Results>')
+        return reply(status, "".join(out), request_id)
+
+    continue_id = text(req, "ContinueRequest")
+    if continue_id:
+        # The rows were chosen by the first request; the later pages return what was left of them.
+        cursor = cursors.get(continue_id)
+        if cursor is None:
+            return reply(f"Error: The ContinueRequest {continue_id} is not valid or has expired.")
+        return page(continue_id, cursor)
+
+    object_type = text(req, "ObjectType") or ""
+    rtype = _retrieve_type(object_type)
+    if isinstance(rtype, str):
+        return reply(rtype)
+    props = list(
+        dict.fromkeys(rtype.canon(p) for p in ((c.text or "").strip() for c in kids(req, "Properties")) if p)
+    )
     if not props:
         return reply("Error: Request must include at least one property to retrieve.")
     bad = [p for p in props if p not in rtype.fields]
+    shown = rtype.xsi_type or object_type
     if bad:
         return reply(
             f"Error: The Request Property(s) {', '.join(bad)} do not match with the fields of "
-            f"{object_type} retrieve"
+            f"{shown} retrieve"
         )
     try:
         keep = _filter_fn(kid(req, "Filter"), rtype)
         rows = [r for r in rtype.rows(ctx.sb) if keep(r)]
     except FilterError as exc:
         return reply(f"Error: {exc}")
-    rows = rows[:MAX_RETRIEVE]
-    out: list[str] = []
-    for r in rows:
-        if rtype.render is not None:
-            inner = rtype.render(r, props)
-        else:
-            inner = nil("PartnerKey") + "".join(x(f, r.get(f)) for f in rtype.fields if f in props)
-        out.append(f'<Results xsi:type="{object_type}">{inner}</Results>')
-    return reply("OK", "".join(out))
+    return page(ctx.request_id, Cursor(rtype, shown, props, rows))
 
 
 OPERATIONS: dict[str, Callable[[Ctx, etree._Element], tuple[str, str]]] = {

@@ -74,6 +74,8 @@ class Config:
     # observe the New -> Processing -> Completed sequence.
     import_processing_seconds: float = 0.2
     bounce_delay: float = 0.2
+    # Seconds from an accepted send to its send log row (MC logs at send time, not at acceptance).
+    send_log_delay: float = 1.0
 
     @property
     def base_url(self) -> str:
@@ -229,6 +231,10 @@ class State:
         self.events: deque[TrackingEvent] = deque(maxlen=max(1, config.message_cap))
         self.imports: dict[int, ImportJob] = {}
         self.import_definitions: dict[str, ImportDefinition] = {}
+        # Send logging data extension name -> its rows (see sendlog.py).
+        self.send_logs: dict[str, deque[dict[str, Any]]] = {}
+        # Retrieve paging: RequestID -> what is left to return (see soap.py, ContinueRequest).
+        self.retrieve_cursors: dict[str, Any] = {}
         self.tokens: dict[str, float] = {}  # token -> expiry (loop.time())
         self.stats: dict[str, int] = {}
         self._next_subscriber_id = 481_746_000
@@ -275,6 +281,8 @@ class State:
         self.events.clear()
         self.imports.clear()
         self.import_definitions.clear()
+        self.send_logs.clear()
+        self.retrieve_cursors.clear()
         self.tokens.clear()
         self.generation += 1
         self.reset_stats()

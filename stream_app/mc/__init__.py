@@ -12,7 +12,14 @@ from stream_app.mc.auth import TokenManager
 from stream_app.mc.errors import AuthError, MCError, PermanentMCError, TransientMCError
 from stream_app.mc.rest import RestClient, SendReceipt, verify_ens_signature
 from stream_app.mc.sftp import SftpUploader, attempt_name, error_report_path
-from stream_app.mc.soap import ImportSummary, SentRecord, SoapClient, SubscriberRow, UpsertResult
+from stream_app.mc.soap import (
+    ImportSummary,
+    SendLogRow,
+    SentRecord,
+    SoapClient,
+    SubscriberRow,
+    UpsertResult,
+)
 from stream_app.mc.transport import AiohttpTransport
 from stream_app.settings import Settings
 
@@ -23,6 +30,7 @@ __all__ = [
     "MarketingCloud",
     "PermanentMCError",
     "RestClient",
+    "SendLogRow",
     "SendReceipt",
     "SentRecord",
     "SftpUploader",

@@ -69,18 +69,30 @@ class RestClient:
         return _email_receipt(_json(response))
 
     async def send_sms(
-        self, message_id: str, *, mobile_e164: str, text: str, subscriber_key: str = ""
+        self,
+        message_id: str,
+        *,
+        mobile_e164: str,
+        text: str,
+        subscriber_key: str = "",
+        attributes: Mapping[str, str] | None = None,
     ) -> SendReceipt:
+        """Send `text` to one number. `attributes` (e.g. NotificationId, which MC then writes to the
+        SMSSendLog data extension) travel only with a `subscriber_key`: MobileConnect takes
+        attributes in its Subscribers form alone, and that form requires a key."""
         # MobileConnect wants the country code and digits only; a "+" or separators are refused.
         digits = mobile_e164.strip().removeprefix("+")
         if not digits.isdigit():
             raise PermanentMCError("mobile number is not E.164 digits", code="InvalidPhoneNumber")
         # With a subscriber key MC ties the SMS to the contact (its history, its opt-outs).
-        recipients: dict[str, Any] = (
-            {"Subscribers": [{"MobileNumber": digits, "SubscriberKey": subscriber_key}]}
-            if subscriber_key
-            else {"mobileNumbers": [digits]}
-        )
+        recipients: dict[str, Any]
+        if subscriber_key:
+            recipient: dict[str, Any] = {"MobileNumber": digits, "SubscriberKey": subscriber_key}
+            if attributes:
+                recipient["Attributes"] = dict(attributes)
+            recipients = {"Subscribers": [recipient]}
+        else:
+            recipients = {"mobileNumbers": [digits]}
         body = {**recipients, "Override": True, "messageText": text}
         path = f"sms/v1/messageContact/{quote(message_id, safe='')}/send"
         response = await self._request("POST", path, body)

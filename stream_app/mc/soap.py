@@ -1,4 +1,4 @@
-"""MC SOAP (partner API) through zeep: import status, subscriber upserts, sent-event lookups."""
+"""MC SOAP (partner API) through zeep: import status, subscriber upserts, sent-event and send log lookups."""
 
 from __future__ import annotations
 
@@ -83,6 +83,20 @@ class SentRecord:
     definition_key: str | None = None
     definition_object_id: str | None = None
     send_id: int | None = None
+
+
+@dataclass(frozen=True)
+class SendLogRow:
+    """A row of a send logging data extension: MC's record that it sent one notification.
+
+    MC writes it at send time (not when the API accepts the send) for every attempted send, so a row
+    with no `error_code` is evidence that MC sent the notification; `error_code` is MC's reason
+    when it stopped the send.
+    """
+
+    notification_id: str
+    error_code: str | None
+    subscriber_key: str | None
 
 
 class _Transport(AsyncTransport):
@@ -305,6 +319,32 @@ class SoapClient:
             )
         return records
 
+    async def send_log(self, data_extension: str, notification_id: str) -> list[SendLogRow]:
+        """The rows MC logged for one notification in a send logging data extension (e.g. `SendLog`
+        for email, `SMSSendLog` for SMS), matched on its custom `NotificationId` field.
+
+        Empty until MC has actually sent (a row trails the API's acceptance by MC's queue time).
+        An unknown data extension or field raises PermanentMCError.
+        """
+        await self.start()
+        rows = await self._retrieve(
+            f"DataExtensionObject[{data_extension}]",
+            ["NotificationId", "ErrorCode", "SubscriberKey"],
+            self._simple("NotificationId", "equals", notification_id),
+        )
+        found: list[SendLogRow] = []
+        for row in rows:
+            values = _data_extension_values(row)
+            error_code = (values.get("errorcode") or "").strip()
+            found.append(
+                SendLogRow(
+                    notification_id=values.get("notificationid") or notification_id,
+                    error_code=None if error_code in ("", "0") else error_code,
+                    subscriber_key=values.get("subscriberkey") or None,
+                )
+            )
+        return found
+
     async def _tsd_key(self, object_id: str) -> str | None:
         if object_id in self._tsd_keys:
             return self._tsd_keys[object_id]
@@ -391,6 +431,20 @@ def _classify_status(operation: str, status: int | None, retry_after: str | None
             f"SOAP {operation}: HTTP {status}", retry_after=parse_retry_after(retry_after)
         )
     return PermanentMCError(f"SOAP {operation}: HTTP {status}", code=status)
+
+
+def _data_extension_values(row: Any) -> dict[str, str | None]:
+    """A DataExtensionObject's Properties/Property name-value pairs, by lower-cased field name
+    (MC's field names are case-insensitive)."""
+    properties = getattr(row, "Properties", None)
+    pairs = getattr(properties, "Property", None) or []
+    values: dict[str, str | None] = {}
+    for pair in pairs:
+        name = getattr(pair, "Name", None)
+        if name:
+            value = getattr(pair, "Value", None)
+            values[str(name).lower()] = None if value is None else str(value)
+    return values
 
 
 def _int(value: Any) -> int | None:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from stream_app.mc import (
     ImportSummary,
     MarketingCloud,
     PermanentMCError,
+    SendLogRow,
     SftpUploader,
     SoapClient,
     TransientMCError,
@@ -327,3 +329,47 @@ async def test_no_secret_is_logged(
     # The sandbox's SFTP password is a plain word that also names its routes and its SFTP user.
     text = text.replace(f"user {settings.mc_sftp_user}", "user <name>")
     assert not re.search(rf"(?<![\w/-]){re.escape(settings.mc_sftp_password)}(?![\w/-])", text)
+
+
+async def wait_send_log(mc: MarketingCloud, data_extension: str, notification_id: str) -> list[SendLogRow]:
+    """MC logs a send at send time (the sandbox a second after acceptance): poll until the row is there."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        rows = await mc.soap.send_log(data_extension, notification_id)
+        if rows:
+            return rows
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no {data_extension} row for {notification_id}")
+
+
+async def test_send_log_tells_two_sends_of_one_template_apart(mc: MarketingCloud) -> None:
+    await import_subscribers(mc, "subscribers_it_sendlog.csv")
+    first, second = f"n-{uuid.uuid4()}", f"n-{uuid.uuid4()}"
+    for notification_id in (first, second):
+        await mc.rest.send_email(
+            "packet-drawn-drawer",
+            to="ez@example.com",
+            subscriber_key="M1001",
+            attributes={"DrawerName": "EZ", "NotificationId": notification_id},
+        )
+    assert await wait_send_log(mc, "SendLog", first) == [SendLogRow(first, None, "M1001")]
+    assert await wait_send_log(mc, "SendLog", second) == [SendLogRow(second, None, "M1001")]
+    assert await mc.soap.send_log("SendLog", f"n-{uuid.uuid4()}") == []
+    assert await mc.soap.send_log("SMSSendLog", first) == []
+    with pytest.raises(PermanentMCError):
+        await mc.soap.send_log("NoSuchSendLog", first)
+
+
+async def test_sms_attributes_reach_the_sms_send_log(mc: MarketingCloud, admin: httpx.AsyncClient) -> None:
+    notification_id = f"n-{uuid.uuid4()}"
+    await mc.rest.send_sms(
+        "packet-drawn-welcome",
+        mobile_e164="+886912345678",
+        text="hi",
+        subscriber_key="M1001",
+        attributes={"NotificationId": notification_id},
+    )
+    (sms,) = [m for m in (await admin.get("/_sandbox/messages")).json() if m["channel"] == "sms"]
+    assert sms["attributes"] == {"NotificationId": notification_id}
+    rows = await wait_send_log(mc, "SMSSendLog", notification_id)
+    assert rows == [SendLogRow(notification_id, None, "M1001")]

@@ -358,6 +358,23 @@ async def test_send_sms_digits_only_and_override() -> None:
     assert json.loads(fake.api_requests[1].content)["mobileNumbers"] == ["886912345678"]
 
 
+async def test_send_sms_attributes_go_with_the_subscriber() -> None:
+    fake = FakeMC(lambda r: httpx.Response(202, json={"tokenId": "t"}))
+    _, rest = make(fake)
+    attrs = {"NotificationId": "n-1"}
+    await rest.send_sms("m", mobile_e164="+886912345678", text="hi", subscriber_key="M1", attributes=attrs)
+    assert json.loads(fake.api_requests[0].content)["Subscribers"] == [
+        {"MobileNumber": "886912345678", "SubscriberKey": "M1", "Attributes": {"NotificationId": "n-1"}}
+    ]
+    # MobileConnect's mobileNumbers form carries no attributes: without a key they cannot be sent.
+    await rest.send_sms("m", mobile_e164="+886912345678", text="hi", attributes=attrs)
+    assert json.loads(fake.api_requests[1].content) == {
+        "mobileNumbers": ["886912345678"],
+        "Override": True,
+        "messageText": "hi",
+    }
+
+
 async def test_send_sms_400_errors_are_permanent() -> None:
     body = {"errors": ["Message id bogus is not valid.", "Invalid phone number"]}
     _, rest = make(FakeMC(lambda r: httpx.Response(400, json=body)))

@@ -228,6 +228,73 @@ async def test_sent_since_sms() -> None:
     )
 
 
+def send_log_row(notification_id: str, error_code: str | None, key: str | None = "M1001") -> str:
+    def prop(name: str, value: str | None) -> str:
+        if value is None:
+            return ""  # MC leaves a field out of Properties when it was not asked for
+        return f"<Property><Name>{name}</Name><Value>{value}</Value></Property>"
+
+    return (
+        '<Results xsi:type="DataExtensionObject"><PartnerKey xsi:nil="true"/><ObjectID xsi:nil="true"/>'
+        f"<Properties>{prop('NotificationId', notification_id)}{prop('ErrorCode', error_code)}"
+        f"{prop('SubscriberKey', key)}</Properties></Results>"
+    )
+
+
+async def test_send_log_filters_on_the_notification_and_reads_the_rows() -> None:
+    rows = (
+        send_log_row("n-1", "")
+        + send_log_row("n-1", "0")
+        + send_log_row("n-1", None, None)
+        + send_log_row("n-1", "18002")
+    )
+    fake = FakeSoap(lambda doc, n: (200, retrieve_response(rows)))
+    found = await make(fake).send_log("SendLog", "n-1")
+    assert [(r.notification_id, r.error_code, r.subscriber_key) for r in found] == [
+        ("n-1", None, "M1001"),
+        ("n-1", None, "M1001"),
+        ("n-1", None, None),
+        ("n-1", "18002", "M1001"),
+    ]
+    request = body_root(fake.calls[0]).find("et:RetrieveRequest", NS)
+    assert request is not None
+    assert request.findtext("et:ObjectType", namespaces=NS) == "DataExtensionObject[SendLog]"
+    assert [p.text for p in request.findall("et:Properties", NS)] == [
+        "NotificationId",
+        "ErrorCode",
+        "SubscriberKey",
+    ]
+    flt = request.find("et:Filter", NS)
+    assert flt is not None and flt.get(f"{{{NS['xsi']}}}type", "").endswith("SimpleFilterPart")
+    assert [flt.findtext(f"et:{n}", namespaces=NS) for n in ("Property", "SimpleOperator", "Value")] == [
+        "NotificationId",
+        "equals",
+        "n-1",
+    ]
+
+
+async def test_send_log_follows_more_data_available() -> None:
+    def answer(doc: etree._Element, n: int) -> tuple[int, str]:
+        if n == 1:
+            return 200, retrieve_response(send_log_row("n-2", ""), status="MoreDataAvailable")
+        return 200, retrieve_response(send_log_row("n-2", "", "M2002"))
+
+    fake = FakeSoap(answer)
+    found = await make(fake).send_log("SMSSendLog", "n-2")
+    assert [r.subscriber_key for r in found] == ["M1001", "M2002"]
+    second = body_root(fake.calls[1]).find("et:RetrieveRequest", NS)
+    assert second is not None
+    assert second.findtext("et:ContinueRequest", namespaces=NS) == "f37fa7f0-0203-4f45-9cde-4eec947d13bd"
+    assert second.findtext("et:ObjectType", namespaces=NS) == "DataExtensionObject[SMSSendLog]"
+
+
+async def test_send_log_of_an_unknown_data_extension_is_permanent() -> None:
+    status = "Error: Unable to find a data extension with the name or customer key 'Nope'."
+    soap = make(FakeSoap(lambda doc, n: (200, retrieve_response(status=status))))
+    with pytest.raises(PermanentMCError):
+        await soap.send_log("Nope", "n-3")
+
+
 def create_response(doc: etree._Element) -> str:
     objects = body_root(doc).findall("et:Objects", NS)
     results = []
