@@ -1,4 +1,4 @@
-"""Alerts: four rules over this worker's figures, POSTed to a Slack-compatible webhook.
+"""Alerts: five rules over this worker's figures, POSTed to a Slack-compatible webhook.
 
 The rules (`Alerter.evaluate`) are pure: a snapshot and a clock in, notices out, so they are tested
 without a worker. A timer builds the snapshot from `stream_app.metrics` every ALERT_INTERVAL_SECONDS
@@ -28,7 +28,8 @@ FAILURE_BURST = "failure_burst"
 DLQ_GROWING = "dlq_growing"
 IMPORT_STUCK = "import_stuck"
 PARTITION_STALLED = "partition_stalled"
-RULES = (FAILURE_BURST, DLQ_GROWING, IMPORT_STUCK, PARTITION_STALLED)
+SENDS_PENDING = "sends_pending"
+RULES = (FAILURE_BURST, DLQ_GROWING, IMPORT_STUCK, PARTITION_STALLED, SENDS_PENDING)
 WEBHOOK_TIMEOUT_SECONDS = 5.0
 
 
@@ -61,6 +62,7 @@ class Snapshot:
     dlq_sent: Mapping[str, int] = field(default_factory=dict)  # cumulative, per .dlq topic
     pending_imports: Mapping[str, float] = field(default_factory=dict)  # file -> waiting since
     partitions: Mapping[tuple[str, int], tuple[int, int]] = field(default_factory=dict)  # (end, committed)
+    stale_pending: Mapping[str, int] = field(default_factory=dict)  # channel -> ledger entries
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class Alerter:
             DLQ_GROWING: self._dlq_growing(snap, now),
             IMPORT_STUCK: self._import_stuck(snap, now),
             PARTITION_STALLED: self._partition_stalled(snap, now),
+            SENDS_PENDING: self._sends_pending(snap, now),
         }
         notices: list[Notice] = []
         for rule, problem in checks.items():
@@ -184,6 +187,13 @@ class Alerter:
             return "; ".join(sorted(stalled))
         return None
 
+    def _sends_pending(self, snap: Snapshot, now: float) -> str | None:
+        stale = {channel: n for channel, n in snap.stale_pending.items() if n > 0}
+        if stale:
+            counts = ", ".join(f"{n} {channel}" for channel, n in sorted(stale.items()))
+            return f"sends left pending (outcome unknown, being settled with MC's send log): {counts}"
+        return None
+
 
 def snapshot_from_metrics() -> Snapshot:
     return Snapshot(
@@ -191,6 +201,7 @@ def snapshot_from_metrics() -> Snapshot:
         dlq_sent=dict(metrics.DLQ_SENT),
         pending_imports={name: p.started for name, p in metrics.PENDING.items()},
         partitions={tp: (o.end, o.committed) for tp, o in metrics.PARTITIONS.items()},
+        stale_pending=dict(metrics.STALE_PENDING_COUNTS),
     )
 
 

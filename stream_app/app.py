@@ -51,7 +51,27 @@ def topic_partitions() -> dict[str, int]:
     return counts
 
 
-app = faust.App(
+# Work a clean stop finishes before Faust's own stop, which first stops the consumer and the tables,
+# then closes the MC client (`on_before_shutdown`), and only then cancels the agents.
+_before_stop: list[Callable[[], Awaitable[None]]] = []
+
+
+def before_stop(hook: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    _before_stop.append(hook)
+    return hook
+
+
+class _App(faust.App):
+    async def on_stop(self) -> None:
+        for hook in _before_stop:
+            try:
+                await hook()
+            except Exception:  # a stop must go on whatever a hook did
+                log.warning("stop step failed", exc_info=True)
+        await super().on_stop()
+
+
+app = _App(
     settings.app_id,
     broker=settings.broker_url,
     store=settings.store,

@@ -2,7 +2,13 @@
 
 One entry per notification (or per deliberate resend), written `pending` *before* MC is called and
 `sent`/`failed` after. A `pending` entry found later means a worker died while MC held the request:
-the sender then asks MC what it recorded (SentEvent / SMSMTEvent) instead of guessing.
+the sender then looks for that very notification in MC's send log (every send carries the ledger key
+as its `NotificationId` attribute) once MC has had time to log it, and sends again only if it is
+not there. Never a match of person, template and time: a popular giver's emails look alike.
+
+Entries are keyed and partitioned by the notification id, never by where a record arrived: a record
+on another partition than its notification's is forwarded there first (senders.py), so one
+partition's ledger sees every copy of a notification, whichever producer or partitioner sent it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ class Entry:
     attempts: int = 0
     mc_request_id: str = ""
     reason: str = ""
+    # While `pending`: the subscriber.ready record, so that a send whose record will not be read
+    # again (already committed past) can still be settled by the sweep.
+    record: str = ""
 
     def dumps(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -38,8 +47,9 @@ class Entry:
 
 
 def ledger_key(notification_id: str, resend_of: tuple[int, int] | None) -> str:
-    """A deliberate resend (header `resend: 1`) is its own ledger entry, named by the record's
-    partition and offset: the same resend record redelivered is still sent once."""
+    """A deliberate resend (header `resend: 1`) is its own ledger entry, named by the partition and
+    offset the resend record was first produced at (before any forward): the same resend record
+    redelivered or forwarded twice is still sent once."""
     if resend_of is None:
         return notification_id
     partition, offset = resend_of
@@ -52,3 +62,19 @@ def decide(entry: Entry | None) -> Decision:
     if entry.state == SENT:
         return Decision.DUPLICATE
     return Decision.RECONCILE
+
+
+def settle_at(entry: Entry, request_timeout: float, log_lag: float) -> float:
+    """When a `pending` entry can be judged by MC's send log: MC may still have held the request
+    until the client's timeout, and logs the send only when it sends."""
+    return entry.at + request_timeout + log_lag
+
+
+def sent_per_log(error_codes: list[str | None]) -> bool:
+    """MC's send log rows of one notification (their ErrorCode) prove a send when one has none: a
+    row with an ErrorCode is a send MC attempted and stopped, and no row is no send."""
+    return any(code is None for code in error_codes)
+
+
+def stale(entry: Entry, now: float, after: float) -> bool:
+    return entry.state == PENDING and now - entry.at >= after

@@ -52,6 +52,17 @@ RECORDS_GIVEN_UP = Counter(
     ["topic"],
     registry=REGISTRY,
 )
+RECORDS_FORWARDED = Counter(
+    "stream_app_records_forwarded",
+    "subscriber.ready records that arrived on another partition than their ledger's, forwarded there",
+    registry=REGISTRY,
+)
+STALE_PENDING = Gauge(
+    "stream_app_stale_pending_sends",
+    "Send ledger entries `pending` for longer than PENDING_STALE_SECONDS and not in flight here",
+    ["channel"],
+    registry=REGISTRY,
+)
 STAGE_STEPS = Counter(
     "stream_app_stage_steps",
     "Trace steps written, by stage (received, batched, ...)",
@@ -96,6 +107,15 @@ OPEN_WINDOWS = Gauge(
 PENDING_IMPORTS = Gauge(
     "stream_app_pending_imports", "Import files this worker is waiting on MC for", registry=REGISTRY
 )
+
+# The STALE_PENDING gauge's values, for the alert rules (a gauge cannot be read back cleanly).
+STALE_PENDING_COUNTS: dict[str, int] = {}
+
+
+def stale_pending(channel: str, count: int) -> None:
+    STALE_PENDING_COUNTS[channel] = count
+    STALE_PENDING.labels(channel=channel).set(count)
+
 
 FAILED_STATUSES = frozenset({"failed", "invalid"})
 RATE_WINDOW_SECONDS = 60
@@ -297,6 +317,7 @@ def update_offsets(partitions: dict[tuple[str, int], PartitionOffsets], dlq_size
     for (topic, partition), offsets in partitions.items():
         CONSUMER_LAG.labels(topic=topic, partition=str(partition)).set(offsets.lag)
     DLQ_SIZES.clear()
+    STALE_PENDING_COUNTS.clear()
     DLQ_SIZES.update(dlq_sizes)
     for topic, size in dlq_sizes.items():
         DLQ_SIZE.labels(topic=topic).set(size)
@@ -316,3 +337,4 @@ def reset_for_tests() -> None:
     PENDING.clear()
     PARTITIONS.clear()
     DLQ_SIZES.clear()
+    STALE_PENDING_COUNTS.clear()

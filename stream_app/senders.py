@@ -1,8 +1,17 @@
 """Email and SMS senders: `subscriber.ready` in, one MC send per notification, outcome out.
 
-Exactly once at MC: the ledger (a table, backed by its changelog) is consulted before and written
-after every send, and the `pending` mark is flushed to Kafka before MC is called, so a worker killed
-mid-call leaves evidence; the next owner of the partition reconciles with MC's own send records.
+Exactly once at MC, whatever partition a record arrives on: a record that is not on the partition
+Kafka's default partitioner gives its notification id (a kcat replay, `-p N`, a wrong key) is first
+forwarded there, unchanged, so every copy of a notification meets one ledger partition. The ledger
+(a table, backed by its changelog) is consulted before and written after every send, and the
+`pending` mark is flushed to Kafka before MC is called, so a worker killed mid-call leaves evidence;
+the next owner settles it with MC's send log (ledger.py), never by a guess.
+
+No offset passes an unfinished send: events are acked by hand once their outcome is final (Faust
+acks an event whose actor was cancelled, so a stop would commit past a send in flight). A clean
+stop takes no new record, lets the sends in hand finish within STOP_GRACE_SECONDS, and only then
+lets Faust close the MC client; what did not finish stays uncommitted for the next owner.
+
 Transient MC failures are retried with backoff inside one of `SEND_CONCURRENCY` slots: other
 partitions keep flowing, and when MC is down every slot waits, which pauses consumption
 (backpressure) instead of buffering or spinning.
@@ -11,19 +20,22 @@ partitions keep flowing, and when MC is down every slot waits, which pauses cons
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 from faust.types import EventT, StreamT, TableT
 
+from stream_app import metrics
 from stream_app.app import (
     INTAKE_HEADER,
+    READY_TOPIC,
     app,
+    before_stop,
     intents_topic,
     marketing_cloud,
     ready_topic,
@@ -31,10 +43,22 @@ from stream_app.app import (
     suppressed,
     table,
 )
-from stream_app.ledger import FAILED, PENDING, SENT, Decision, Entry, decide, ledger_key
+from stream_app.ledger import (
+    FAILED,
+    PENDING,
+    SENT,
+    Decision,
+    Entry,
+    decide,
+    ledger_key,
+    sent_per_log,
+    settle_at,
+    stale,
+)
 from stream_app.mc import AuthError, PermanentMCError, SendReceipt, SubscriberRow, TransientMCError
 from stream_app.notifications import RECIPIENT_NAME, sms_text
-from stream_app.outputs import headers_of, send_status, send_to_dlq
+from stream_app.outbox import partition_for
+from stream_app.outputs import headers_of, send_status, send_to_dlq, trace
 from stream_app.records import BatcherInput, SubscriberReady
 from stream_app.retry import RetriesExhausted, RetryPolicy, call_with_retries
 from stream_app.schemas import SchemaError, validate
@@ -50,8 +74,10 @@ CHANNEL_TEMPLATES = {
 }
 # Subscriber-level refusals an upsert can cure: 13 key unknown or mismatched, 14 email mismatch.
 RESYNC_CODES = {13, 14}
-# MC's clock and ours differ a little; look this far before the pending mark for the send.
-RECONCILE_SLACK = timedelta(seconds=30)
+# Where a forwarded record was first produced ("partition:offset"): a resend's identity (ledger.py).
+FORWARDED_HEADER = "stream_app.forwarded-from"
+# The send attribute MC's send log records each send under (a field of the same name in the log).
+NOTIFICATION_ATTRIBUTE = "NotificationId"
 
 
 class BadReadyRecord(ValueError):
@@ -95,7 +121,8 @@ async def exclusive(key: str) -> AsyncIterator[None]:
         _inflight.pop(key, None)
 
 
-async def call_mc(ready: SubscriberReady, attempt: int) -> SendReceipt:
+async def call_mc(ready: SubscriberReady, key: str) -> SendReceipt:
+    """One send; `key` (the ledger key) rides along as `NotificationId` for MC's send log."""
     mc = marketing_cloud()
     try:
         if ready.channel == "email":
@@ -105,7 +132,7 @@ async def call_mc(ready: SubscriberReady, attempt: int) -> SendReceipt:
                 to=ready.email,
                 subscriber_key=ready.subscriber_key,
                 from_name=ready.from_name,
-                attributes=ready.attributes,
+                attributes={**ready.attributes, NOTIFICATION_ATTRIBUTE: key},
             )
         assert ready.mobile is not None
         return await mc.rest.send_sms(
@@ -113,6 +140,7 @@ async def call_mc(ready: SubscriberReady, attempt: int) -> SendReceipt:
             mobile_e164=ready.mobile,
             text=sms_text(ready.attributes),
             subscriber_key=ready.subscriber_key,
+            attributes={NOTIFICATION_ATTRIBUTE: key},
         )
     except AuthError as exc:  # credentials refused: wait for ops rather than fail every message
         raise TransientMCError(str(exc)) from exc
@@ -135,11 +163,11 @@ async def resync_subscriber(ready: SubscriberReady) -> None:
     )
 
 
-async def mark_pending(ledger: TableT, key: str, partition: int) -> None:
+async def mark_pending(ledger: TableT, key: str, partition: int, record: bytes) -> None:
     """Write `pending` to the ledger's changelog and wait until Kafka has it: it is the evidence
     a crash during the MC call leaves. Only this record is awaited, not the whole producer buffer
     (a flush would make every send wait for all the traffic buffered before it)."""
-    value = Entry(PENDING, time.time()).dumps()
+    value = Entry(PENDING, time.time(), record=record.decode("utf-8", "replace")).dumps()
     delivered = await ledger.changelog_topic.send(key=key, value=value, partition=partition, force=True)
     await delivered
     # The same row in the local store only: `data` is the table's store, written without a second
@@ -147,13 +175,15 @@ async def mark_pending(ledger: TableT, key: str, partition: int) -> None:
     ledger.data[key] = value
 
 
-async def reconcile(ready: SubscriberReady, entry: Entry) -> bool:
-    """Did MC record this send although our worker died before writing `sent`?"""
-    since = datetime.fromtimestamp(entry.at, UTC) - RECONCILE_SLACK
-    records = await marketing_cloud().soap.sent_since(ready.subscriber_key, since, sms=ready.channel == "sms")
-    if ready.channel == "sms":
-        return bool(records)
-    return any(r.definition_key in (None, ready.template) for r in records)
+async def logged_by_mc(ready: SubscriberReady, key: str, entry: Entry) -> bool:
+    """Did MC send this very notification, although the worker that asked died before writing
+    `sent`? Asked of MC's send log once MC has had time to write it (ledger.settle_at)."""
+    wait = settle_at(entry, settings.mc_request_timeout_seconds, settings.send_log_lag_seconds) - time.time()
+    if wait > 0:
+        await asyncio.sleep(wait)
+    log_name = settings.mc_send_log_email if ready.channel == "email" else settings.mc_send_log_sms
+    rows = await marketing_cloud().soap.send_log(log_name, key)
+    return sent_per_log([row.error_code for row in rows])
 
 
 def upstream_steps(headers: dict[str, bytes]) -> dict[str, Any] | None:
@@ -171,9 +201,7 @@ async def deliver(event: EventT, ready: SubscriberReady, ledger: TableT) -> None
     headers = headers_of(event)
     resend = headers.get("resend", b"").strip() == b"1"
     upstream = upstream_steps(headers)
-    key = ledger_key(
-        ready.notification_id, (event.message.partition, event.message.offset) if resend else None
-    )
+    key = ledger_key(ready.notification_id, first_produced_at(event, headers) if resend else None)
     async with exclusive(key):
         entry = Entry.loads(ledger.get(key))
         decision = decide(entry)
@@ -189,12 +217,12 @@ async def deliver(event: EventT, ready: SubscriberReady, ledger: TableT) -> None
             return
         if decision is Decision.RECONCILE:
             assert entry is not None
-            if await reconcile(ready, entry):
-                ledger[key] = Entry(SENT, time.time(), entry.attempts, reason="reconciled with MC").dumps()
+            if await logged_by_mc(ready, key, entry):
+                ledger[key] = Entry(SENT, time.time(), entry.attempts, reason="in MC's send log").dumps()
                 await send_status(
                     ready,
                     "sent",
-                    reason="confirmed by MC after a restart",
+                    reason="found in MC's send log after a restart",
                     attempts=entry.attempts,
                     upstream=upstream,
                 )
@@ -205,22 +233,25 @@ async def deliver(event: EventT, ready: SubscriberReady, ledger: TableT) -> None
             )
             return
 
-        await mark_pending(ledger, key, event.message.partition)
+        await mark_pending(ledger, key, event.message.partition, event.message.value or b"")
         policy = RetryPolicy.from_settings(settings)
 
         resynced = False
 
         async def attempt(number: int) -> SendReceipt:
             nonlocal resynced
+            if number > 1 and event.message.tp not in app.consumer.assignment():
+                # Revoked while waiting to retry: the partition's new owner settles this send.
+                raise Revoked(ready.notification_id)
             try:
-                return await call_mc(ready, number)
+                return await call_mc(ready, key)
             except PermanentMCError as exc:
                 # MC lost or changed the subscriber we imported: upsert it and try once more.
                 if resynced or ready.channel != "email" or exc.subscriber_code not in RESYNC_CODES:
                     raise
                 resynced = True
                 await resync_subscriber(ready)
-                return await call_mc(ready, number)
+                return await call_mc(ready, key)
 
         async def on_retry(number: int, exc: TransientMCError, wait: float) -> None:
             log.warning(
@@ -253,17 +284,153 @@ async def deliver(event: EventT, ready: SubscriberReady, ledger: TableT) -> None
 LEDGERS = {"email": email_ledger, "sms": sms_ledger}
 
 
+class Revoked(Exception):
+    """The record's partition went to another worker mid-send: leave the record unacked to it."""
+
+
+def first_produced_at(event: EventT, headers: dict[str, bytes]) -> tuple[int, int]:
+    """Where a record was first produced: before a forward (FORWARDED_HEADER), or here."""
+    origin = headers.get(FORWARDED_HEADER, b"").decode("ascii", "replace")
+    partition, _, offset = origin.partition(":")
+    if partition.isdigit() and offset.isdigit():
+        return int(partition), int(offset)
+    return event.message.partition, event.message.offset
+
+
+def home_partition(notification_id: str) -> int:
+    """The partition of this notification's ledger entry: Kafka's default partitioner on its id."""
+    partitions = app.consumer.topic_partitions(READY_TOPIC) or settings.topic_partitions
+    return partition_for(notification_id.encode(), partitions)
+
+
+async def forward(event: EventT, ready: SubscriberReady, home: int) -> None:
+    """Produce a misplaced record onto its home partition, value and headers unchanged (plus where
+    it was first produced); the home partition's ledger then decides. Forwarded twice (a crash
+    before the commit), the second copy is a `duplicate` there."""
+    message = event.message
+    headers = headers_of(event)
+    if FORWARDED_HEADER not in headers:
+        headers[FORWARDED_HEADER] = f"{message.partition}:{message.offset}".encode()
+    await app.producer.send_and_wait(
+        READY_TOPIC,
+        key=ready.notification_id.encode(),
+        value=message.value,
+        partition=home,
+        timestamp=None,
+        headers=list(headers.items()),
+    )
+    metrics.RECORDS_FORWARDED.inc()
+    await trace(
+        ready.event_id,
+        "forwarded",
+        notification_id=ready.notification_id,
+        partition=message.partition,
+        offset=message.offset,
+        to_partition=home,
+    )
+
+
+async def handle(event: EventT) -> None:
+    """One subscriber.ready record to its final outcome (or forwarded to its home partition)."""
+    try:
+        ready = decode_ready(event.value)
+    except BadReadyRecord as exc:
+        await send_to_dlq(event, exc)
+        return
+    home = home_partition(ready.notification_id)
+    if event.message.partition != home:
+        await forward(event, ready, home)
+        return
+    try:
+        await deliver(event, ready, LEDGERS[ready.channel])
+    except Revoked:
+        raise
+    except Exception as exc:  # never lose the record: it waits in the DLQ for a replay
+        log.exception("send failed", extra={"notification_id": ready.notification_id})
+        await send_to_dlq(event, exc)
+
+
+class InHand:
+    """The records the sender actors are working on: a clean stop waits for them to finish."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @asynccontextmanager
+    async def one(self) -> AsyncIterator[None]:
+        self.count += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self._idle.set()
+
+    async def drain(self, grace: float) -> int:
+        """Take no new record; wait up to `grace` s for those in hand. Returns how many remain."""
+        self.stopping = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
+        return self.count
+
+
+in_hand = InHand()
+
+
+@before_stop
+async def finish_sends_in_flight() -> None:
+    left = await in_hand.drain(settings.stop_grace_seconds)
+    if left:
+        log.warning("stopping with %d sends unfinished; their records stay uncommitted", left)
+
+
 # One agent for both channels: every subscriber.ready record is read once, not once per channel.
 @app.agent(ready_topic, name="sender", concurrency=settings.send_concurrency)
 async def sender(stream: StreamT) -> None:
-    async for event in stream.events():
+    manual = stream.noack()  # type: ignore[attr-defined]  # on Stream, missing from StreamT
+    async for event in manual.events():
+        if in_hand.stopping:
+            await asyncio.Event().wait()  # held unacked until the agent is cancelled: read again later
         try:
-            ready = decode_ready(event.value)
-        except BadReadyRecord as exc:
-            await send_to_dlq(event, exc)
-            continue
-        try:
-            await deliver(event, ready, LEDGERS[ready.channel])
-        except Exception as exc:  # never lose the record: it waits in the DLQ for a replay
-            log.exception("send failed", extra={"notification_id": ready.notification_id})
-            await send_to_dlq(event, exc)
+            async with in_hand.one():
+                await handle(event)
+                await manual.ack(event)
+        except Revoked as exc:
+            log.info("partition revoked mid-send; left to its new owner", extra={"notification_id": str(exc)})
+
+
+@app.timer(60.0, name="stream_app.senders.sweep")
+async def sweep_pending() -> None:
+    """Settle `pending` entries whose send is in flight nowhere here and whose record may never be
+    read again (committed past by an older version, or its DLQ copy never replayed): their record,
+    kept in the entry, goes back to its home partition, where the ledger settles it by MC's log."""
+    now = time.time()
+    for channel, ledger in LEDGERS.items():
+        found = 0
+        for key, raw in list(ledger.data.items()):
+            entry = Entry.loads(raw)
+            if entry is None or not stale(entry, now, settings.pending_stale_seconds) or key in _inflight:
+                continue
+            found += 1
+            if not entry.record or _swept.get(key, 0.0) > now - settings.pending_stale_seconds:
+                continue
+            _swept[key] = now
+            notification_id, resend, origin = key.partition("#resend@")
+            headers = [("resend", b"1"), (FORWARDED_HEADER, origin.encode())] if resend else []
+            await app.producer.send_and_wait(
+                READY_TOPIC,
+                key=notification_id.encode(),
+                value=entry.record.encode(),
+                partition=home_partition(notification_id),
+                timestamp=None,
+                headers=headers,
+            )
+            log.warning("stale pending send re-queued to be settled", extra={"notification_id": key})
+        metrics.stale_pending(channel, found)
+
+
+_swept: dict[str, float] = {}

@@ -96,6 +96,21 @@ class Settings:
     retry_max_attempts: int = field(default_factory=lambda: _env_int("RETRY_MAX_ATTEMPTS", 8))
     retry_base_seconds: float = field(default_factory=lambda: _env_float("RETRY_BASE_SECONDS", 2.0))
     retry_max_seconds: float = field(default_factory=lambda: _env_float("RETRY_MAX_SECONDS", 900.0))
+    # How long one MC HTTP request may take; a request MC still holds after it may yet be sent.
+    mc_request_timeout_seconds: float = field(
+        default_factory=lambda: _env_float("MC_REQUEST_TIMEOUT_SECONDS", 30.0)
+    )
+    # MC writes a send log row when it sends, which trails the API's answer by as long as its queue
+    # holds the message: a send left `pending` by a crash is judged by the log only after this long.
+    send_log_lag_seconds: float = field(default_factory=lambda: _env_float("SEND_LOG_LAG_SECONDS", 10.0))
+    # The send logging data extensions (MC's SendLog and SMSSendLog templates, plus a Text field
+    # `NotificationId`) in which MC records each send with the notification it belongs to.
+    mc_send_log_email: str = field(default_factory=lambda: _env("MC_SEND_LOG_EMAIL", "SendLog"))
+    mc_send_log_sms: str = field(default_factory=lambda: _env("MC_SEND_LOG_SMS", "SMSSendLog"))
+    # On a clean stop, how long the sends in flight may take to finish; the rest stay uncommitted.
+    stop_grace_seconds: float = field(default_factory=lambda: _env_float("STOP_GRACE_SECONDS", 20.0))
+    # A ledger entry `pending` for longer than this is counted, alerted on and settled by the sweep.
+    pending_stale_seconds: float = field(default_factory=lambda: _env_float("PENDING_STALE_SECONDS", 300.0))
 
     # Where MC's Event Notification Service reaches this worker (a URL of its own web server).
     ens_callback_url: str = field(default_factory=lambda: _env("ENS_CALLBACK_URL", ""))

@@ -52,7 +52,8 @@ class MarketingCloud:
         self._owns_http = http is None
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=32, keepalive_expiry=60)
         self.http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(30.0, connect=10.0), transport=AiohttpTransport(limits)
+            timeout=httpx.Timeout(settings.mc_request_timeout_seconds, connect=10.0),
+            transport=AiohttpTransport(limits),
         )
         self.tokens = TokenManager(settings, self.http)
         self.rest = RestClient(self.tokens, self.http, from_address=settings.mc_from_address)

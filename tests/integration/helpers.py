@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -76,6 +78,44 @@ def drawn_event(event_id: str | None = None, **changes: Any) -> dict[str, Any]:
             target = target[part]
         target[leaf] = value
     return copy.deepcopy(event)
+
+
+def member(tag: str, *, mobile: str | None = None) -> dict[str, Any]:
+    """A party with a stable address, for members who recur across events."""
+    return {
+        "member_id": f"M-{tag}",
+        "name": f"N{tag}",
+        "email": f"m.{tag}@example.com",
+        "mobile": mobile,
+        "locale": "zh-TW",
+    }
+
+
+def campaign(run: str, events: int, members: int, rng: Any) -> list[dict[str, Any]]:
+    """Events shaped like the campaign: `members` recurring members, each a drawer or giver many
+    times over, a popular giver (member 0) in a third of the events, two in three drawers with a mobile."""
+    pool = [member(f"{run}-{i}", mobile=f"+8869{i:08d}" if i % 3 else None) for i in range(members)]
+    out = []
+    for i in range(events):
+        giver = pool[0] if i % 3 == 0 else rng.choice(pool)
+        drawer = rng.choice([m for m in pool if m is not giver])
+        out.append(
+            drawn_event(event_id=f"{run}-{i:05d}", amount=100 + i, drawer=dict(drawer), giver=dict(giver))
+        )
+    return out
+
+
+def notification_ids(event: dict[str, Any]) -> set[str]:
+    """The notifications a valid packet.drawn event owes."""
+    ids = {f"{event['event_id']}:packet-drawn-drawer", f"{event['event_id']}:packet-drawn-giver"}
+    if event["drawer"]["mobile"]:
+        ids.add(f"{event['event_id']}:packet-drawn-welcome")
+    return ids
+
+
+def sent_notifications(sandbox: Any) -> list[str]:
+    """The NotificationId of every send MC accepted (the sender puts it on every send)."""
+    return [m["attributes"].get("NotificationId", "?") for m in messages(sandbox)]
 
 
 async def produce(
@@ -216,6 +256,49 @@ async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int,
     return {
         tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0
     }
+
+
+async def caught_up(bootstrap: str, group: str, topic: str) -> bool:
+    """Whether `group` has committed every record of `topic` there is now."""
+    committed = await committed_offsets(bootstrap, group, topic)
+    ends = await end_offsets(bootstrap, topic)
+    return all(end == 0 or committed.get(p, -1) >= end for p, end in ends.items())
+
+
+def kcat_produce(bootstrap: str, topic: str, records: Iterable[Any], *options: str) -> None:
+    """Produce records (key, value) back with kcat, as an operator replays a dump: librdkafka's own
+    partitioner (consistent_random: CRC32) unless `options` say otherwise."""
+    lines = b"".join((r.key or b"") + b"\t" + (r.value or b"") + b"\n" for r in records)
+    subprocess.run(
+        ["kcat", "-P", "-b", bootstrap, "-t", topic, "-K", "\t", *options],
+        input=lines,
+        check=True,
+        timeout=60,
+    )
+
+
+def console_produce(bootstrap: str, topic: str, records: Iterable[Any]) -> None:
+    """Produce records (key, value) back with Apache Kafka's own console producer (murmur2)."""
+    lines = b"".join((r.key or b"") + b"\t" + (r.value or b"") + b"\n" for r in records)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stream_app",
+            "kafka-console-producer",
+            "--bootstrap-server",
+            bootstrap,
+            "--topic",
+            topic,
+            "--property",
+            "parse.key=true",
+            "--property",
+            "key.separator=\t",
+        ],
+        input=lines,
+        check=True,
+        timeout=120,
+    )
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:

@@ -1,4 +1,7 @@
-"""Chaos: two workers, SIGKILLs, a failing MC. Every notification is sent exactly once; nothing is lost.
+"""Chaos: two workers, SIGKILLs, a failing MC, then an operator's kcat replay of every
+`subscriber.ready` record. Every notification is sent exactly once; nothing is lost.
+
+Members recur as in the campaign: 600 events among 200 members, a popular giver in a third of them.
 
 Run alone with `.venv/bin/python -m pytest -m chaos`. It brings its own broker and sandbox, so the
 counts below are this test's alone.
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,11 +24,22 @@ from aiokafka import AIOKafkaProducer
 
 from stream_app.broker import EmbeddedKafka
 from tests.fixtures.worker import WorkerProcess, start_worker
-from tests.integration.helpers import drawn_event, fault, print_mentions, private_stack, read_all
+from tests.integration.helpers import (
+    campaign,
+    eventually,
+    fault,
+    kcat_produce,
+    notification_ids,
+    print_mentions,
+    private_stack,
+    read_all,
+    sent_notifications,
+)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 EVENTS = 600
+MEMBERS = 200
 BAD_EVERY = 12  # one malformed record among every 12
 RATE_PER_S = 30.0
 
@@ -71,24 +86,18 @@ async def test_kills_and_mc_failures_lose_nothing_and_send_nothing_twice(chaos_s
     second.wait_ready()
 
     rng = random.Random(20261124)
-    expected: set[tuple[str, str]] = set()  # (channel or template, id) of every notification owed
-    event_of: dict[tuple[str, str], str] = {}  # expected notification -> its event_id, for diagnostics
+    events = iter(campaign("chaos", EVENTS, MEMBERS, rng))
+    expected: set[str] = set()  # the NotificationId of every notification owed
     bad_keys: set[bytes] = set()
     records: list[tuple[bytes, bytes]] = []
     for i in range(EVENTS):
+        event = next(events)
         if i % BAD_EVERY == BAD_EVERY - 1:
             key = f"bad-{i}".encode()
             bad_keys.add(key)
             records.append((key, rng.choice([b"{not json", orjson.dumps({"event_id": f"x-{i}"})])))
             continue
-        event = drawn_event(event_id=f"chaos-{i:05d}", amount=100 + i)
-        if i % 3 == 0:
-            event["drawer"]["mobile"] = None
-        expected.add(("packet-drawn-drawer", event["event_id"]))
-        expected.add(("packet-drawn-giver", event["event_id"]))
-        if event["drawer"]["mobile"]:
-            expected.add(("sms", event["drawer"]["member_id"]))
-            event_of[("sms", event["drawer"]["member_id"])] = event["event_id"]
+        expected |= notification_ids(event)
         records.append((event["packet_id"].encode(), orjson.dumps(event)))
 
     # MC misbehaves throughout: a share of REST and SMS calls fail, and one SFTP session drops.
@@ -108,14 +117,8 @@ async def test_kills_and_mc_failures_lose_nothing_and_send_nothing_twice(chaos_s
     finally:
         await producer.stop()
 
-    def sent_keys() -> list[tuple[str, str]]:
-        found = httpx.get(f"{stack.sandbox.http_url}_sandbox/messages", timeout=30).json()
-        return [
-            ("sms", m["subscriber_key"])
-            if m["channel"] == "sms"
-            else (m["definition_key"], m["attributes"]["EventId"])
-            for m in found
-        ]
+    def sent_keys() -> list[str]:
+        return sent_notifications(stack.sandbox)
 
     deadline = time.monotonic() + 240
     while set(sent_keys()) < expected and time.monotonic() < deadline:
@@ -145,12 +148,34 @@ async def test_kills_and_mc_failures_lose_nothing_and_send_nothing_twice(chaos_s
     print("CHAOS", orjson.dumps(report).decode())
     assert stack.kills >= 3
     if missing:
-        await _explain(stack, sorted(event_of.get(key, key[1]) for key in missing)[:5])
+        await _explain(stack, sorted({key.split(":")[0] for key in missing})[:5])
     assert not missing, sorted(missing)[:20]
     assert not duplicates, duplicates
     assert not unexpected, sorted(unexpected)[:20]
     assert bad_keys <= dlq_keys
     assert stats.get("faults_injected", 0) > 0
+
+    # At 3 a.m. an operator replays every subscriber.ready record with kcat (CRC32 partitioner, no
+    # headers): a duplicate outcome for each, no send.
+    if shutil.which("kcat"):
+        ready = await read_all(stack.kafka.bootstrap, "subscriber.ready")
+        before = await _duplicate_outcomes(stack)
+        kcat_produce(stack.kafka.bootstrap, "subscriber.ready", ready)
+        await eventually(lambda: _duplicate_outcomes_reach(stack, before + len(ready)), timeout=180)
+        await _settle(stack)
+        after = Counter(sent_keys())
+        extra = sum(after.values()) - sum(counts.values())
+        print("CHAOS kcat replay", orjson.dumps({"replayed": len(ready), "extra_sends": extra}).decode())
+        assert after == counts
+
+
+async def _duplicate_outcomes(stack: Stack) -> int:
+    records = await read_all(stack.kafka.bootstrap, "notification.status")
+    return sum(1 for r in records if orjson.loads(r.value)["status"] == "duplicate")
+
+
+async def _duplicate_outcomes_reach(stack: Stack, count: int) -> bool:
+    return await _duplicate_outcomes(stack) >= count
 
 
 async def _explain(stack: Stack, event_ids: list[str]) -> None:

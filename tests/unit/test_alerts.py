@@ -13,6 +13,7 @@ from stream_app.alerts import (
     FAILURE_BURST,
     IMPORT_STUCK,
     PARTITION_STALLED,
+    SENDS_PENDING,
     AlertConfig,
     Alerter,
     Notice,
@@ -94,6 +95,16 @@ def test_import_stuck() -> None:
     fired = alerter.evaluate(pending, now=1300)
     assert states(fired) == [(IMPORT_STUCK, "firing")] and "subscribers_a.csv" in fired[0].text
     assert states(alerter.evaluate(Snapshot(), now=1310)) == [(IMPORT_STUCK, "recovered")]
+
+
+def test_sends_left_pending_fire_until_settled() -> None:
+    alerter = Alerter(CONFIG)
+    assert alerter.evaluate(Snapshot(stale_pending={"email": 0, "sms": 0}), now=1000) == []
+    fired = alerter.evaluate(Snapshot(stale_pending={"email": 3, "sms": 0}), now=1010)
+    assert states(fired) == [(SENDS_PENDING, "firing")] and "3 email" in fired[0].text
+    assert states(alerter.evaluate(Snapshot(stale_pending={"email": 0}), now=1020)) == [
+        (SENDS_PENDING, "recovered")
+    ]
 
 
 def test_partition_with_lag_and_no_progress() -> None:

@@ -20,7 +20,18 @@ from stream_app.imports import (
     poll_pause,
 )
 from stream_app.known_subscribers import needs_import, subscriber_signature
-from stream_app.ledger import FAILED, PENDING, SENT, Decision, Entry, decide, ledger_key
+from stream_app.ledger import (
+    FAILED,
+    PENDING,
+    SENT,
+    Decision,
+    Entry,
+    decide,
+    ledger_key,
+    sent_per_log,
+    settle_at,
+    stale,
+)
 from stream_app.records import SubscriberBatch, SubscriberReady, TraceStep
 from stream_app.retry import RetryPolicy
 from stream_app.seen import is_duplicate
@@ -207,6 +218,32 @@ def test_resend_is_its_own_ledger_entry_per_record() -> None:
     assert ledger_key("d-1:t", None) == "d-1:t"
     assert ledger_key("d-1:t", (3, 42)) == "d-1:t#resend@3:42"
     assert ledger_key("d-1:t", (3, 42)) != ledger_key("d-1:t", (3, 43))
+
+
+def test_a_pending_send_is_judged_only_once_mc_can_have_logged_it() -> None:
+    # MC may hold the request until the client's timeout, then log the send when it sends.
+    assert settle_at(Entry(PENDING, 100.0), request_timeout=30.0, log_lag=10.0) == 140.0
+
+
+def test_only_a_log_row_without_error_proves_a_send() -> None:
+    assert sent_per_log([None])
+    assert sent_per_log(["24", None])  # stopped once, sent on a later attempt
+    assert not sent_per_log(["24"])  # MC attempted and stopped it
+    assert not sent_per_log([])  # no row: MC never sent it
+
+
+def test_stale_pending_entries() -> None:
+    assert stale(Entry(PENDING, 100.0), now=400.0, after=300.0)
+    assert not stale(Entry(PENDING, 100.0), now=399.0, after=300.0)
+    assert not stale(Entry(SENT, 0.0), now=400.0, after=300.0)
+
+
+def test_a_pending_entry_keeps_its_record_and_older_entries_still_load() -> None:
+    entry = Entry(PENDING, 1.0, record='{"notification_id": "d-1:t"}')
+    assert Entry.loads(entry.dumps()) == entry
+    assert Entry.loads(
+        b'{"state": "pending", "at": 1.0, "attempts": 0, "mc_request_id": "", "reason": ""}'
+    ) == Entry(PENDING, 1.0)
 
 
 def test_ledger_entry_round_trip() -> None:
