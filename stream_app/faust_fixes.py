@@ -1,4 +1,4 @@
-"""Six fixes to faust-streaming 0.15.3 (with aiokafka 0.14), applied when the app module is imported.
+"""Seven fixes to faust-streaming 0.15.3 (with aiokafka 0.14), applied when the app module is imported.
 
 1. The offset commit (`new_offset`).
 
@@ -77,6 +77,14 @@ batches, subscriber.ready) lagged 1-3 s behind its topic; a new subscriber's dra
 suspended, producer buffer below its limit, no subscription change under way, room in every target
 stream's queue): such a delivery never yields, so a rebalance cannot find it half done. Otherwise it
 goes Faust's way, which a rebalance can interrupt. A send goes straight to the producer once it runs.
+
+7. A partition that stopped moving (`find_stalled`). After a rebalance that came while the senders
+were busy for seconds (a restarted worker settling a crashed one's sends with MC's send log, MC slow),
+about 1 restart in 4 left every `subscriber.ready` partition with records past its committed offset,
+aiokafka's position and the drain loop's mark (fix 5) both past them, and nothing in flight: no agent
+ever got them, and nothing read them again before the next rebalance. Whatever path drops them, what
+it leaves is plain: lag with nothing moving. A partition in that state for STALL_SECONDS is read
+again from its committed offset; the ledgers and the dedupe marks absorb anything repeated.
 """
 
 from __future__ import annotations
@@ -103,6 +111,8 @@ log = logging.getLogger("stream_app.faust_fixes")
 REWIND_HOLD_SECONDS = 5.0
 # How often, at most, the drain loop compares aiokafka's positions with what it handed on (fix 5).
 UNDELIVERED_CHECK_SECONDS = 1.0
+# How long a partition may have records past its committed offset with none moving (fix 7).
+STALL_SECONDS = 10.0
 # Per partition, the offset ranges aiokafka stepped over because the log does not have them (fix 4):
 # noted as chunks are fetched, forgotten once committed past, and bounded all the same.
 ABSENT_KEPT = 10_000
@@ -194,6 +204,8 @@ class _Tracking:
     seeking: bool = False  # a rebalance's seek to the committed offsets is under way
     seeks_done: int = 0  # rebalance seeks so far: records fetched before one are stale after it
     next_check: float = 0.0  # of the positions (fix 5)
+    # Per partition, since when it has had records past its committed offset and none moving (fix 7).
+    idle_since: dict[TP, float] = field(default_factory=dict)
 
 
 def _tracking(consumer: Any) -> _Tracking:
@@ -280,18 +292,60 @@ def find_undelivered(consumer: Any) -> None:
     if now < tracking.next_check:
         return
     tracking.next_check = now + UNDELIVERED_CHECK_SECONDS
-    for tp, position in _positions(consumer).items():
+    positions = _positions(consumer)
+    for tp, position in positions.items():
         start = tracking.handed_on_to.get(tp)
         if start is None or position <= start:
             continue
         if tp in tracking.sought_back and now < tracking.sought_back[tp][1]:
             continue  # a seek back is under way; what it held back comes again
-        # In offset order: ranges are noted as fetched, and a seek back fetches lower ones again.
-        for begin, end in sorted(absent_between(tp, start, position)):
-            if begin <= start:
-                start = max(start, end)
+        start = _first_present(tp, start, position)
         if start < position:
             rewind_dropped(consumer, tp, start, position)
+    find_stalled(consumer, positions, now)
+
+
+def _first_present(tp: TP, start: int, position: int) -> int:
+    """The first offset in [start, position) the log has, or `position`."""
+    # In offset order: ranges are noted as fetched, and a seek back fetches lower ones again.
+    for begin, end in sorted(absent_between(tp, start, position)):
+        if begin <= start:
+            start = max(start, end)
+    return start
+
+
+def find_stalled(consumer: Any, positions: Mapping[TP, int], now: float) -> None:
+    """Read again from the committed offset a partition that stopped moving (fix 7).
+
+    Records between the committed offset and aiokafka's position, none of them in flight in an
+    agent, acked, or waiting in a stream's queue, for STALL_SECONDS: they went on to no agent. Seen
+    after a rebalance that came while senders were busy for seconds (MC slow, a crashed worker's
+    sends being settled): the position and the drain loop's mark both stood past records no agent
+    ever got, so fixes 3 and 5 saw nothing, and the partition waited for the next rebalance.
+    """
+    idle = _tracking(consumer).idle_since
+    waiting = _topics_waiting(consumer)
+    busy = {m.tp for m in consumer._unacked_messages if not getattr(m, "acked", False)}
+    for tp, position in positions.items():
+        committed = consumer._committed_offset.get(tp)
+        stalled = (
+            committed is not None
+            and _first_present(tp, committed, position) < position
+            and tp not in busy
+            and not consumer._acked.get(tp)
+            and tp.topic not in waiting
+        )
+        if not stalled:
+            idle.pop(tp, None)
+        elif now - idle.setdefault(tp, now) >= STALL_SECONDS:
+            del idle[tp]
+            rewind_dropped(consumer, tp, _first_present(tp, committed, position), position)
+
+
+def _topics_waiting(consumer: Any) -> set[str]:
+    """Topics with records handed on and still waiting in a stream's queue."""
+    index = consumer.app.topics._topic_name_index
+    return {topic for topic, channels in index.items() if any(chan.queue.qsize() for chan in channels)}
 
 
 def note_fetched(tp: tuple[str, int], position: int, offsets: list[int], after: int) -> None:

@@ -290,7 +290,7 @@ class _MarketingCloudLike(Protocol):
 # Every MC operation on the pipeline's path; token fetches are timed inside these calls.
 MC_OPERATIONS = {
     "rest": ("send_email", "send_sms", "register_callback", "subscribe"),
-    "soap": ("import_summary", "sent_since", "send_log", "upsert_subscribers"),
+    "soap": ("import_summary", "send_log", "upsert_subscribers"),
     "sftp": ("upload", "read_file"),
 }
 

@@ -1,11 +1,13 @@
 """The intake's dedupe marks: for every event_id, the input record it was first read from.
 
-A replayed record keeps its key and so its partition, so marks are kept per input partition, in
-memory, for the partitions this worker's intake owns. They are made durable one record per intake
-batch and input partition on the log topic `<APP_ID>-intake-seen` (cleanup `delete` after
-`STATE_RETENTION_DAYS`): a per-event changelog record cost as much as the event's notifications, and
-no compaction is needed when each record holds a batch. When a partition is assigned, its marks are
-read back from the log before its first record is handled.
+Marks are kept per input partition, in memory, for the partitions this worker's intake owns: a cheap
+first filter for a record re-produced by a client that partitions as the original producer did. A
+replay onto another partition (kcat's CRC32 partitioner, `-p N`) is not seen here; the send ledger,
+partitioned by notification id (senders.py), turns its notifications into `duplicate` outcomes.
+Marks are made durable one record per intake batch and input partition on the log topic
+`<APP_ID>-intake-seen` (cleanup `delete` after `STATE_RETENTION_DAYS`): a per-event changelog record
+cost as much as the event's notifications, and no compaction is needed when each record holds a batch.
+When a partition is assigned, its marks are read back from the log before its first record is handled.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from stream_app.mc.sftp import SftpUploader, attempt_name, error_report_path
 from stream_app.mc.soap import (
     ImportSummary,
     SendLogRow,
-    SentRecord,
     SoapClient,
     SubscriberRow,
     UpsertResult,
@@ -32,7 +31,6 @@ __all__ = [
     "RestClient",
     "SendLogRow",
     "SendReceipt",
-    "SentRecord",
     "SftpUploader",
     "SoapClient",
     "SubscriberRow",

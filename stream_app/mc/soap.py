@@ -74,18 +74,6 @@ class UpsertResult:
 
 
 @dataclass(frozen=True)
-class SentRecord:
-    """A send MC recorded (SentEvent for email, SMSMTEvent for SMS)."""
-
-    channel: str
-    subscriber_key: str
-    event_date: datetime | None
-    definition_key: str | None = None
-    definition_object_id: str | None = None
-    send_id: int | None = None
-
-
-@dataclass(frozen=True)
 class SendLogRow:
     """A row of a send logging data extension: MC's record that it sent one notification.
 
@@ -167,7 +155,6 @@ class SoapClient:
         self._client: zeep.AsyncClient | None = None
         self._service: Any = None
         self._start_lock = asyncio.Lock()
-        self._tsd_keys: dict[str, str] = {}
 
     async def start(self) -> None:
         """Load the WSDL (once per process) and bind the service at the tenant's SOAP endpoint."""
@@ -272,53 +259,6 @@ class SoapClient:
                 )
         return results
 
-    async def sent_since(
-        self, subscriber_key: str, since: datetime, *, sms: bool = False
-    ) -> list[SentRecord]:
-        """What MC recorded as sent to a subscriber after `since`: the evidence that settles a send
-        whose outcome was lost (e.g. the worker died between the request and the answer)."""
-        if sms:
-            object_type = "SMSMTEvent"
-            properties = ["Subscriber.SubscriberKey", "EventDate", "MOCode"]
-        else:
-            object_type = "SentEvent"
-            properties = [
-                "SendID",
-                "SubscriberKey",
-                "EventDate",
-                "EventType",
-                "TriggeredSendDefinitionObjectID",
-            ]
-        await self.start()
-        assert self._client is not None
-        complex_type = self._client.get_type(f"{{{_NS}}}ComplexFilterPart")
-        date_filter = self._simple("EventDate", "greaterThan", date=since)
-        filter_ = complex_type(
-            LeftOperand=self._simple("SubscriberKey", "equals", subscriber_key),
-            LogicalOperator="AND",
-            RightOperand=date_filter,
-        )
-        rows = await self._retrieve(object_type, properties, filter_)
-        records: list[SentRecord] = []
-        for row in rows:
-            if sms:
-                subscriber = getattr(row, "Subscriber", None)
-                key = getattr(subscriber, "SubscriberKey", None) if subscriber is not None else None
-                records.append(SentRecord("sms", str(key or subscriber_key), getattr(row, "EventDate", None)))
-                continue
-            object_id = getattr(row, "TriggeredSendDefinitionObjectID", None)
-            records.append(
-                SentRecord(
-                    "email",
-                    str(getattr(row, "SubscriberKey", None) or subscriber_key),
-                    getattr(row, "EventDate", None),
-                    definition_key=await self._tsd_key(str(object_id)) if object_id else None,
-                    definition_object_id=str(object_id) if object_id else None,
-                    send_id=_int(getattr(row, "SendID", None)),
-                )
-            )
-        return records
-
     async def send_log(self, data_extension: str, notification_id: str) -> list[SendLogRow]:
         """The rows MC logged for one notification in a send logging data extension (e.g. `SendLog`
         for email, `SMSSendLog` for SMS), matched on its custom `NotificationId` field.
@@ -344,19 +284,6 @@ class SoapClient:
                 )
             )
         return found
-
-    async def _tsd_key(self, object_id: str) -> str | None:
-        if object_id in self._tsd_keys:
-            return self._tsd_keys[object_id]
-        rows = await self._retrieve(
-            "TriggeredSendDefinition",
-            ["ObjectID", "CustomerKey", "Name"],
-            self._simple("ObjectID", "equals", object_id),
-        )
-        key = next((str(r.CustomerKey) for r in rows if getattr(r, "CustomerKey", None)), None)
-        if key is not None:
-            self._tsd_keys[object_id] = key
-        return key
 
     def _simple(
         self, prop: str, operator: str, value: str | None = None, *, date: datetime | None = None

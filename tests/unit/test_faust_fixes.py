@@ -52,7 +52,7 @@ def consumer(
         _acked_index=defaultdict(set, {TP0: set(acked)}),
         _committed_offset=defaultdict(lambda: None, {TP0: committed}),
         _unacked_messages=[SimpleNamespace(tp=TP0, offset=o) for o in in_flight],
-        app=SimpleNamespace(rebalancing=False),
+        app=SimpleNamespace(rebalancing=False, topics=SimpleNamespace(_topic_name_index={})),
         seek=seek,
         earliest_offsets=earliest_offsets,
         seeks=seeks,
@@ -395,3 +395,47 @@ async def test_records_fetched_before_a_rebalance_seek_are_not_handed_on_after_i
 
     monkeypatch.setattr(faust_fixes, "_getmany", read_again)
     assert [message.offset async for _, message in getmany(c, 1.0)] == [10, 11, 12]
+
+
+def queue_of(size: int) -> Any:
+    return SimpleNamespace(queue=SimpleNamespace(qsize=lambda: size))
+
+
+async def test_a_partition_with_lag_and_nothing_moving_is_read_again_from_its_committed_offset() -> None:
+    # Seen after a restart mid-burst: committed 21, aiokafka's position 40, no agent holding or
+    # waiting for any of 21..39, the drain loop's mark at 40 too (fix 5 saw nothing).
+    c = consumer(committed=21, acked=[])
+    faust_fixes.find_stalled(c, {TP0: 40}, now=100.0)
+    faust_fixes.find_stalled(c, {TP0: 40}, now=100.0 + faust_fixes.STALL_SECONDS - 0.1)
+    await settle()
+    assert c.seeks == []  # not yet: a quiet moment is no stall
+    faust_fixes.find_stalled(c, {TP0: 40}, now=100.0 + faust_fixes.STALL_SECONDS)
+    await settle()
+    assert c.seeks == [(TP0, 21)]
+
+
+@pytest.mark.parametrize(
+    "busy",
+    ["a record in flight", "a record acked, not yet committed", "records waiting in a stream's queue"],
+)
+async def test_a_partition_whose_records_are_on_their_way_is_not_stalled(busy: str) -> None:
+    c = consumer(
+        committed=21,
+        acked=[21] if busy.startswith("a record acked") else [],
+        in_flight=(21,) if busy == "a record in flight" else (),
+    )
+    if busy.startswith("records waiting"):
+        c.app.topics._topic_name_index = {TP0.topic: [queue_of(3)]}
+    for now in (100.0, 100.0 + 2 * faust_fixes.STALL_SECONDS):
+        faust_fixes.find_stalled(c, {TP0: 40}, now=now)
+    await settle()
+    assert c.seeks == []
+
+
+async def test_only_offsets_the_log_lacks_past_the_committed_offset_are_no_stall() -> None:
+    c = consumer(committed=21, acked=[])
+    faust_fixes.note_fetched(TP0, 21, [], 22)  # a transaction's marker, no record
+    for now in (100.0, 100.0 + 2 * faust_fixes.STALL_SECONDS):
+        faust_fixes.find_stalled(c, {TP0: 22}, now=now)
+    await settle()
+    assert c.seeks == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -177,55 +176,6 @@ async def test_retrieve_error_status_is_permanent() -> None:
     )
     with pytest.raises(PermanentMCError):
         await soap.import_summary("x.csv")
-
-
-SENT_ROW = """<Results xsi:type="SentEvent">
-    <Client><ID>100000001</ID></Client><PartnerKey xsi:nil="true"/>
-    <CreatedDate>2026-01-28T04:00:01</CreatedDate>
-    <ID>0</ID><ObjectID xsi:nil="true"/><SendID>4647028</SendID><SubscriberKey>M1001</SubscriberKey>
-    <EventDate>2026-01-28T04:00:01Z</EventDate><EventType>Sent</EventType>
-    <TriggeredSendDefinitionObjectID>9bcfe8e8-5a3b-e911-a2c7-1402ec83d7c0</TriggeredSendDefinitionObjectID>
-    <BatchID>29</BatchID></Results>"""
-TSD_ROW = """<Results xsi:type="TriggeredSendDefinition">
-    <ObjectID>9bcfe8e8-5a3b-e911-a2c7-1402ec83d7c0</ObjectID><CustomerKey>packet-drawn-drawer</CustomerKey>
-    <Name>Packet drawn (drawer)</Name></Results>"""
-
-
-async def test_sent_since_maps_definition_key_and_caches_it() -> None:
-    def answer(doc: etree._Element, n: int) -> tuple[int, str]:
-        kind = body_root(doc).findtext("et:RetrieveRequest/et:ObjectType", namespaces=NS)
-        return 200, retrieve_response(SENT_ROW if kind == "SentEvent" else TSD_ROW)
-
-    fake = FakeSoap(answer)
-    soap = make(fake)
-    since = datetime(2026, 1, 28, 3, 59, tzinfo=UTC)
-    for _ in range(2):
-        [record] = await soap.sent_since("M1001", since, sms=False)
-        assert record.channel == "email" and record.subscriber_key == "M1001"
-        assert record.definition_key == "packet-drawn-drawer" and record.send_id == 4647028
-        assert record.event_date is not None and record.event_date.year == 2026
-    kinds = [body_root(d).findtext("et:RetrieveRequest/et:ObjectType", namespaces=NS) for d in fake.calls]
-    assert kinds == ["SentEvent", "TriggeredSendDefinition", "SentEvent"]
-    flt = body_root(fake.calls[0]).find("et:RetrieveRequest/et:Filter", NS)
-    assert flt is not None and flt.get(f"{{{NS['xsi']}}}type", "").endswith("ComplexFilterPart")
-    assert flt.findtext("et:LeftOperand/et:Property", namespaces=NS) == "SubscriberKey"
-    assert flt.findtext("et:LogicalOperator", namespaces=NS) == "AND"
-    assert flt.findtext("et:RightOperand/et:SimpleOperator", namespaces=NS) == "greaterThan"
-    assert flt.findtext("et:RightOperand/et:DateValue", namespaces=NS, default="").startswith(
-        "2026-01-28T03:59"
-    )
-
-
-async def test_sent_since_sms() -> None:
-    row = """<Results xsi:type="SMSMTEvent"><ObjectID>abc</ObjectID>
-        <Subscriber><SubscriberKey>M1001</SubscriberKey></Subscriber>
-        <EventDate>2026-01-28T04:00:01Z</EventDate></Results>"""
-    fake = FakeSoap(lambda doc, n: (200, retrieve_response(row)))
-    [record] = await make(fake).sent_since("M1001", datetime(2026, 1, 28, tzinfo=UTC), sms=True)
-    assert (record.channel, record.subscriber_key) == ("sms", "M1001")
-    assert (
-        body_root(fake.calls[0]).findtext("et:RetrieveRequest/et:ObjectType", namespaces=NS) == "SMSMTEvent"
-    )
 
 
 def send_log_row(notification_id: str, error_code: str | None, key: str | None = "M1001") -> str:
