@@ -403,7 +403,7 @@ async def sender(stream: StreamT) -> None:
             log.info("partition revoked mid-send; left to its new owner", extra={"notification_id": str(exc)})
 
 
-@app.timer(60.0, name="stream_app.senders.sweep")
+@app.timer(min(60.0, settings.pending_stale_seconds), name="stream_app.senders.sweep")
 async def sweep_pending() -> None:
     """Settle `pending` entries whose send is in flight nowhere here and whose record may never be
     read again (committed past by an older version, or its DLQ copy never replayed): their record,

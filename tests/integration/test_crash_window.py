@@ -34,6 +34,7 @@ from tests.integration.helpers import (
     messages,
     private_stack,
     produce,
+    sample,
     statuses,
     unique,
 )
@@ -149,6 +150,63 @@ async def test_pending_sends_are_settled_by_mcs_send_log_not_guessed(
     assert by_event[never_arrived["event_id"]]["mc_request_id"]  # sent now, not assumed
     sent = [m["attributes"].get("EventId") for m in messages(sandbox) if m["subscriber_key"] == giver]
     assert sorted(sent) == sorted([accepted["event_id"], never_arrived["event_id"]])  # each once
+
+
+async def test_a_pending_send_whose_record_is_gone_is_settled_by_the_sweep(
+    own_stack: tuple[EmbeddedKafka, SandboxProcess], tmp_path: Path
+) -> None:
+    """A `pending` entry no record will bring back (committed past by an older version, its DLQ copy
+    never replayed): the sweep finds it, counts it, and sends it once, by the evidence rule."""
+    kafka, sandbox = own_stack
+    from stream_app.app import topic_partitions
+
+    app_id = "sweep"
+    await ensure_topics(
+        Settings(broker_url=kafka.url), {**topic_partitions(), f"{app_id}-ledger-email-changelog": 4}
+    )
+    member, email = unique("M"), f"{unique('s')}@example.com"
+    orphan = ready_record(unique("d"), member, email)
+    client = MarketingCloud(
+        Settings(
+            mc_auth_url=sandbox.http_url,
+            mc_sftp_port=sandbox.sftp_port,
+            mc_sftp_known_hosts=sandbox.known_hosts,
+        )
+    )
+    try:
+        assert all(r.ok for r in await client.soap.upsert_subscribers([SubscriberRow(member, email)]))
+    finally:
+        await client.close()
+    # Only the ledger knows of it: pending since long ago, with its record; subscriber.ready has none.
+    from stream_app.outbox import partition_for
+
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            f"{app_id}-ledger-email-changelog",
+            Entry(PENDING, time.time() - 600, record=orjson.dumps(orphan).decode()).dumps(),
+            key=orjson.dumps(orphan["notification_id"]),
+            partition=partition_for(orphan["notification_id"].encode(), 4),
+        )
+    finally:
+        await producer.stop()
+
+    worker = start_worker(kafka, sandbox, tmp_path / "worker", APP_ID=app_id, PENDING_STALE_SECONDS="3")
+    try:
+        worker.wait_ready()
+        stale = await eventually(lambda: _stale_gauge(worker), timeout=30)
+        assert stale == 1.0  # counted (and alerted on) before it is settled
+        found = await eventually(lambda: _outcomes(kafka, orphan), timeout=60)
+    finally:
+        worker.stop()
+    assert [s["status"] for s in found] == ["sent"]
+    assert [m["attributes"].get("NotificationId") for m in messages(sandbox)] == [orphan["notification_id"]]
+
+
+def _stale_gauge(worker: Any) -> float:
+    text = httpx.get(f"{worker.web_url}metrics", timeout=10).text
+    return sample(text, 'stream_app_stale_pending_sends{channel="email"}')
 
 
 async def _outcomes(kafka: EmbeddedKafka, *records: dict[str, Any]) -> list[dict[str, Any]] | None:
