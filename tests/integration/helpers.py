@@ -118,6 +118,18 @@ def sent_notifications(sandbox: Any) -> list[str]:
     return [m["attributes"].get("NotificationId", "?") for m in messages(sandbox)]
 
 
+async def produce_events(bootstrap: str, events: Iterable[dict[str, Any]]) -> None:
+    """Produce packet.drawn events in one burst, keyed by packet_id as the platform does."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for event in events:
+            await producer.send("packet.drawn", orjson.dumps(event), key=event["packet_id"].encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
 async def produce(
     bootstrap: str,
     topic: str,

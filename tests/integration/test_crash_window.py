@@ -51,6 +51,17 @@ def own_stack(tmp_path: Path) -> Iterator[tuple[EmbeddedKafka, SandboxProcess]]:
         yield stack
 
 
+def mc_client(sandbox: SandboxProcess) -> MarketingCloud:
+    """Our MC client, pointed at the test's sandbox: for the state a crashed worker left at MC."""
+    return MarketingCloud(
+        Settings(
+            mc_auth_url=sandbox.http_url,
+            mc_sftp_port=sandbox.sftp_port,
+            mc_sftp_known_hosts=sandbox.known_hosts,
+        )
+    )
+
+
 def ready_record(
     event_id: str, member: str, email: str, *, template: str = TEMPLATE, mobile: str | None = None
 ) -> dict[str, Any]:
@@ -89,13 +100,7 @@ async def test_pending_sends_are_settled_by_mcs_send_log_not_guessed(
     giver, email = unique("M"), f"{unique('g')}@example.com"
     accepted = ready_record(unique("d"), giver, email, template="packet-drawn-giver")
     never_arrived = ready_record(unique("d"), giver, email, template="packet-drawn-giver")
-    client = MarketingCloud(
-        Settings(
-            mc_auth_url=sandbox.http_url,
-            mc_sftp_port=sandbox.sftp_port,
-            mc_sftp_known_hosts=sandbox.known_hosts,
-        )
-    )
+    client = mc_client(sandbox)
     try:
         assert all(r.ok for r in await client.soap.upsert_subscribers([SubscriberRow(giver, email)]))
         pending_at = time.time() - 1
@@ -166,13 +171,7 @@ async def test_a_pending_send_whose_record_is_gone_is_settled_by_the_sweep(
     )
     member, email = unique("M"), f"{unique('s')}@example.com"
     orphan = ready_record(unique("d"), member, email)
-    client = MarketingCloud(
-        Settings(
-            mc_auth_url=sandbox.http_url,
-            mc_sftp_port=sandbox.sftp_port,
-            mc_sftp_known_hosts=sandbox.known_hosts,
-        )
-    )
+    client = mc_client(sandbox)
     try:
         assert all(r.ok for r in await client.soap.upsert_subscribers([SubscriberRow(member, email)]))
     finally:
@@ -232,13 +231,7 @@ async def test_a_send_mc_holds_up_is_not_committed_past(
 
     await ensure_topics(Settings(broker_url=kafka.url), topic_partitions())
     members = [(unique("M"), f"{unique('h')}@example.com") for _ in range(6)]
-    client = MarketingCloud(
-        Settings(
-            mc_auth_url=sandbox.http_url,
-            mc_sftp_port=sandbox.sftp_port,
-            mc_sftp_known_hosts=sandbox.known_hosts,
-        )
-    )
+    client = mc_client(sandbox)
     try:
         assert all(r.ok for r in await client.soap.upsert_subscribers(SubscriberRow(*m) for m in members))
     finally:

@@ -19,6 +19,7 @@ from tests.integration.helpers import (
     eventually,
     messages,
     produce,
+    produce_events,
     read_all,
     ready_records,
     statuses,
@@ -108,14 +109,7 @@ async def test_new_subscribers_of_every_partition_in_one_window_go_out_in_one_fi
     kafka: Any, sandbox: Any, pipeline: Any
 ) -> None:
     events = [drawn_event() for _ in range(8)]
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
-    await producer.start()
-    try:
-        for event in events:
-            await producer.send("packet.drawn", orjson.dumps(event), key=event["packet_id"].encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await produce_events(kafka.bootstrap, events)
     for event in events:
         await eventually(lambda event=event: len(messages(sandbox, event)) >= 3, timeout=60)
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from stream_app.broker import EmbeddedKafka
 from stream_app.ledger import PENDING
@@ -29,6 +28,7 @@ from tests.integration.helpers import (
     messages,
     notification_ids,
     private_stack,
+    produce_events,
     read_all,
     sent_notifications,
 )
@@ -60,17 +60,6 @@ def burst() -> list[dict[str, Any]]:
     ]
 
 
-async def _produce_all(kafka: EmbeddedKafka, events: list[dict[str, Any]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
-    await producer.start()
-    try:
-        for event in events:
-            await producer.send("packet.drawn", orjson.dumps(event), key=event["packet_id"].encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 async def _settled(kafka: EmbeddedKafka) -> bool:
     return all(
         [
@@ -96,7 +85,7 @@ async def _slow_burst(kafka: EmbeddedKafka, sandbox: SandboxProcess) -> set[str]
     events = burst()
     fault(sandbox, target="rest", mode="slow", seconds=3, count=45)
     fault(sandbox, target="sms", mode="slow", seconds=3, count=20)
-    await _produce_all(kafka, events)
+    await produce_events(kafka.bootstrap, events)
     await eventually(lambda: len(messages(sandbox)) >= 15, timeout=90)
     return set().union(*(notification_ids(e) for e in events))
 
