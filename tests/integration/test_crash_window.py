@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from stream_app.broker import EmbeddedKafka
 from stream_app.ledger import PENDING, Entry
 from stream_app.mc import MarketingCloud, SubscriberRow
+from stream_app.outbox import partition_for
 from stream_app.settings import Settings
 from stream_app.topics import ensure_topics
 from tests.fixtures.sandbox import SandboxProcess
@@ -177,8 +178,6 @@ async def test_a_pending_send_whose_record_is_gone_is_settled_by_the_sweep(
     finally:
         await client.close()
     # Only the ledger knows of it: pending since long ago, with its record; subscriber.ready has none.
-    from stream_app.outbox import partition_for
-
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
     await producer.start()
     try:
@@ -236,9 +235,10 @@ async def test_a_send_mc_holds_up_is_not_committed_past(
         assert all(r.ok for r in await client.soap.upsert_subscribers(SubscriberRow(*m) for m in members))
     finally:
         await client.close()
-    held = ready_record(unique("d"), *members[0], template="packet-drawn-welcome", mobile="+886912345678")
-    behind = [ready_record(unique("d"), *m) for m in members[1:5]]
-    elsewhere = ready_record(unique("d"), *members[5])
+    # Each record on its own ledger partition (a misplaced one would be forwarded there first).
+    held = ready_on(0, *members[0], template="packet-drawn-welcome", mobile="+886912345678")
+    behind = [ready_on(0, *m) for m in members[1:5]]
+    elsewhere = ready_on(1, *members[5])
     fault(sandbox, target="sms", mode="error429", probability=1.0)
 
     # Every retry waits ~1 s and the budget outlasts the test: the SMS stays in flight.
@@ -280,6 +280,14 @@ async def test_a_send_mc_holds_up_is_not_committed_past(
         worker.stop()
     assert len(_sms_to(sandbox, held["subscriber_key"])) == 1
     assert _sent_once(sandbox, behind)  # not repeated by the second worker
+
+
+def ready_on(partition: int, member: str, email: str, **kwargs: Any) -> dict[str, Any]:
+    """A subscriber.ready record whose notification's ledger partition (of 4) is `partition`."""
+    while True:
+        record = ready_record(unique("d"), member, email, **kwargs)
+        if partition_for(record["notification_id"].encode(), 4) == partition:
+            return record
 
 
 def _sent_once(sandbox: SandboxProcess, records: list[dict[str, Any]]) -> bool:

@@ -175,6 +175,7 @@ async def test_dashboard_page_and_its_data(ops_kafka: KafkaBroker, ops_worker: W
         "dlq_growing",
         "import_stuck",
         "partition_stalled",
+        "sends_pending",
     }
 
 
