@@ -79,6 +79,8 @@ app = _App(
     web_host=settings.web_host,
     web_port=settings.web_port,
     web_bind=settings.web_host,
+    # Faust's /table/ views answer any key with the raw row: members' addresses and numbers.
+    web_tables_enabled=False,
     topic_partitions=settings.topic_partitions,
     # A new consumer group must start from the oldest event, not skip what arrived before it.
     consumer_auto_offset_reset="earliest",
