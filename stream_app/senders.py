@@ -173,6 +173,7 @@ async def mark_pending(ledger: TableT, key: str, partition: int, record: bytes) 
     # The same row in the local store only: `data` is the table's store, written without a second
     # changelog record (Table.__setitem__ would send this one again).
     ledger.data[key] = value
+    _maybe_pending.setdefault(ledger.name, set()).add(key)
 
 
 async def logged_by_mc(ready: SubscriberReady, key: str, entry: Entry) -> bool:
@@ -403,17 +404,35 @@ async def sender(stream: StreamT) -> None:
             log.info("partition revoked mid-send; left to its new owner", extra={"notification_id": str(exc)})
 
 
+# Ledger keys (per table) that may still be `pending` here: those this worker marked, and those one
+# full read of the ledgers found after the worker's assignment last changed (rows it recovered). The
+# sweep reads only these: a ledger keeps a row per notification for STATE_RETENTION_DAYS.
+_maybe_pending: dict[str, set[str]] = {}
+_read_for: frozenset[Any] = frozenset()  # the assignment the last full read was made for
+_swept: dict[str, float] = {}  # key -> when the sweep last re-queued its record
+
+
 @app.timer(min(60.0, settings.pending_stale_seconds), name="stream_app.senders.sweep")
 async def sweep_pending() -> None:
     """Settle `pending` entries whose send is in flight nowhere here and whose record may never be
     read again (committed past by an older version, or its DLQ copy never replayed): their record,
     kept in the entry, goes back to its home partition, where the ledger settles it by MC's log."""
+    global _read_for
     now = time.time()
+    assigned = frozenset(app.consumer.assignment())
+    read_all, _read_for = assigned != _read_for, assigned
     for channel, ledger in LEDGERS.items():
+        keys = _maybe_pending.setdefault(ledger.name, set())
+        if read_all:
+            keys.update(key for key, raw in ledger.data.items() if orjson.loads(raw)["state"] == PENDING)
         found = 0
-        for key, raw in list(ledger.data.items()):
-            entry = Entry.loads(raw)
-            if entry is None or not stale(entry, now, settings.pending_stale_seconds) or key in _inflight:
+        for key in list(keys):
+            entry = Entry.loads(ledger.data.get(key))
+            if entry is None or entry.state != PENDING:
+                keys.discard(key)
+                _swept.pop(key, None)
+                continue
+            if not stale(entry, now, settings.pending_stale_seconds) or key in _inflight:
                 continue
             found += 1
             if not entry.record or _swept.get(key, 0.0) > now - settings.pending_stale_seconds:
@@ -431,6 +450,3 @@ async def sweep_pending() -> None:
             )
             log.warning("stale pending send re-queued to be settled", extra={"notification_id": key})
         metrics.stale_pending(channel, found)
-
-
-_swept: dict[str, float] = {}
