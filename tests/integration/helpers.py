@@ -277,6 +277,19 @@ async def caught_up(bootstrap: str, group: str, topic: str) -> bool:
     return all(end == 0 or committed.get(p, -1) >= end for p, end in ends.items())
 
 
+async def flow_caught_up(bootstrap: str, app_id: str) -> bool:
+    """Whether the workers of `app_id` have committed every record of the flow's topics there is now:
+    input (the intake's group), intents, batches and subscriber.ready (forwards included)."""
+    return all(
+        [
+            await caught_up(bootstrap, f"{app_id}-intake", "packet.drawn"),
+            await caught_up(bootstrap, app_id, "stream_app.intents"),
+            await caught_up(bootstrap, app_id, "stream_app.batches"),
+            await caught_up(bootstrap, app_id, "subscriber.ready"),
+        ]
+    )
+
+
 def kcat_produce(bootstrap: str, topic: str, records: Iterable[Any], *options: str) -> None:
     """Produce records (key, value) back with kcat, as an operator replays a dump: librdkafka's own
     partitioner (consistent_random: CRC32) unless `options` say otherwise."""

@@ -26,10 +26,10 @@ from stream_app.topics import ensure_topics
 from tests.fixtures.sandbox import SandboxProcess
 from tests.fixtures.worker import start_worker
 from tests.integration.helpers import (
+    caught_up,
     clear_faults,
     committed_offsets,
     drawn_event,
-    end_offsets,
     eventually,
     fault,
     messages,
@@ -316,7 +316,9 @@ async def test_a_worker_killed_while_mc_imports_leaves_the_batch_to_the_next(tmp
             await eventually(lambda: _stat(sandbox, "sftp_uploads") >= 1, timeout=30)
             # A commit round after the batch was taken: a bad record behind it, committed past.
             await produce(kafka.bootstrap, "packet.drawn", b"{not json", key=event["packet_id"].encode())
-            await eventually(lambda: _committed_all(kafka, "midimport-intake", "packet.drawn"), timeout=30)
+            await eventually(
+                lambda: caught_up(kafka.bootstrap, "midimport-intake", "packet.drawn"), timeout=30
+            )
             assert messages(sandbox) == []  # the import is still running
         finally:
             worker.kill()
@@ -333,12 +335,6 @@ async def test_a_worker_killed_while_mc_imports_leaves_the_batch_to_the_next(tmp
 
 def _stat(sandbox: SandboxProcess, name: str) -> int:
     return int(httpx.get(f"{sandbox.http_url}_sandbox/stats", timeout=10).json().get(name, 0))
-
-
-async def _committed_all(kafka: EmbeddedKafka, group: str, topic: str) -> bool:
-    committed = await committed_offsets(kafka.bootstrap, group, topic)
-    ends = await end_offsets(kafka.bootstrap, topic)
-    return all(end == 0 or committed.get(p, -1) >= end for p, end in ends.items())
 
 
 async def _settled(kafka: EmbeddedKafka, event_id: str) -> bool:

@@ -24,9 +24,9 @@ from tests.fixtures.sandbox import SandboxProcess
 from tests.fixtures.worker import WorkerProcess, start_worker
 from tests.integration.helpers import (
     campaign,
-    caught_up,
     console_produce,
     eventually,
+    flow_caught_up,
     kcat_produce,
     notification_ids,
     private_stack,
@@ -54,17 +54,6 @@ async def _duplicates(kafka: EmbeddedKafka) -> Counter[str]:
     )
 
 
-async def _settled(kafka: EmbeddedKafka) -> bool:
-    """Every input and subscriber.ready record (forwards included) is committed by the worker."""
-    return all(
-        [
-            await caught_up(kafka.bootstrap, f"{APP_ID}-intake", "packet.drawn"),
-            await caught_up(kafka.bootstrap, APP_ID, "stream_app.intents"),
-            await caught_up(kafka.bootstrap, APP_ID, "subscriber.ready"),
-        ]
-    )
-
-
 async def test_replays_by_kcat_and_java_tools_send_nothing_twice(
     own_stack: tuple[EmbeddedKafka, SandboxProcess], tmp_path: Path
 ) -> None:
@@ -83,7 +72,7 @@ async def test_replays_by_kcat_and_java_tools_send_nothing_twice(
         for event in events:
             await produce(kafka.bootstrap, "packet.drawn", event, key=event["packet_id"].encode())
         await eventually(lambda: set(sent_notifications(sandbox)) >= owed, timeout=120)
-        await eventually(lambda: _settled(kafka), timeout=60)
+        await eventually(lambda: flow_caught_up(kafka.bootstrap, APP_ID), timeout=60)
         assert Counter(sent_notifications(sandbox)) == Counter(owed)  # each once before any replay
 
         ready = await read_all(kafka.bootstrap, "subscriber.ready")
@@ -108,7 +97,7 @@ async def test_replays_by_kcat_and_java_tools_send_nothing_twice(
         ]
         for round_, (tool, replay) in enumerate(replays, start=1):
             replay()
-            await eventually(lambda: _settled(kafka), timeout=90)
+            await eventually(lambda: flow_caught_up(kafka.bootstrap, APP_ID), timeout=90)
             sent = Counter(sent_notifications(sandbox))
             print(f"REPLAY by {tool}: {len(ready)} records, {sum(sent.values()) - len(owed)} extra sends")
             assert sent == Counter(owed), f"replay by {tool} sent again"
@@ -118,7 +107,7 @@ async def test_replays_by_kcat_and_java_tools_send_nothing_twice(
         # The input replayed too, by kcat (CRC32): other partitions than the originals for most.
         drawn = await read_all(kafka.bootstrap, "packet.drawn")
         kcat_produce(kafka.bootstrap, "packet.drawn", drawn)
-        await eventually(lambda: _settled(kafka), timeout=90)
+        await eventually(lambda: flow_caught_up(kafka.bootstrap, APP_ID), timeout=90)
         assert Counter(sent_notifications(sandbox)) == Counter(owed), "an input replay sent again"
         assert len(await read_all(kafka.bootstrap, "subscriber.ready.dlq")) == 0
     finally:

@@ -20,10 +20,10 @@ from stream_app.ledger import PENDING
 from tests.fixtures.sandbox import SandboxProcess
 from tests.fixtures.worker import WorkerProcess, start_worker
 from tests.integration.helpers import (
-    caught_up,
     drawn_event,
     eventually,
     fault,
+    flow_caught_up,
     member,
     messages,
     notification_ids,
@@ -60,17 +60,6 @@ def burst() -> list[dict[str, Any]]:
     ]
 
 
-async def _settled(kafka: EmbeddedKafka) -> bool:
-    return all(
-        [
-            await caught_up(kafka.bootstrap, f"{APP_ID}-intake", "packet.drawn"),
-            await caught_up(kafka.bootstrap, APP_ID, "stream_app.intents"),
-            await caught_up(kafka.bootstrap, APP_ID, "stream_app.batches"),
-            await caught_up(kafka.bootstrap, APP_ID, "subscriber.ready"),
-        ]
-    )
-
-
 async def _pending_left(kafka: EmbeddedKafka) -> list[str]:
     """Ledger entries whose last state is `pending`, read from the ledgers' changelogs."""
     last: dict[bytes, bytes] = {}
@@ -94,7 +83,7 @@ async def _assert_each_once(
     kafka: EmbeddedKafka, sandbox: SandboxProcess, owed: set[str], label: str
 ) -> None:
     await eventually(lambda: set(sent_notifications(sandbox)) >= owed, timeout=180)
-    await eventually(lambda: _settled(kafka), timeout=90)
+    await eventually(lambda: flow_caught_up(kafka.bootstrap, APP_ID), timeout=90)
     counts = Counter(sent_notifications(sandbox))
     lost = owed - set(counts)
     twice = {n: c for n, c in counts.items() if c > 1}
