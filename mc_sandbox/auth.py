@@ -1,4 +1,4 @@
-"""OAuth2 client-credentials tokens (``POST /v2/token``) and their validation."""
+"""OAuth2 client-credentials tokens (``POST /v2/token``); a request's token is checked in http.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .context import DOC_URL, sandbox_of
-from .state import State
+from .context import sandbox_of
+from .http import DOC_URL
 
 SCOPE = (
     "email_read email_write email_send list_and_subscribers_read list_and_subscribers_write "
@@ -26,8 +26,6 @@ INVALID_CLIENT = {
     "are valid and that the package is installed and enabled.",
     "error_uri": "https://developer.salesforce.com/docs",
 }
-
-NOT_AUTHORIZED = {"documentation": DOC_URL, "errorcode": 0, "message": "Not Authorized"}
 
 
 def _b64(data: bytes) -> str:
@@ -44,28 +42,6 @@ def new_token(account_id: str) -> str:
 def expires_in_for(ttl: float) -> int:
     # MC reports the lifetime two minutes early (1079 for its 1200 s tokens); tiny test TTLs keep >= 1.
     return int(ttl - 121) if ttl > 242 else max(1, int(ttl) - 1)
-
-
-def token_valid(state: State, token: str | None) -> bool:
-    if not token:
-        return False
-    expiry = state.tokens.get(token)
-    return expiry is not None and asyncio.get_running_loop().time() < expiry
-
-
-def bearer(request: web.Request) -> str | None:
-    value = request.headers.get("Authorization", "")
-    if value[:7].lower() == "bearer ":
-        return value[7:].strip()
-    return None
-
-
-def rest_authorized(request: web.Request) -> bool:
-    return token_valid(sandbox_of(request).state, bearer(request))
-
-
-def not_authorized() -> web.Response:
-    return web.json_response(NOT_AUTHORIZED, status=401)
 
 
 async def token_handler(request: web.Request) -> web.Response:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .ens_manager import EnsManager
 from .faults import FaultRegistry, RateLimiter
+from .imports import ImportManager
 from .state import Config, State
-
-if TYPE_CHECKING:
-    from .ens import EnsManager
-    from .imports import ImportManager
 
 
 @dataclass
@@ -36,8 +33,6 @@ class Sandbox:
 
 
 SANDBOX: web.AppKey[Sandbox] = web.AppKey("sandbox", Sandbox)
-
-DOC_URL = "https://developer.salesforce.com/docs/atlas.en-us.mc-apis.meta/mc-apis/error-handling.htm"
 
 
 def sandbox_of(request: web.Request) -> Sandbox:

@@ -2,41 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
 from aiohttp import web
 
-from .auth import not_authorized, rest_authorized
-from .context import DOC_URL, sandbox_of
+from .context import sandbox_of
+from .http import field, not_authorized, read_json, rest_authorized, rest_error
 from .sends import NO_VALID_SUBSCRIBERS, accept_email, check_recipient, record_refusal
 from .state import valid_email
 from .templates import email_definition
-
-
-def rest_error(status: int, errorcode: int, message: str) -> web.Response:
-    return web.json_response(
-        {"message": message, "errorcode": errorcode, "documentation": DOC_URL}, status=status
-    )
-
-
-async def read_json(request: web.Request) -> tuple[Any, web.Response | None]:
-    try:
-        return await request.json(), None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None, rest_error(400, 10004, "InvalidMessageFormat: the request body is not valid JSON.")
-
-
-def _ci(obj: Any, name: str) -> Any:
-    """Case-insensitive field lookup, as MC's .NET JSON binding does."""
-    if not isinstance(obj, dict):
-        return None
-    low = name.lower()
-    for k, v in obj.items():
-        if isinstance(k, str) and k.lower() == low:
-            return v
-    return None
 
 
 async def send_handler(request: web.Request) -> web.Response:
@@ -52,9 +27,9 @@ async def send_handler(request: web.Request) -> web.Response:
     if err:
         return err
     ref = request.match_info["ref"]
-    to = _ci(body, "To") or {}
-    address = _ci(to, "Address")
-    key = _ci(to, "SubscriberKey")
+    to = field(body, "To") or {}
+    address = field(to, "Address")
+    key = field(to, "SubscriberKey")
     if not isinstance(address, str) or not valid_email(address):
         return web.json_response(
             {"recipientSendId": "", "hasErrors": True, "messages": ["InvalidOrMissingToAddress"]}, status=202
@@ -94,8 +69,8 @@ async def send_handler(request: web.Request) -> web.Response:
             status=202,
         )
     assert definition is not None and isinstance(key, str)
-    from_name = _ci(_ci(body, "From"), "Name")
-    attrs_raw = _ci(_ci(to, "ContactAttributes"), "SubscriberAttributes")
+    from_name = field(field(body, "From"), "Name")
+    attrs_raw = field(field(to, "ContactAttributes"), "SubscriberAttributes")
     attributes = (
         {str(k): "" if v is None else str(v) for k, v in (attrs_raw or {}).items()}
         if isinstance(attrs_raw, dict)

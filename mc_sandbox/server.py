@@ -13,8 +13,10 @@ import asyncssh
 from aiohttp import web
 
 from . import auth, ens, inspection, rest, sms, soap
-from .context import DOC_URL, SANDBOX, Sandbox
+from .context import SANDBOX, Sandbox
+from .ens_manager import EnsManager
 from .faults import FaultRegistry, RateLimiter
+from .http import DOC_URL
 from .imports import ImportManager
 from .sftp import empty_folders, load_host_key, start_sftp, write_known_hosts
 from .state import Config, State
@@ -167,7 +169,7 @@ async def serve(config: Config) -> int:
     state = State(config)
     faults = FaultRegistry()
     imports = ImportManager(state, faults, config.sftp_root)
-    ens_manager = ens.EnsManager(state)
+    ens_manager = EnsManager(state)
     sb = Sandbox(config, state, faults, RateLimiter(config.rate_limit), imports, ens_manager)
     sb.on_reset.append(lambda: empty_folders(config.sftp_root))
 

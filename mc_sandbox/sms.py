@@ -8,9 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth import not_authorized, rest_authorized
 from .context import sandbox_of
-from .rest import read_json
+from .http import not_authorized, read_json, rest_authorized
 from .sendlog import log_sms
 from .state import Message, SmsSend, TrackingEvent, iso
 from .templates import SMS_DEFINITIONS, render

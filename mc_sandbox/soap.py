@@ -20,8 +20,8 @@ from xml.sax.saxutils import escape
 from aiohttp import web
 from lxml import etree
 
-from .auth import token_valid
 from .context import Sandbox, sandbox_of
+from .http import token_valid
 from .sendlog import DataExtension, data_extension, value_text
 from .sendlog import rows as send_log_rows
 from .sends import NO_VALID_SUBSCRIBERS, Refusal, accept_email, check_recipient

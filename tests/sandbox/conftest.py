@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="package")
-def zeep_client(sandbox):  # type: ignore[no-untyped-def]
+def zeep_client(sandbox: SandboxProcess) -> Any:
     """A zeep client built from the WSDL the sandbox serves (no other network access)."""
     import zeep
 

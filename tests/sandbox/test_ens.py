@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
-from tests.fixtures.ports import free_port
+from mc_sandbox.launch import free_port
 from tests.fixtures.sandbox import SandboxProcess
 
 from .helpers import token

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 
+from mc_sandbox import launch
 from tests.fixtures.sandbox import start_sandbox
 
 from .helpers import CREDS, wait_for
@@ -20,6 +21,7 @@ def test_startup_rate_limit_token_ttl_and_sigint(tmp_path: Path) -> None:
             f"mc_sandbox ready http=http://127.0.0.1:{sp.http_port}/ " f"sftp=127.0.0.1:{sp.sftp_port}"
         )
         base = sp.http_url
+        assert launch.answers(base)
         tok = httpx.post(f"{base}v2/token", json=CREDS).json()
         assert tok["expires_in"] >= 1
         headers = {"Authorization": f"Bearer {tok['access_token']}"}

@@ -14,7 +14,7 @@ import pytest
 import zeep
 
 from mc_sandbox.context import Sandbox
-from mc_sandbox.ens import EnsManager
+from mc_sandbox.ens_manager import EnsManager
 from mc_sandbox.faults import FaultRegistry, RateLimiter
 from mc_sandbox.imports import ImportManager
 from mc_sandbox.sends import accept_email

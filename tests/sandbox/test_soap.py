@@ -256,7 +256,8 @@ def test_import_definition_perform_and_summary(soap: Soap, tmp_path: Any, sandbo
         ).Results
         return rows if rows and rows[0].ImportStatus == "Completed" else None
 
-    row = wait_for(done, what="import completed")[0]
+    rows: Any = wait_for(done, what="import completed")
+    row = rows[0]
     assert (row.ImportDefinitionCustomerKey, row.TotalRows, row.NumberSuccessful, row.NumberErrors) == (
         "subs-import",
         1,
@@ -290,5 +291,5 @@ def test_raw_envelope_no_namespace_header_and_unsupported(soap: Soap) -> None:
     )
     assert r.status_code == 500 and "soap:Fault" in r.text
     obj = soap.t("List")(ListName="x")
-    r = soap.create([obj])
-    assert r.OverallStatus == "Error" and r.Results[0].StatusCode == "Error"
+    created = soap.create([obj])
+    assert created.OverallStatus == "Error" and created.Results[0].StatusCode == "Error"
