@@ -19,10 +19,12 @@ def main() -> int:
     out = Path(os.environ["BENCH_PROFILE_OUT"])
     seconds = float(os.environ.get("BENCH_PROFILE_SECONDS", "30"))
     trigger = out.with_name(out.name + ".start")
-    from stream_app import worker
-    from stream_app.app import app
+    from stream_app.cli import worker
+    from stream_app.runtime.app import Runtime
 
-    @app.task
+    def profile(runtime: Runtime) -> None:
+        runtime.app.task(_profile)
+
     async def _profile() -> None:
         while not trigger.exists():
             await asyncio.sleep(0.2)
@@ -32,7 +34,7 @@ def main() -> int:
         profiler.stop()
         out.write_text(profiler.output_text(unicode=True, color=False, show_all=False))
 
-    return worker.main(sys.argv[1:])
+    return worker.main(sys.argv[1:], prepare=profile)
 
 
 if __name__ == "__main__":

@@ -24,27 +24,27 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = args[0], args[1:]
     if command == "worker":
-        from stream_app.worker import main as worker_main
+        from stream_app.cli.worker import main as worker_main
 
         return worker_main(rest)
     if command == "dev":
-        from stream_app.devstack import main as dev_main
+        from stream_app.cli.devstack import main as dev_main
 
         return dev_main(rest)
     if command == "broker":
-        from stream_app.broker import main as broker_main
+        from stream_app.localkafka.cli import main as broker_main
 
         return broker_main(rest)
     if command.startswith("kafka-"):
-        from stream_app.broker import run_tool
+        from stream_app.localkafka.tools import run_tool
 
         return run_tool(command, rest)
     if command == "create-topics":
-        from stream_app.topics import main as topics_main
+        from stream_app.cli.topics import main as topics_main
 
         return topics_main(rest)
     if command == "resend":
-        from stream_app.resend import main as resend_main
+        from stream_app.cli.resend import main as resend_main
 
         return resend_main(rest)
     print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)

@@ -103,7 +103,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 from faust.utils.functional import consecutive_numbers
 
-from stream_app import metrics
+from stream_app.ops import metrics
 
 log = logging.getLogger("stream_app.faust_fixes")
 

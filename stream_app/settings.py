@@ -142,6 +142,11 @@ class Settings:
         return parsed.hostname or "127.0.0.1", parsed.port or 9092
 
     @property
+    def heartbeat_interval_seconds(self) -> float:
+        """Faust's and the intake's consumers: a third of the session timeout, at most 3 s."""
+        return min(3.0, self.session_timeout_seconds / 3)
+
+    @property
     def bootstrap_servers(self) -> str:
         host, port = self.broker_host_port
         return f"{host}:{port}"

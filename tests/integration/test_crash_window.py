@@ -17,12 +17,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream_app.broker import EmbeddedKafka
-from stream_app.ledger import PENDING, Entry
+from stream_app.cli.topics import ensure_topics
+from stream_app.contract.topics import partition_for, topic_partitions
+from stream_app.domain.ledger import PENDING, Entry
+from stream_app.localkafka import EmbeddedKafka
 from stream_app.mc import MarketingCloud, SubscriberRow
-from stream_app.outbox import partition_for
 from stream_app.settings import Settings
-from stream_app.topics import ensure_topics
 from tests.fixtures.sandbox import SandboxProcess
 from tests.fixtures.worker import start_worker
 from tests.integration.helpers import (
@@ -93,10 +93,9 @@ async def test_pending_sends_are_settled_by_mcs_send_log_not_guessed(
     were `pending` when the worker died, MC had accepted only the first. A match of member,
     template and time would call both sent; MC's send log tells them apart by NotificationId."""
     kafka, sandbox = own_stack
-    from stream_app.app import topic_partitions
 
     settings = Settings(broker_url=kafka.url)
-    await ensure_topics(settings, {**topic_partitions(), f"{APP_ID}-ledger-email-changelog": 4})
+    await ensure_topics(settings, {**topic_partitions(settings), f"{APP_ID}-ledger-email-changelog": 4})
 
     giver, email = unique("M"), f"{unique('g')}@example.com"
     accepted = ready_record(unique("d"), giver, email, template="packet-drawn-giver")
@@ -164,11 +163,11 @@ async def test_a_pending_send_whose_record_is_gone_is_settled_by_the_sweep(
     """A `pending` entry no record will bring back (committed past by an older version, its DLQ copy
     never replayed): the sweep finds it, counts it, and sends it once, by the evidence rule."""
     kafka, sandbox = own_stack
-    from stream_app.app import topic_partitions
 
     app_id = "sweep"
     await ensure_topics(
-        Settings(broker_url=kafka.url), {**topic_partitions(), f"{app_id}-ledger-email-changelog": 4}
+        Settings(broker_url=kafka.url),
+        {**topic_partitions(Settings()), f"{app_id}-ledger-email-changelog": 4},
     )
     member, email = unique("M"), f"{unique('s')}@example.com"
     orphan = ready_record(unique("d"), member, email)
@@ -226,9 +225,8 @@ async def test_a_send_mc_holds_up_is_not_committed_past(
     behind it: the worker must not commit past the SMS, so a worker killed meanwhile leaves it to
     the next one. (faust-streaming 0.15.3 committed past it; see stream_app/faust_fixes.py.)"""
     kafka, sandbox = own_stack
-    from stream_app.app import topic_partitions
 
-    await ensure_topics(Settings(broker_url=kafka.url), topic_partitions())
+    await ensure_topics(Settings(broker_url=kafka.url), topic_partitions(Settings()))
     members = [(unique("M"), f"{unique('h')}@example.com") for _ in range(6)]
     client = mc_client(sandbox)
     try:

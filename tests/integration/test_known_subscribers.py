@@ -8,7 +8,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream_app.known_subscribers import KnownSubscribers, changelog_topic, subscriber_signature
+from stream_app.domain.subscribers import subscriber_signature
+from stream_app.stages.intake.known_subscribers import KnownSubscribers, changelog_topic
 from tests.fixtures.kafka import KafkaBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]

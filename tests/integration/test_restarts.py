@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
-from stream_app.broker import EmbeddedKafka
-from stream_app.ledger import PENDING
+from stream_app.domain.ledger import PENDING
+from stream_app.localkafka import EmbeddedKafka
 from tests.fixtures.sandbox import SandboxProcess
 from tests.fixtures.worker import WorkerProcess, start_worker
 from tests.integration.helpers import (

@@ -8,7 +8,7 @@ import logging
 import httpx
 import pytest
 
-from stream_app.alerts import (
+from stream_app.ops.alerts import (
     DLQ_GROWING,
     FAILURE_BURST,
     IMPORT_STUCK,

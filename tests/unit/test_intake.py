@@ -13,11 +13,13 @@ from aiokafka import TopicPartition
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
-from stream_app.intake import Intake, IntakeBatch, _Rebalance
-from stream_app.known_subscribers import KnownSubscribers, subscriber_signature, table_key
-from stream_app.outbox import partition_for
-from stream_app.records import BatcherInput, SubscriberReady
-from stream_app.seen import SeenMarks
+from stream_app.contract.records import BatcherInput, SubscriberReady
+from stream_app.contract.topics import partition_for
+from stream_app.domain.subscribers import subscriber_signature
+from stream_app.stages.intake.batch import IntakeBatch
+from stream_app.stages.intake.known_subscribers import KnownSubscribers, table_key
+from stream_app.stages.intake.seen import SeenMarks
+from stream_app.stages.intake.service import Intake, _Rebalance
 from tests.unit.test_notifications import drawn
 
 TP = TopicPartition("packet.drawn", 2)

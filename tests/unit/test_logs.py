@@ -10,7 +10,14 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from stream_app.logs import JsonFormatter, MaskingFilter, TextFormatter, logging_config, mask_text, mask_value
+from stream_app.ops.logs import (
+    JsonFormatter,
+    MaskingFilter,
+    TextFormatter,
+    logging_config,
+    mask_text,
+    mask_value,
+)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from stream_app import metrics
+from stream_app.ops import metrics
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from stream_app.notifications import (
+from stream_app.contract.records import SubscriberReady
+from stream_app.domain.notifications import (
     Event,
     InvalidEvent,
     _has_control,
@@ -23,7 +24,6 @@ from stream_app.notifications import (
     plan,
     sms_text,
 )
-from stream_app.records import SubscriberReady
 
 DRAWN: dict[str, Any] = {
     "event_id": "d-000123",

@@ -11,8 +11,8 @@ from typing import Any
 import avro.schema
 import pytest
 
-from stream_app import schemas
-from stream_app.schemas import SchemaError, validate
+from stream_app.contract import schemas
+from stream_app.contract.schemas import SchemaError, validate
 
 PARTY = {"member_id": "M1", "name": "EZ", "email": "ez@example.com", "mobile": None, "locale": "zh-TW"}
 DRAWN = {

@@ -10,17 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from stream_app.batcher import window_bounds
-from stream_app.imports import (
-    MERGE_AT_MOST_SECONDS,
-    MERGE_WITHIN_SECONDS,
-    ROUND_AT_MOST_SECONDS,
-    ImportPace,
-    MergedFile,
-    poll_pause,
-)
-from stream_app.known_subscribers import needs_import, subscriber_signature
-from stream_app.ledger import (
+from stream_app.contract.records import SubscriberBatch, SubscriberReady, TraceStep
+from stream_app.domain.ledger import (
     FAILED,
     PENDING,
     SENT,
@@ -32,12 +23,21 @@ from stream_app.ledger import (
     settle_at,
     stale,
 )
-from stream_app.records import SubscriberBatch, SubscriberReady, TraceStep
-from stream_app.retry import RetryPolicy
-from stream_app.seen import is_duplicate
-from stream_app.senders import BadReadyRecord, decode_ready
-from stream_app.subscriber_csv import build_csv, neutralise, parse_error_report, subscriber_rows
-from stream_app.tracking import MAX_STEPS, append_step, summarise
+from stream_app.domain.retry import RetryPolicy
+from stream_app.domain.subscriber_csv import build_csv, neutralise, parse_error_report, subscriber_rows
+from stream_app.domain.subscribers import needs_import, subscriber_signature
+from stream_app.stages.batcher import window_bounds
+from stream_app.stages.imports import (
+    MERGE_AT_MOST_SECONDS,
+    MERGE_WITHIN_SECONDS,
+    ROUND_AT_MOST_SECONDS,
+    ImportPace,
+    MergedFile,
+    poll_pause,
+)
+from stream_app.stages.intake.seen import is_duplicate
+from stream_app.stages.senders import BadReadyRecord, decode_ready
+from stream_app.stages.tracking import MAX_STEPS, append_step, summarise
 
 
 def ready(**changes: object) -> SubscriberReady:

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from stream_app.notifications import mask_email, mask_phone
+from stream_app.domain.notifications import mask_email, mask_phone
 
 # Deliberately loose: an invalid address ("ez@@example", "a@b") is still somebody's address.
 EMAIL_RE = re.compile(r"\w[\w.%+\-!#$&'=?^`{|}~]*@(?:[\w\-]+(?:\.[\w\-]+)*)?")

@@ -23,127 +23,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mode
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from stream_app import metrics
-from stream_app.app import (
+from stream_app.contract.topics import (
     INPUT_TOPICS,
-    INTAKE_HEADER,
     INTENTS_TOPIC,
     READY_TOPIC,
-    SEEN_LOG_TOPIC,
     STATUS_TOPIC,
     TRACE_TOPIC,
-    app,
     dlq_name,
-    settings,
 )
-from stream_app.known_subscribers import KnownSubscribers, needs_import
-from stream_app.notifications import InvalidEvent, decode_event, plan
-from stream_app.outbox import Outbox
-from stream_app.outputs import dlq_headers, dlq_sent, now_rfc3339, outcome_detail, status_value, trace_value
-from stream_app.seen import Marks, SeenMarks, is_duplicate
+from stream_app.ops import metrics
+from stream_app.stages.intake.batch import IntakeBatch
+from stream_app.stages.intake.known_subscribers import KnownSubscribers
+from stream_app.stages.intake.outbox import Outbox
+from stream_app.stages.intake.seen import SeenMarks
+
+if TYPE_CHECKING:
+    from stream_app.runtime.app import Runtime
 
 log = logging.getLogger("stream_app.intake")
 
 # Records handled as one batch: large enough that per-batch costs vanish, small enough that the
 # batch's outputs fit a few producer requests and a rebalance waits for it only briefly.
 MAX_BATCH = 2000
-
-
-class IntakeBatch:
-    """The outputs of one fetched batch of input records: built here, sent by the outbox."""
-
-    def __init__(self, outbox: Outbox, seen: SeenMarks, known: KnownSubscribers) -> None:
-        self.outbox = outbox
-        self.seen = seen
-        self.known = known
-        self.at = now_rfc3339()
-        self.received_at = time.time()
-        self.ready = 0
-
-    def handle(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        marks = self.seen.of(tp)
-        for record in records:
-            try:
-                self.handle_one(tp, marks, record)
-            except InvalidEvent as exc:
-                self.dead_letter(record, exc)
-            except Exception as exc:  # one bad record must never stop the intake
-                log.exception("intake failed", extra={"topic": tp.topic, "offset": record.offset})
-                self.dead_letter(record, exc)
-        metrics.events_received(tp.topic, len(records))
-
-    def handle_one(self, tp: TopicPartition, marks: Marks, record: ConsumerRecord[bytes, bytes]) -> None:
-        event = decode_event(tp.topic, record.value)
-        event_id: str = event["event_id"]
-        if is_duplicate(marks.get(event_id), record.offset):
-            self.trace(event_id, "duplicate-input", topic=tp.topic, offset=record.offset)
-            return
-        self.seen.mark(tp, event_id, record.offset)
-        ready, rejected = plan(tp.topic, event)
-        add = self.outbox.add
-        batched = []
-        header = b""
-        for notification in ready:
-            known = self.known.get(notification["subscriber_key"])
-            if needs_import(notification["email"], notification["mobile"], known):
-                batched.append(notification)
-                continue
-            header = header or orjson.dumps(
-                {
-                    "topic": tp.topic,
-                    "partition": tp.partition,
-                    "offset": record.offset,
-                    "at": self.at,
-                    "notifications": len(ready) + len(rejected),
-                    "via": "known subscriber",
-                }
-            )
-            add(
-                READY_TOPIC,
-                notification["notification_id"].encode(),
-                orjson.dumps(notification),
-                headers=[(INTAKE_HEADER, header)],
-            )
-            self.ready += 1
-        if batched or rejected:
-            # Off the fast path the event's steps are traced as they happen.
-            self.trace(
-                event_id,
-                "received",
-                topic=tp.topic,
-                partition=tp.partition,
-                offset=record.offset,
-                notifications=len(ready) + len(rejected),
-            )
-        for notification in batched:
-            intent = {"kind": "intent", "ready": notification, "received_at": self.received_at}
-            add(INTENTS_TOPIC, notification["subscriber_key"].encode(), orjson.dumps(intent))
-        for bad in rejected:
-            add(
-                STATUS_TOPIC,
-                bad.ready["notification_id"].encode(),
-                status_value(bad.ready, "invalid", reason=bad.reason),
-            )
-            self.trace(event_id, "outcome", **outcome_detail(bad.ready, "invalid", reason=bad.reason))
-
-    def trace(self, event_id: str, stage: str, **detail: Any) -> None:
-        self.outbox.add(TRACE_TOPIC, event_id.encode(), trace_value(event_id, stage, **detail))
-
-    def dead_letter(self, record: ConsumerRecord[bytes, bytes], error: BaseException) -> None:
-        value = record.value if record.value is not None or record.key is not None else b""
-        headers = dlq_headers(
-            [(k, bytes(v)) for k, v in record.headers], error, record.topic, record.partition, record.offset
-        )
-        self.outbox.add(dlq_name(record.topic), record.key, value, partition=0, headers=headers)
-        dlq_sent(record.topic, record.partition, record.offset, error)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -166,17 +73,17 @@ class _Rebalance(ConsumerRebalanceListener):
         )
 
 
-@app.service
 class Intake(mode.Service):
     """The intake consumer, started and stopped with the worker."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        settings = runtime.settings
         self.batch_lock = asyncio.Lock()
         bootstrap = settings.bootstrap_servers
         on_disk = settings.store.startswith("rocksdb")
-        marks_dir = settings.state_dir / f"worker-{settings.web_port}" / "intake-seen" if on_disk else None
-        self.seen = SeenMarks(bootstrap, SEEN_LOG_TOPIC, settings.topic_partitions, marks_dir)
+        marks_dir = runtime.worker_dir / "intake-seen" if on_disk else None
+        self.seen = SeenMarks(bootstrap, runtime.seen_log_topic, settings.topic_partitions, marks_dir)
         self.known = KnownSubscribers(bootstrap, settings.app_id)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -186,7 +93,7 @@ class Intake(mode.Service):
             auto_offset_reset="earliest",  # a new group starts from the oldest event, not the newest
             isolation_level="read_committed",  # a transactional producer's aborted events are not events
             session_timeout_ms=int(settings.session_timeout_seconds * 1000),
-            heartbeat_interval_ms=int(min(3.0, settings.session_timeout_seconds / 3) * 1000),
+            heartbeat_interval_ms=int(settings.heartbeat_interval_seconds * 1000),
             max_poll_interval_ms=300_000,
         )
         self.producer = AIOKafkaProducer(
@@ -265,3 +172,11 @@ class Intake(mode.Service):
                 await self.consumer.seek_to_beginning(tp)
             else:
                 self.consumer.seek(tp, offset)
+
+
+def install(runtime: Runtime) -> None:
+    @runtime.app.service
+    class WorkerIntake(Intake):
+        # Faust builds its services inside the running loop, where aiokafka clients must be made.
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(runtime, **kwargs)

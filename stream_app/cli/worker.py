@@ -7,35 +7,32 @@ import importlib.util
 import logging
 import logging.config
 import sys
+from collections.abc import Callable
 
-from stream_app import (  # noqa: F401  (every worker: /metrics, /dashboard/, alerts, bounces, traces)
-    dashboard,
-    suppression,
-    tracking,
-    web,
-)
-from stream_app.app import (
-    app,
-    changelog_configs,
-    changelog_partitions,
-    load_stages,
-    settings,
-    topic_partitions,
-)
-from stream_app.logs import logging_config
-from stream_app.topics import ensure_topics
+from stream_app.cli.topics import ensure_topics
+from stream_app.contract.topics import topic_partitions
+from stream_app.ops.logs import logging_config
+from stream_app.runtime.app import Runtime, build
+from stream_app.settings import load
 
 
-def main(argv: list[str]) -> int:
-    load_stages(settings.stages)
+def main(argv: list[str], *, prepare: Callable[[Runtime], None] | None = None) -> int:
+    """`prepare`: a last step on the built runtime before it runs (the bench's profiler)."""
+    settings = load()
+    runtime = build(settings, settings.stages)
+    if prepare is not None:
+        prepare(runtime)
     # Faust's worker applies `logging_config` at start instead of its colour handler: masked JSON lines.
-    app.conf.logging_config = logging_config(settings.log_format, settings.log_level)
+    runtime.app.conf.logging_config = logging_config(settings.log_format, settings.log_level)
     logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))
-    (settings.state_dir / f"worker-{settings.web_port}").mkdir(parents=True, exist_ok=True)
+    runtime.worker_dir.mkdir(parents=True, exist_ok=True)
     # Changelogs too: Faust creates them at start, racing its own assignor, which then ignores them.
     asyncio.run(
         ensure_topics(
-            settings, topic_partitions(), compacted=changelog_partitions(), configs=changelog_configs()
+            settings,
+            topic_partitions(settings),
+            compacted=runtime.changelog_partitions(),
+            configs=runtime.changelog_configs(),
         )
     )
     upper = settings.log_level.upper()
@@ -43,5 +40,5 @@ def main(argv: list[str]) -> int:
     # uvloop: a faster event loop for the whole worker (measured by `make bench`, see bench/README.md).
     loop = ["--loop", "uvloop"] if importlib.util.find_spec("uvloop") else []
     sys.argv = ["stream_app", *loop, "worker", "--loglevel", level, *argv]
-    app.main()
+    runtime.app.main()
     return 0

@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
-from stream_app import metrics
-from stream_app.logs import mask_text
+from stream_app.ops import metrics
+from stream_app.ops.logs import mask_text
 from stream_app.settings import Settings
 
 log = logging.getLogger("stream_app.alerts")

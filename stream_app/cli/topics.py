@@ -10,6 +10,8 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from stream_app.contract.topics import topic_partitions
+from stream_app.runtime.app import build
 from stream_app.settings import STAGES, Settings, load
 
 log = logging.getLogger("stream_app.topics")
@@ -50,14 +52,13 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m stream_app create-topics")
     parser.add_argument("--replication-factor", type=int, default=1)
     args = parser.parse_args(argv)
-    from stream_app.app import changelog_configs, changelog_partitions, load_stages, topic_partitions
-
     settings = load()
-    load_stages(STAGES)  # every stage's tables, whichever stages the workers will run
-    changelogs = changelog_partitions()
+    runtime = build(settings, STAGES)  # every stage's tables, whichever stages the workers will run
+    changelogs = runtime.changelog_partitions()
+    counts = topic_partitions(settings)
     created = asyncio.run(
-        ensure_topics(settings, topic_partitions(), args.replication_factor, changelogs, changelog_configs())
+        ensure_topics(settings, counts, args.replication_factor, changelogs, runtime.changelog_configs())
     )
-    for name, count in sorted({**topic_partitions(), **changelogs}.items()):
+    for name, count in sorted({**counts, **changelogs}.items()):
         print(f"{'created' if name in created else 'exists '} {name} ({count} partitions)")
     return 0

@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from stream_app.outbox import Outbox
+from stream_app.stages.intake.outbox import Outbox
 
 log = logging.getLogger("stream_app.seen")
 

@@ -21,7 +21,7 @@ from typing import Any
 import avro.schema
 from avro.schema import Schema
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 # Files that define named types others refer to come first.
 _LOAD_ORDER = ("party", "subscriber.ready")
 

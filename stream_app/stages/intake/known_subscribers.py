@@ -19,30 +19,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from stream_app.domain.subscribers import KNOWN_SUBSCRIBERS_TABLE
+
 log = logging.getLogger("stream_app.known_subscribers")
-
-TABLE = "known-subscribers"
-SEP = "\x1f"
-
-
-def subscriber_signature(email: str | None, mobile: str | None) -> bytes:
-    """What the table keeps of a subscriber MC has: the email and mobile it was imported with."""
-    return f"{email or ''}{SEP}{mobile or ''}".encode()
-
-
-def needs_import(email: str | None, mobile: str | None, known: bytes | None) -> bool:
-    """Upload the subscriber unless MC has it with this very email and mobile.
-
-    A notification without an email (an SMS whose party's email was invalid) needs no email
-    subscriber: MobileConnect sends to the number.
-    """
-    if email is None:
-        return False
-    return known != subscriber_signature(email, mobile)
 
 
 def changelog_topic(app_id: str) -> str:
-    return f"{app_id}-{TABLE}-changelog"
+    return f"{app_id}-{KNOWN_SUBSCRIBERS_TABLE}-changelog"
 
 
 def table_key(raw: bytes) -> str:

@@ -1,37 +1,34 @@
 """Operator views of every worker: `GET /metrics`, `GET /dashboard/`, `GET /dashboard/data.json`.
 
-`/metrics` serves one Prometheus registry holding both our series (stream_app.metrics) and Faust's
+`/metrics` serves one Prometheus registry holding both our series (ops/metrics.py) and Faust's
 own sensor figures (`faust.sensors.prometheus`, installed here as the app's monitor on the same
 registry, so there is a single /metrics route and no second one from Faust's helper).
 
 Consumer lag and DLQ sizes come from a sampler timer: a small group-less Kafka consumer of our own
 asks the broker for end offsets (including the .dlq topics, which no worker subscribes to), and
-Faust's consumer says what it has committed. Everything shown is masked (stream_app.logs).
+Faust's consumer says what it has committed. Everything shown is masked (ops/logs.py).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.web import Request, Response, View
 
-from stream_app import alerts, metrics
-from stream_app.app import DLQ_SOURCES, app, dlq_name, settings, topic_partitions
-from stream_app.logs import mask_value
+from stream_app.contract.topics import DLQ_SOURCES, dlq_name, topic_partitions
+from stream_app.ops import alerts, metrics
+from stream_app.ops.logs import mask_value
+
+if TYPE_CHECKING:
+    from stream_app.runtime.app import Runtime
 
 log = logging.getLogger("stream_app.dashboard")
 
 SAMPLE_INTERVAL_SECONDS = 2.0
-STARTED = time.time()
-
-# Faust's sensor figures go to our registry, served by our /metrics (see the module docstring).
-app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(metrics.REGISTRY, "faust"))
-
-ALERTER = alerts.install(app, settings)
 
 # (key, title, trace stage whose rate is shown, unit)
 STAGES = (
@@ -41,157 +38,159 @@ STAGES = (
     ("senders", "Email / SMS senders", "outcome", "outcomes/s"),
 )
 
-_offsets_client: AIOKafkaConsumer | None = None
 
+class Dashboard:
+    def __init__(self, runtime: Runtime, alerter: alerts.Alerter) -> None:
+        self.app = runtime.app
+        self.settings = runtime.settings
+        self.alerter = alerter
+        self.started = time.time()
+        self._offsets_client: AIOKafkaConsumer | None = None
 
-async def _offsets() -> AIOKafkaConsumer:
-    global _offsets_client
-    if _offsets_client is None:
-        client = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
-            client_id=f"{settings.app_id}-offsets-{settings.web_port}",
-            enable_auto_commit=False,
-        )
-        await client.start()
-        _offsets_client = client
-    return _offsets_client
+    async def _offsets(self) -> AIOKafkaConsumer:
+        if self._offsets_client is None:
+            client = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.bootstrap_servers,
+                client_id=f"{self.settings.app_id}-offsets-{self.settings.web_port}",
+                enable_auto_commit=False,
+            )
+            await client.start()
+            self._offsets_client = client
+        return self._offsets_client
 
+    async def close(self, sender: Any, **kwargs: Any) -> None:
+        if self._offsets_client is not None:
+            client, self._offsets_client = self._offsets_client, None
+            await client.stop()
 
-async def _close_offsets_client(sender: Any, **kwargs: Any) -> None:
-    global _offsets_client
-    if _offsets_client is not None:
-        client, _offsets_client = _offsets_client, None
-        await client.stop()
+    async def sample_offsets(self) -> None:
+        ours = {t for t in topic_partitions(self.settings) if not t.endswith(".dlq")}
+        assigned = sorted(tp for tp in self.app.consumer.assignment() if tp.topic in ours)
+        dlqs = [TopicPartition(dlq_name(t), 0) for t in DLQ_SOURCES]
+        mine = [TopicPartition(tp.topic, tp.partition) for tp in assigned]
+        intake = {TopicPartition(t, p): offset for (t, p), offset in list(metrics.INTAKE_COMMITTED.items())}
+        mine += sorted(intake)
+        client = await self._offsets()
+        ends = await client.end_offsets([*mine, *dlqs])
+        begins = await client.beginning_offsets([*mine, *dlqs])
+        # Faust keeps what it committed (next offset to read, seeded from the group on assignment) in
+        # `_committed_offset`; it has no public accessor, and asking the broker would lag behind it.
+        committed_map: Any = getattr(self.app.consumer, "_committed_offset", {})
+        partitions: dict[tuple[str, int], metrics.PartitionOffsets] = {}
+        for tp in mine:
+            if tp in intake:
+                committed = intake[tp]
+            else:
+                committed = committed_map.get(tp) if hasattr(committed_map, "get") else None
+            if committed is None:  # nothing committed by the group yet: it reads from the beginning
+                committed = begins.get(tp, 0)
+            partitions[(tp.topic, tp.partition)] = metrics.PartitionOffsets(ends.get(tp, 0), committed)
+        dlq_sizes = {tp.topic: max(ends.get(tp, 0) - begins.get(tp, 0), 0) for tp in dlqs}
+        metrics.update_offsets(partitions, dlq_sizes)
+        metrics.OPEN_WINDOWS.set(self.open_window_count())
 
+    def open_window_count(self) -> int:
+        """Windows open on this worker: 0 where the batcher stage does not run, or before its table
+        is ready."""
+        try:
+            windows: Any = self.app.tables["open-windows"]
+            return len(windows)
+        except Exception:
+            return 0
 
-# cast: mode's signal stubs want a `signal=` parameter Faust never passes positionally.
-app.on_before_shutdown.connect(cast(Any, _close_offsets_client))
-
-
-async def sample_offsets() -> None:
-    ours = {t for t in topic_partitions() if not t.endswith(".dlq")}
-    assigned = sorted(tp for tp in app.consumer.assignment() if tp.topic in ours)
-    dlqs = [TopicPartition(dlq_name(t), 0) for t in DLQ_SOURCES]
-    mine = [TopicPartition(tp.topic, tp.partition) for tp in assigned]
-    intake = {TopicPartition(t, p): offset for (t, p), offset in list(metrics.INTAKE_COMMITTED.items())}
-    mine += sorted(intake)
-    client = await _offsets()
-    ends = await client.end_offsets([*mine, *dlqs])
-    begins = await client.beginning_offsets([*mine, *dlqs])
-    # Faust keeps what it committed (next offset to read, seeded from the group on assignment) in
-    # `_committed_offset`; it has no public accessor, and asking the broker would lag behind it.
-    committed_map: Any = getattr(app.consumer, "_committed_offset", {})
-    partitions: dict[tuple[str, int], metrics.PartitionOffsets] = {}
-    for tp in mine:
-        if tp in intake:
-            committed = intake[tp]
-        else:
-            committed = committed_map.get(tp) if hasattr(committed_map, "get") else None
-        if committed is None:  # nothing committed by the group yet: it reads from the beginning
-            committed = begins.get(tp, 0)
-        partitions[(tp.topic, tp.partition)] = metrics.PartitionOffsets(ends.get(tp, 0), committed)
-    dlq_sizes = {tp.topic: max(ends.get(tp, 0) - begins.get(tp, 0), 0) for tp in dlqs}
-    metrics.update_offsets(partitions, dlq_sizes)
-    metrics.OPEN_WINDOWS.set(open_window_count())
-
-
-def open_window_count() -> int:
-    """Windows open on this worker: 0 where the batcher stage does not run, or before its table is ready."""
-    try:
-        windows: Any = app.tables["open-windows"]
-        return len(windows)
-    except Exception:
-        return 0
-
-
-@app.timer(SAMPLE_INTERVAL_SECONDS, name="stream_app.dashboard.sample_offsets")
-async def _sample_offsets_timer() -> None:
-    try:
-        await sample_offsets()
-    except Exception as exc:  # the broker restarting must not kill the timer; the next tick retries
-        log.warning("offset sampling failed: %s", exc)
-
-
-def dashboard_data(now: float | None = None) -> dict[str, Any]:
-    now = time.time() if now is None else now
-    lag_by_topic: dict[str, int] = {}
-    for (topic, _), offsets in metrics.PARTITIONS.items():
-        lag_by_topic[topic] = lag_by_topic.get(topic, 0) + offsets.lag
-    windows = open_window_count()
-    data = {
-        "worker": {
-            "app_id": settings.app_id,
-            "web_port": settings.web_port,
-            "uptime_s": round(now - STARTED, 1),
-            "now": now,
-            "alert_webhook": bool(settings.alert_webhook_url),
-        },
-        "stages": [
-            {
-                "key": key,
-                "title": title,
-                "rate": round(metrics.stage_rate(stage).rate(), 3),
-                "last_minute": metrics.stage_rate(stage).count(),
-                "total": metrics.stage_rate(stage).total,
-                "unit": unit,
-            }
-            for key, title, stage, unit in STAGES
-        ],
-        "outcomes": dict(sorted(metrics.OUTCOME_COUNTS.items())),
-        "lag": {
-            "total": sum(lag_by_topic.values()),
-            "by_topic": dict(sorted(lag_by_topic.items())),
-            "partitions": [
-                {"topic": t, "partition": p, "end": o.end, "committed": o.committed, "lag": o.lag}
-                for (t, p), o in sorted(metrics.PARTITIONS.items())
+    def data(self, now: float | None = None) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        lag_by_topic: dict[str, int] = {}
+        for (topic, _), offsets in metrics.PARTITIONS.items():
+            lag_by_topic[topic] = lag_by_topic.get(topic, 0) + offsets.lag
+        windows = self.open_window_count()
+        data = {
+            "worker": {
+                "app_id": self.settings.app_id,
+                "web_port": self.settings.web_port,
+                "uptime_s": round(now - self.started, 1),
+                "now": now,
+                "alert_webhook": bool(self.settings.alert_webhook_url),
+            },
+            "stages": [
+                {
+                    "key": key,
+                    "title": title,
+                    "rate": round(metrics.stage_rate(stage).rate(), 3),
+                    "last_minute": metrics.stage_rate(stage).count(),
+                    "total": metrics.stage_rate(stage).total,
+                    "unit": unit,
+                }
+                for key, title, stage, unit in STAGES
             ],
-        },
-        "open_windows": windows,
-        "pending_imports": [
-            {"file": p.file, "rows": p.rows, "waiting_s": round(now - p.started, 1)}
-            for p in sorted(metrics.PENDING.values(), key=lambda p: p.started)
-        ],
-        "recent_failures": [{**f, "age_s": round(now - f["at"], 1)} for f in metrics.RECENT_FAILURES],
-        "dlq": [
-            {
-                "topic": dlq_name(t),
-                "size": metrics.DLQ_SIZES.get(dlq_name(t)),
-                "sent_by_worker": metrics.DLQ_SENT.get(dlq_name(t), 0),
-            }
-            for t in DLQ_SOURCES
-        ],
-        "alerts": [
-            {
-                "rule": rule,
-                "active": state.active,
-                "since": state.since if state.active else None,
-                "detail": state.detail if state.active else "",
-            }
-            for rule, state in ALERTER.states.items()
-        ],
-    }
-    # Belt and braces: every string leaving this view goes through the mask, whatever its origin.
-    masked: dict[str, Any] = mask_value(data)
-    return masked
+            "outcomes": dict(sorted(metrics.OUTCOME_COUNTS.items())),
+            "lag": {
+                "total": sum(lag_by_topic.values()),
+                "by_topic": dict(sorted(lag_by_topic.items())),
+                "partitions": [
+                    {"topic": t, "partition": p, "end": o.end, "committed": o.committed, "lag": o.lag}
+                    for (t, p), o in sorted(metrics.PARTITIONS.items())
+                ],
+            },
+            "open_windows": windows,
+            "pending_imports": [
+                {"file": p.file, "rows": p.rows, "waiting_s": round(now - p.started, 1)}
+                for p in sorted(metrics.PENDING.values(), key=lambda p: p.started)
+            ],
+            "recent_failures": [{**f, "age_s": round(now - f["at"], 1)} for f in metrics.RECENT_FAILURES],
+            "dlq": [
+                {
+                    "topic": dlq_name(t),
+                    "size": metrics.DLQ_SIZES.get(dlq_name(t)),
+                    "sent_by_worker": metrics.DLQ_SENT.get(dlq_name(t), 0),
+                }
+                for t in DLQ_SOURCES
+            ],
+            "alerts": [
+                {
+                    "rule": rule,
+                    "active": state.active,
+                    "since": state.since if state.active else None,
+                    "detail": state.detail if state.active else "",
+                }
+                for rule, state in self.alerter.states.items()
+            ],
+        }
+        # Belt and braces: every string leaving this view goes through the mask, whatever its origin.
+        masked: dict[str, Any] = mask_value(data)
+        return masked
 
 
-@app.page("/metrics")
-class MetricsView(View):
-    async def get(self, request: Request) -> Response:
-        body, content_type = metrics.render()
-        return self.bytes(body, headers={"Content-Type": content_type})
+def install(runtime: Runtime) -> None:
+    app = runtime.app
+    # Faust's sensor figures go to our registry, served by our /metrics (see the module docstring).
+    app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(metrics.REGISTRY, "faust"))
+    dashboard = Dashboard(runtime, alerts.install(app, runtime.settings))
+    # cast: mode's signal stubs want a `signal=` parameter Faust never passes positionally.
+    app.on_before_shutdown.connect(cast(Any, dashboard.close))
 
+    @app.timer(SAMPLE_INTERVAL_SECONDS, name="stream_app.dashboard.sample_offsets")
+    async def sample_offsets() -> None:
+        try:
+            await dashboard.sample_offsets()
+        except Exception as exc:  # the broker restarting must not kill the timer; the next tick retries
+            log.warning("offset sampling failed: %s", exc)
 
-@app.page("/dashboard/data.json")
-class DashboardDataView(View):
-    async def get(self, request: Request) -> Response:
-        return self.json(dashboard_data(), headers={"Cache-Control": "no-store"})
+    @app.page("/metrics")
+    class MetricsView(View):
+        async def get(self, request: Request) -> Response:
+            body, content_type = metrics.render()
+            return self.bytes(body, headers={"Content-Type": content_type})
 
+    @app.page("/dashboard/data.json")
+    class DashboardDataView(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(dashboard.data(), headers={"Cache-Control": "no-store"})
 
-@app.page("/dashboard/")
-class DashboardView(View):
-    async def get(self, request: Request) -> Response:
-        return self.html(DASHBOARD_HTML, headers={"Cache-Control": "no-store"})
+    @app.page("/dashboard/")
+    class DashboardView(View):
+        async def get(self, request: Request) -> Response:
+            return self.html(DASHBOARD_HTML, headers={"Cache-Control": "no-store"})
 
 
 # Inline CSS and JS only: the operators' machines may be offline (no CDN). Values are written with

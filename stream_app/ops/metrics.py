@@ -24,7 +24,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from stream_app.logs import mask_text
+from stream_app.ops.logs import mask_text
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

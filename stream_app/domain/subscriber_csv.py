@@ -6,8 +6,8 @@ import csv
 import io
 from collections.abc import Iterable
 
-from stream_app.notifications import recipient_name
-from stream_app.records import SubscriberReady
+from stream_app.contract.records import SubscriberReady
+from stream_app.domain.notifications import recipient_name
 
 HEADER = ("SubscriberKey", "EmailAddress", "MobileNumber", "Name")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")

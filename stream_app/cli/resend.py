@@ -21,9 +21,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from stream_app.contract.topics import READY_TOPIC, RESEND_HEADER
 from stream_app.settings import Settings, load
 
-READY_TOPIC = "subscriber.ready"
 DIAGNOSTIC_HEADERS = ("error.", "source.")
 
 
@@ -122,7 +122,9 @@ async def resend_event(settings: Settings, event_id: str, since: datetime, dry_r
         for notification_id, record in sorted(latest.items()):
             print(f"{'would resend' if dry_run else 'resend'} {notification_id}")
             if not dry_run:
-                headers = [h for h in (record.headers or []) if h[0] != "resend"] + [("resend", b"1")]
+                headers = [h for h in (record.headers or []) if h[0] != RESEND_HEADER] + [
+                    (RESEND_HEADER, b"1")
+                ]
                 await producer.send_and_wait(READY_TOPIC, record.value, key=record.key, headers=headers)
     finally:
         await producer.stop()

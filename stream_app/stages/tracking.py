@@ -7,13 +7,15 @@ so the web view can route a question to the worker that owns the event's partiti
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from faust.types import StreamT
 
-from stream_app.app import app, event_trace, trace_topic
-from stream_app.records import TraceStep
+from stream_app.contract.records import TraceStep
+
+if TYPE_CHECKING:
+    from stream_app.runtime.app import Runtime
 
 log = logging.getLogger("stream_app.tracking")
 
@@ -80,10 +82,13 @@ def summarise(event_id: str, raw: bytes | None) -> dict[str, Any]:
     }
 
 
-@app.agent(trace_topic, name="event-tracker")
-async def tracker(stream: StreamT[TraceStep]) -> None:
-    async for step in stream:
-        try:
-            event_trace[step.event_id] = append_step(event_trace.get(step.event_id), step)
-        except Exception:
-            log.exception("could not record a trace step")
+def install(runtime: Runtime) -> None:
+    event_trace = runtime.event_trace
+
+    @runtime.app.agent(runtime.topics.trace, name="event-tracker")
+    async def tracker(stream: StreamT[TraceStep]) -> None:
+        async for step in stream:
+            try:
+                event_trace[step.event_id] = append_step(event_trace.get(step.event_id), step)
+            except Exception:
+                log.exception("could not record a trace step")

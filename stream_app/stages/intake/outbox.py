@@ -13,19 +13,10 @@ import asyncio
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import BatchBuilder
-from murmurhash2 import murmurhash2
 
-# Kafka's default partitioner (Java's and aiokafka's): murmur2 with this seed, made positive.
-_MURMUR2_SEED = 0x9747B28C
+from stream_app.contract.topics import partition_for
 
 Headers = list[tuple[str, bytes]]  # aiokafka takes only a list
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner picks for `key`: a record produced here lands where
-    the same key produced by Faust, kafka-console-producer or kcat -X partitioner=murmur2 would, which
-    keeps every notification with its ledger partition."""
-    return (murmurhash2(key, _MURMUR2_SEED) & 0x7FFFFFFF) % partitions
 
 
 class Outbox:

@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from stream_app.broker import (
+from stream_app.localkafka import (
     BrokerError,
     EmbeddedKafka,
     kafka_answers,

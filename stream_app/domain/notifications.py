@@ -14,8 +14,8 @@ import orjson
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-from stream_app.records import SubscriberReady
-from stream_app.schemas import SchemaError, validate
+from stream_app.contract.records import SubscriberReady
+from stream_app.contract.schemas import SchemaError, validate
 
 # The intake's hot path handles an event as the plain dict its schema validated and a notification
 # as the dict that is SubscriberReady's JSON (the fields of `records.SubscriberReady`): building

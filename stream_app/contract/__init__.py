@@ -1,0 +1,1 @@
+"""What the service promises the outside world: topic names, record shapes, schemas. No I/O."""

@@ -1,0 +1,1 @@
+"""The decisions of the flow as plain functions: validation, rendering, ledger rules, CSV, retries."""

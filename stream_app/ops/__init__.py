@@ -1,0 +1,1 @@
+"""What operators see: web views, the dashboard, /metrics, alerts, masked logs."""

@@ -1,0 +1,457 @@
+"""Email and SMS senders: `subscriber.ready` in, one MC send per notification, outcome out.
+
+Exactly once at MC, whatever partition a record arrives on: a record that is not on the partition
+Kafka's default partitioner gives its notification id (a kcat replay, `-p N`, a wrong key) is first
+forwarded there, unchanged, so every copy of a notification meets one ledger partition. The ledger
+(a table, backed by its changelog) is consulted before and written after every send, and the
+`pending` mark is flushed to Kafka before MC is called, so a worker killed mid-call leaves evidence;
+the next owner settles it with MC's send log (ledger.py), never by a guess.
+
+No offset passes an unfinished send: events are acked by hand once their outcome is final (Faust
+acks an event whose actor was cancelled, so a stop would commit past a send in flight). A clean
+stop takes no new record, lets the sends in hand finish within STOP_GRACE_SECONDS, and only then
+lets Faust close the MC client; what did not finish stays uncommitted for the next owner.
+
+Transient MC failures are retried with backoff inside one of `SEND_CONCURRENCY` slots: other
+partitions keep flowing, and when MC is down every slot waits, which pauses consumption
+(backpressure) instead of buffering or spinning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from faust.types import EventT, StreamT, TableT
+
+from stream_app.contract.records import BatcherInput, SubscriberReady
+from stream_app.contract.schemas import SchemaError, validate
+from stream_app.contract.topics import (
+    FORWARDED_HEADER,
+    INTAKE_HEADER,
+    READY_TOPIC,
+    RESEND_HEADER,
+    partition_for,
+)
+from stream_app.domain.ledger import (
+    FAILED,
+    PENDING,
+    SENT,
+    Decision,
+    Entry,
+    decide,
+    ledger_key,
+    sent_per_log,
+    settle_at,
+    stale,
+)
+from stream_app.domain.notifications import RECIPIENT_NAME, sms_text
+from stream_app.domain.retry import RetriesExhausted, RetryPolicy, call_with_retries
+from stream_app.domain.subscribers import SUPPRESSED_REASON, is_suppressed
+from stream_app.mc import AuthError, PermanentMCError, SendReceipt, SubscriberRow, TransientMCError
+from stream_app.ops import metrics
+from stream_app.runtime.outputs import Outputs, headers_of
+
+if TYPE_CHECKING:
+    from stream_app.runtime.app import Runtime
+
+log = logging.getLogger("stream_app.senders")
+
+CHANNEL_TEMPLATES = {
+    "email": {"packet-drawn-drawer", "packet-drawn-giver", "packet-redeemed-giver"},
+    "sms": {"packet-drawn-welcome"},
+}
+# Subscriber-level refusals an upsert can cure: 13 key unknown or mismatched, 14 email mismatch.
+RESYNC_CODES = {13, 14}
+# The send attribute MC's send log records each send under (a field of the same name in the log).
+NOTIFICATION_ATTRIBUTE = "NotificationId"
+
+
+class BadReadyRecord(ValueError):
+    """A subscriber.ready record that can never be sent as it is."""
+
+
+def decode_ready(raw: bytes | None) -> SubscriberReady:
+    if not raw:
+        raise BadReadyRecord("empty value")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadReadyRecord(f"not JSON: {exc}") from None
+    try:
+        clean = validate("subscriber.ready", data)
+    except SchemaError as exc:
+        raise BadReadyRecord(f"schema: {exc}") from None
+    ready = SubscriberReady.from_data(clean)
+    if ready.template not in CHANNEL_TEMPLATES[ready.channel]:
+        raise BadReadyRecord(f"unknown {ready.channel} template {ready.template!r}")
+    if ready.channel == "email" and not ready.email:
+        raise BadReadyRecord("email notification without an address")
+    if ready.channel == "sms" and not ready.mobile:
+        raise BadReadyRecord("SMS notification without a mobile number")
+    missing = {"EventId", RECIPIENT_NAME[ready.template]} - set(ready.attributes)
+    if missing:
+        raise BadReadyRecord(f"attributes missing: {', '.join(sorted(missing))}")
+    return ready
+
+
+def upstream_steps(headers: dict[str, bytes]) -> dict[str, Any] | None:
+    """The intake's steps that rode along with a fast-path record (see intake.py), for the trace."""
+    raw = headers.get(INTAKE_HEADER)
+    if not raw:
+        return None
+    try:
+        return {"intake": orjson.loads(raw)}
+    except orjson.JSONDecodeError:
+        return None
+
+
+class Revoked(Exception):
+    """The record's partition went to another worker mid-send: leave the record unacked to it."""
+
+
+def first_produced_at(event: EventT, headers: dict[str, bytes]) -> tuple[int, int]:
+    """Where a record was first produced: before a forward (FORWARDED_HEADER), or here."""
+    origin = headers.get(FORWARDED_HEADER, b"").decode("ascii", "replace")
+    partition, _, offset = origin.partition(":")
+    if partition.isdigit() and offset.isdigit():
+        return int(partition), int(offset)
+    return event.message.partition, event.message.offset
+
+
+class InHand:
+    """The records the sender actors are working on: a clean stop waits for them to finish."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @asynccontextmanager
+    async def one(self) -> AsyncIterator[None]:
+        self.count += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self._idle.set()
+
+    async def drain(self, grace: float) -> int:
+        """Take no new record; wait up to `grace` s for those in hand. Returns how many remain."""
+        self.stopping = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
+        return self.count
+
+
+class Senders:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.app = runtime.app
+        self.settings = runtime.settings
+        self.intents = runtime.topics.intents
+        self.suppressed = runtime.suppressed
+        self.out = Outputs(runtime.app)
+        self.ledgers: dict[str, Any] = {
+            "email": runtime.table("ledger-email", retained=True),
+            "sms": runtime.table("ledger-sms", retained=True),
+        }
+        self.in_hand = InHand()
+        # Two copies of one notification in flight on this worker (concurrent slots) wait in turn.
+        self._inflight: dict[str, asyncio.Lock] = {}
+        # Ledger keys (per table) that may still be `pending` here: those this worker marked, and
+        # those one full read of the ledgers found after the worker's assignment last changed (rows
+        # it recovered). The sweep reads only these: a ledger keeps a row per notification for
+        # STATE_RETENTION_DAYS.
+        self._maybe_pending: dict[str, set[str]] = {}
+        self._read_for: frozenset[Any] = frozenset()  # the assignment of the last full read
+        self._swept: dict[str, float] = {}  # key -> when the sweep last re-queued its record
+
+    async def finish_sends_in_flight(self) -> None:
+        left = await self.in_hand.drain(self.settings.stop_grace_seconds)
+        if left:
+            log.warning("stopping with %d sends unfinished; their records stay uncommitted", left)
+
+    async def consume(self, stream: StreamT) -> None:
+        manual = stream.noack()  # type: ignore[attr-defined]  # on Stream, missing from StreamT
+        async for event in manual.events():
+            if self.in_hand.stopping:
+                await asyncio.Event().wait()  # held unacked until the agent is cancelled: read again later
+            try:
+                async with self.in_hand.one():
+                    await self.handle(event)
+                    await manual.ack(event)
+            except Revoked as exc:
+                log.info(
+                    "partition revoked mid-send; left to its new owner", extra={"notification_id": str(exc)}
+                )
+
+    @asynccontextmanager
+    async def exclusive(self, key: str) -> AsyncIterator[None]:
+        """Two copies of one notification in flight on this worker (concurrent slots) wait in turn."""
+        lock = self._inflight.setdefault(key, asyncio.Lock())
+        async with lock:
+            yield
+        if not lock.locked():
+            self._inflight.pop(key, None)
+
+    async def call_mc(self, ready: SubscriberReady, key: str) -> SendReceipt:
+        """One send; `key` (the ledger key) rides along as `NotificationId` for MC's send log."""
+        mc = self.runtime.marketing_cloud()
+        try:
+            if ready.channel == "email":
+                assert ready.email is not None
+                return await mc.rest.send_email(
+                    ready.template,
+                    to=ready.email,
+                    subscriber_key=ready.subscriber_key,
+                    from_name=ready.from_name,
+                    attributes={**ready.attributes, NOTIFICATION_ATTRIBUTE: key},
+                )
+            assert ready.mobile is not None
+            return await mc.rest.send_sms(
+                ready.template,
+                mobile_e164=ready.mobile,
+                text=sms_text(ready.attributes),
+                subscriber_key=ready.subscriber_key,
+                attributes={NOTIFICATION_ATTRIBUTE: key},
+            )
+        except AuthError as exc:  # credentials refused: wait for ops rather than fail every message
+            raise TransientMCError(str(exc)) from exc
+
+    async def resync_subscriber(self, ready: SubscriberReady) -> None:
+        assert ready.email is not None
+        (result,) = await self.runtime.marketing_cloud().soap.upsert_subscribers(
+            [SubscriberRow(ready.subscriber_key, ready.email)]
+        )
+        if not result.ok:
+            raise PermanentMCError(f"subscriber upsert refused: {result.message}", result.code)
+        log.info("subscriber re-synced with MC", extra={"notification_id": ready.notification_id})
+        await self.intents.send(
+            key=ready.subscriber_key.encode(),
+            value=BatcherInput(
+                kind="confirmed", subscriber_key=ready.subscriber_key, email=ready.email, mobile=ready.mobile
+            ),
+            force=True,
+        )
+
+    async def mark_pending(self, ledger: TableT, key: str, partition: int, record: bytes) -> None:
+        """Write `pending` to the ledger's changelog and wait until Kafka has it: it is the evidence
+        a crash during the MC call leaves. Only this record is awaited, not the whole producer buffer
+        (a flush would make every send wait for all the traffic buffered before it)."""
+        value = Entry(PENDING, time.time(), record=record.decode("utf-8", "replace")).dumps()
+        delivered = await ledger.changelog_topic.send(key=key, value=value, partition=partition, force=True)
+        await delivered
+        # The same row in the local store only: `data` is the table's store, written without a second
+        # changelog record (Table.__setitem__ would send this one again).
+        ledger.data[key] = value
+        self._maybe_pending.setdefault(ledger.name, set()).add(key)
+
+    async def logged_by_mc(self, ready: SubscriberReady, key: str, entry: Entry) -> bool:
+        """Did MC send this very notification, although the worker that asked died before writing
+        `sent`? Asked of MC's send log once MC has had time to write it (ledger.settle_at)."""
+        wait = (
+            settle_at(entry, self.settings.mc_request_timeout_seconds, self.settings.send_log_lag_seconds)
+            - time.time()
+        )
+        if wait > 0:
+            await asyncio.sleep(wait)
+        log_name = (
+            self.settings.mc_send_log_email if ready.channel == "email" else self.settings.mc_send_log_sms
+        )
+        rows = await self.runtime.marketing_cloud().soap.send_log(log_name, key)
+        return sent_per_log([row.error_code for row in rows])
+
+    async def deliver(self, event: EventT, ready: SubscriberReady, ledger: TableT) -> None:
+        headers = headers_of(event)
+        resend = headers.get(RESEND_HEADER, b"").strip() == b"1"
+        upstream = upstream_steps(headers)
+        key = ledger_key(ready.notification_id, first_produced_at(event, headers) if resend else None)
+        async with self.exclusive(key):
+            entry = Entry.loads(ledger.get(key))
+            decision = decide(entry)
+            if decision is Decision.DUPLICATE:
+                assert entry is not None
+                await self.out.status(
+                    ready,
+                    "duplicate",
+                    reason="already sent",
+                    mc_request_id=entry.mc_request_id,
+                    upstream=upstream,
+                )
+                return
+            if decision is Decision.RECONCILE:
+                assert entry is not None
+                if await self.logged_by_mc(ready, key, entry):
+                    ledger[key] = Entry(SENT, time.time(), entry.attempts, reason="in MC's send log").dumps()
+                    await self.out.status(
+                        ready,
+                        "sent",
+                        reason="found in MC's send log after a restart",
+                        attempts=entry.attempts,
+                        upstream=upstream,
+                    )
+                    return
+            if is_suppressed(ready, self.suppressed):
+                await self.out.status(ready, "suppressed", reason=SUPPRESSED_REASON, upstream=upstream)
+                return
+
+            await self.mark_pending(ledger, key, event.message.partition, event.message.value or b"")
+            policy = RetryPolicy.from_settings(self.settings)
+
+            resynced = False
+
+            async def attempt(number: int) -> SendReceipt:
+                nonlocal resynced
+                if number > 1 and event.message.tp not in self.app.consumer.assignment():
+                    # Revoked while waiting to retry: the partition's new owner settles this send.
+                    raise Revoked(ready.notification_id)
+                try:
+                    return await self.call_mc(ready, key)
+                except PermanentMCError as exc:
+                    # MC lost or changed the subscriber we imported: upsert it and try once more.
+                    if resynced or ready.channel != "email" or exc.subscriber_code not in RESYNC_CODES:
+                        raise
+                    resynced = True
+                    await self.resync_subscriber(ready)
+                    return await self.call_mc(ready, key)
+
+            async def on_retry(number: int, exc: TransientMCError, wait: float) -> None:
+                log.warning(
+                    "MC send failed (%s), retry %d in %.1f s",
+                    exc,
+                    number,
+                    wait,
+                    extra={"notification_id": ready.notification_id, "event_id": ready.event_id},
+                )
+
+            try:
+                receipt, attempts = await call_with_retries(attempt, policy, on_retry)
+            except PermanentMCError as exc:
+                ledger[key] = Entry(FAILED, time.time(), 1, reason=exc.reason).dumps()
+                await self.out.status(
+                    ready, "failed", reason=f"MC refused: {exc.reason}", attempts=1, upstream=upstream
+                )
+                return
+            except RetriesExhausted as exc:
+                ledger[key] = Entry(FAILED, time.time(), exc.attempts, reason=str(exc)).dumps()
+                await self.out.dead_letter(event, exc)
+                await self.out.status(
+                    ready, "failed", reason=str(exc), attempts=exc.attempts, upstream=upstream
+                )
+                return
+            ledger[key] = Entry(SENT, time.time(), attempts, mc_request_id=receipt.request_id).dumps()
+            await self.out.status(
+                ready, "sent", mc_request_id=receipt.request_id, attempts=attempts, upstream=upstream
+            )
+
+    def home_partition(self, notification_id: str) -> int:
+        """The partition of this notification's ledger entry: Kafka's default partitioner on its id."""
+        partitions = self.app.consumer.topic_partitions(READY_TOPIC) or self.settings.topic_partitions
+        return partition_for(notification_id.encode(), partitions)
+
+    async def forward(self, event: EventT, ready: SubscriberReady, home: int) -> None:
+        """Produce a misplaced record onto its home partition, value and headers unchanged (plus where
+        it was first produced); the home partition's ledger then decides. Forwarded twice (a crash
+        before the commit), the second copy is a `duplicate` there."""
+        message = event.message
+        headers = headers_of(event)
+        if FORWARDED_HEADER not in headers:
+            headers[FORWARDED_HEADER] = f"{message.partition}:{message.offset}".encode()
+        await self.app.producer.send_and_wait(
+            READY_TOPIC,
+            key=ready.notification_id.encode(),
+            value=message.value,
+            partition=home,
+            timestamp=None,
+            headers=list(headers.items()),
+        )
+        metrics.RECORDS_FORWARDED.inc()
+        await self.out.trace(
+            ready.event_id,
+            "forwarded",
+            notification_id=ready.notification_id,
+            partition=message.partition,
+            offset=message.offset,
+            to_partition=home,
+        )
+
+    async def handle(self, event: EventT) -> None:
+        """One subscriber.ready record to its final outcome (or forwarded to its home partition)."""
+        try:
+            ready = decode_ready(event.value)
+        except BadReadyRecord as exc:
+            await self.out.dead_letter(event, exc)
+            return
+        home = self.home_partition(ready.notification_id)
+        if event.message.partition != home:
+            await self.forward(event, ready, home)
+            return
+        try:
+            await self.deliver(event, ready, self.ledgers[ready.channel])
+        except Revoked:
+            raise
+        except Exception as exc:  # never lose the record: it waits in the DLQ for a replay
+            log.exception("send failed", extra={"notification_id": ready.notification_id})
+            await self.out.dead_letter(event, exc)
+
+    async def sweep_pending(self) -> None:
+        """Settle `pending` entries whose send is in flight nowhere here and whose record may never be
+        read again (committed past by an older version, or its DLQ copy never replayed): their record,
+        kept in the entry, goes back to its home partition, where the ledger settles it by MC's log."""
+        now = time.time()
+        assigned = frozenset(self.app.consumer.assignment())
+        read_all, self._read_for = assigned != self._read_for, assigned
+        for channel, ledger in self.ledgers.items():
+            keys = self._maybe_pending.setdefault(ledger.name, set())
+            if read_all:
+                keys.update(key for key, raw in ledger.data.items() if orjson.loads(raw)["state"] == PENDING)
+            found = 0
+            for key in list(keys):
+                entry = Entry.loads(ledger.data.get(key))
+                if entry is None or entry.state != PENDING:
+                    keys.discard(key)
+                    self._swept.pop(key, None)
+                    continue
+                if not stale(entry, now, self.settings.pending_stale_seconds) or key in self._inflight:
+                    continue
+                found += 1
+                if not entry.record or self._swept.get(key, 0.0) > now - self.settings.pending_stale_seconds:
+                    continue
+                self._swept[key] = now
+                notification_id, resend, origin = key.partition("#resend@")
+                headers = [(RESEND_HEADER, b"1"), (FORWARDED_HEADER, origin.encode())] if resend else []
+                await self.app.producer.send_and_wait(
+                    READY_TOPIC,
+                    key=notification_id.encode(),
+                    value=entry.record.encode(),
+                    partition=self.home_partition(notification_id),
+                    timestamp=None,
+                    headers=headers,
+                )
+                log.warning("stale pending send re-queued to be settled", extra={"notification_id": key})
+            metrics.stale_pending(channel, found)
+
+
+def install(runtime: Runtime) -> None:
+    senders = Senders(runtime)
+    runtime.before_stop(senders.finish_sends_in_flight)
+    settings = runtime.settings
+
+    # One agent for both channels: every subscriber.ready record is read once, not once per channel.
+    @runtime.app.agent(runtime.topics.ready, name="sender", concurrency=settings.send_concurrency)
+    async def sender(stream: StreamT) -> None:
+        await senders.consume(stream)
+
+    @runtime.app.timer(min(60.0, settings.pending_stale_seconds), name="stream_app.senders.sweep")
+    async def sweep_pending() -> None:
+        await senders.sweep_pending()
