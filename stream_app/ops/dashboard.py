@@ -30,13 +30,18 @@ log = logging.getLogger("stream_app.dashboard")
 
 SAMPLE_INTERVAL_SECONDS = 2.0
 
-# (key, title, trace stage whose rate is shown, unit)
+# (key, title, the rate window shown (metrics.stage_rate), unit). Each counts, since this worker
+# started: intake, input records read; batched, notifications put into a window; rows-imported, rows
+# of completed imports MC imported (rows-rejected beside it); outcome, notification.status records.
 STAGES = (
     ("intake", "Intake", "intake", "events/s"),
     ("batcher", "Subscriber batcher", "batched", "rows/s into windows"),
-    ("imports", "Import watcher", "imported", "rows/s imported"),
+    ("imports", "Import watcher", "rows-imported", "rows/s imported"),
     ("senders", "Email / SMS senders", "outcome", "outcomes/s"),
 )
+# Every figure is this worker's: with several workers, the fleet's totals are the Prometheus
+# series summed over them.
+SCOPE = "this worker's share; fleet totals: sum the /metrics series over every worker"
 
 
 class Dashboard:
@@ -111,6 +116,7 @@ class Dashboard:
                 "uptime_s": round(now - self.started, 1),
                 "now": now,
                 "alert_webhook": bool(self.settings.alert_webhook_url),
+                "scope": SCOPE,
             },
             "stages": [
                 {
@@ -123,6 +129,11 @@ class Dashboard:
                 }
                 for key, title, stage, unit in STAGES
             ],
+            "imports": {
+                "rows_imported": metrics.stage_rate("rows-imported").total,
+                "rows_rejected": metrics.stage_rate("rows-rejected").total,
+                "rejected_last_minute": metrics.stage_rate("rows-rejected").count(),
+            },
             "outcomes": dict(sorted(metrics.OUTCOME_COUNTS.items())),
             "lag": {
                 "total": sum(lag_by_topic.values()),
@@ -236,6 +247,7 @@ td.num { text-align:right; font-variant-numeric: tabular-nums; }
 </style></head>
 <body>
 <header><h1>stream_app</h1><span class="meta" id="worker">worker</span>
+<span class="meta" id="scope"></span>
 <span class="meta">updated <span id="updated">never</span></span><span id="status">connecting</span></header>
 <main>
 <section class="flow" id="flow">
@@ -248,7 +260,8 @@ td.num { text-align:right; font-variant-numeric: tabular-nums; }
   <div class="arrow">&#x2192;</div>
   <div class="stage" id="stage-imports"><h2>Import watcher</h2><div class="rate" id="rate-imports">-</div>
     <div class="unit">rows/s imported</div>
-    <div class="extra">pending imports: <b id="pending-count">-</b></div></div>
+    <div class="extra">rejected by MC: <b id="rows-rejected">-</b>,
+    pending imports: <b id="pending-count">-</b></div></div>
   <div class="arrow">&#x2192;</div>
   <div class="stage" id="stage-senders"><h2>Email / SMS senders</h2>
     <div class="rate" id="rate-senders">-</div>
@@ -291,6 +304,8 @@ function render(d) {
   $("extra-intake").textContent = intake ? intake.total + " events since start" : "";
   $("open-windows").textContent = d.open_windows;
   $("pending-count").textContent = d.pending_imports.length;
+  $("rows-rejected").textContent = d.imports.rows_rejected;
+  $("scope").textContent = "figures: " + d.worker.scope;
   const out = $("outcomes"); out.replaceChildren();
   for (const [status, n] of Object.entries(d.outcomes)) {
     const span = document.createElement("span"); span.className = "pill " +

@@ -82,6 +82,12 @@ BATCH_SIZE = Histogram(
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
     registry=REGISTRY,
 )
+IMPORT_ROWS = Counter(
+    "stream_app_import_rows",
+    "Rows of subscriber files whose import MC completed, by result (imported, rejected)",
+    ["result"],
+    registry=REGISTRY,
+)
 MC_LATENCY = Histogram(
     "stream_app_mc_call_seconds",
     "Latency of one Marketing Cloud call, by operation and outcome (ok / error)",
@@ -198,6 +204,13 @@ def stage_rate(stage: str) -> RateWindow:
 def record_stage(stage: str, n: int = 1) -> None:
     STAGE_STEPS.labels(stage=stage).inc(n)
     stage_rate(stage).add(n)
+
+
+def rows_imported(imported: int, rejected: int) -> None:
+    """Rows of one completed import, as MC's summary counts them (the dashboard's import figure)."""
+    for result, n in (("imported", imported), ("rejected", rejected)):
+        IMPORT_ROWS.labels(result=result).inc(n)
+        stage_rate(f"rows-{result}").add(n)
 
 
 def events_received(topic: str, n: int) -> None:
@@ -317,7 +330,6 @@ def update_offsets(partitions: dict[tuple[str, int], PartitionOffsets], dlq_size
     for (topic, partition), offsets in partitions.items():
         CONSUMER_LAG.labels(topic=topic, partition=str(partition)).set(offsets.lag)
     DLQ_SIZES.clear()
-    STALE_PENDING_COUNTS.clear()
     DLQ_SIZES.update(dlq_sizes)
     for topic, size in dlq_sizes.items():
         DLQ_SIZE.labels(topic=topic).set(size)

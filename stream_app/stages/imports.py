@@ -215,6 +215,7 @@ class ImportWatcher:
                 await self.out.status(ready, "failed", reason=f"subscriber import failed: {exc}")
             return
         imported = outcome.summary
+        metrics.rows_imported(imported.succeeded, imported.errors)
         detail = {
             "windows": ",".join(windows),
             "file": outcome.file_name,
@@ -227,7 +228,7 @@ class ImportWatcher:
             reason = outcome.rejected.get(ready.subscriber_key)
             if reason is not None:
                 await self.out.trace(
-                    ready.event_id, "imported", notification_id=ready.notification_id, **detail
+                    ready.event_id, "import-rejected", notification_id=ready.notification_id, **detail
                 )
                 await self.out.status(ready, "failed", reason=reason)
             else:

@@ -122,3 +122,13 @@ def test_instrumented_mc_calls_are_timed_by_operation_and_outcome() -> None:
     text = render_text()
     assert 'stream_app_mc_call_seconds_count{operation="rest.send_email",outcome="ok"} 1.0' in text
     assert 'stream_app_mc_call_seconds_count{operation="sftp.upload",outcome="error"} 1.0' in text
+
+
+def test_stale_pending_counts_outlive_the_offset_samples_between_sweeps() -> None:
+    # The sweep counts stale pending sends once a minute at most, the offsets are sampled every 2 s:
+    # a sample that cleared the counts hid them from the sends_pending alert for most of the minute.
+    from stream_app.ops.alerts import snapshot_from_metrics
+
+    metrics.stale_pending("email", 3)
+    metrics.update_offsets({("subscriber.ready", 0): metrics.PartitionOffsets(5, 5)}, {})
+    assert snapshot_from_metrics().stale_pending == {"email": 3}
