@@ -6,6 +6,7 @@ SFTP, with the credentials both sides agree on.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,12 +47,42 @@ def _env_stages() -> tuple[str, ...]:
     return tuple(s for s in STAGES if s in chosen)
 
 
+def is_loopback_host(host: str | None) -> bool:
+    """127.0.0.0/8, ::1 or localhost: only this machine can reach a server bound there."""
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def plain_http_problem(name: str, url: str) -> str | None:
+    """Credentials and members' data go to MC: over TLS, except to a sandbox on this machine."""
+    parsed = urlparse(url.strip())
+    if parsed.scheme.lower() == "http" and not is_loopback_host(parsed.hostname):
+        return f"{name}={url!r}: http:// is refused outside loopback hosts; use https://"
+    return None
+
+
+class SettingsError(ValueError):
+    """A setting a worker refuses to start with."""
+
+
 @dataclass(frozen=True)
 class Settings:
     app_id: str = field(default_factory=lambda: _env("APP_ID", "stream_app"))
     broker_url: str = field(default_factory=lambda: _env("BROKER_URL", "kafka://127.0.0.1:9092"))
     web_port: int = field(default_factory=lambda: _env_int("WEB_PORT", 6066))
     web_host: str = field(default_factory=lambda: _env("WEB_HOST", "127.0.0.1"))
+    # The bearer token every operator view asks for (`Authorization: Bearer <token>`); unset is
+    # allowed only on a loopback bind (see `problems`). /health/ and MC's ENS callback need none.
+    web_auth_token: str = field(default_factory=lambda: _env("WEB_AUTH_TOKEN", ""), repr=False)
+    # A `host:port` of its own for MC's ENS callback, so the operator port need not face MC.
+    ens_listen: str = field(default_factory=lambda: _env("ENS_LISTEN", ""))
     state_dir: Path = field(default_factory=lambda: Path(_env("STATE_DIR", str(PROJECT_ROOT / ".state"))))
     # memory:// in tests and the embedded stack; rocksdb:// in production (needs the rocksdb extra).
     store: str = field(default_factory=lambda: _env("TABLE_STORE", "memory://"))
@@ -66,12 +97,14 @@ class Settings:
 
     mc_auth_url: str = field(default_factory=lambda: _env("MC_AUTH_URL", "http://127.0.0.1:8780/"))
     mc_client_id: str = field(default_factory=lambda: _env("MC_CLIENT_ID", "sandbox-client"))
-    mc_client_secret: str = field(default_factory=lambda: _env("MC_CLIENT_SECRET", "sandbox-secret"))
+    mc_client_secret: str = field(
+        default_factory=lambda: _env("MC_CLIENT_SECRET", "sandbox-secret"), repr=False
+    )
     mc_account_id: str = field(default_factory=lambda: _env("MC_ACCOUNT_ID", "100000001"))
     mc_sftp_host: str = field(default_factory=lambda: _env("MC_SFTP_HOST", "127.0.0.1"))
     mc_sftp_port: int = field(default_factory=lambda: _env_int("MC_SFTP_PORT", 8722))
     mc_sftp_user: str = field(default_factory=lambda: _env("MC_SFTP_USER", "sandbox"))
-    mc_sftp_password: str = field(default_factory=lambda: _env("MC_SFTP_PASSWORD", "sandbox"))
+    mc_sftp_password: str = field(default_factory=lambda: _env("MC_SFTP_PASSWORD", "sandbox"), repr=False)
     # OpenSSH known_hosts file holding MC's SFTP host key; the embedded sandbox writes its own here.
     mc_sftp_known_hosts: Path = field(
         default_factory=lambda: Path(
@@ -152,8 +185,48 @@ class Settings:
         return f"{host}:{port}"
 
     @property
+    def ens_host_port(self) -> tuple[str, int] | None:
+        """ENS_LISTEN as (host, port), or None: the callback is then served on the web port."""
+        if not self.ens_listen.strip():
+            return None
+        host, sep, port = self.ens_listen.strip().rpartition(":")
+        if not sep or not port.isdigit():
+            raise SettingsError(f"ENS_LISTEN={self.ens_listen!r}: expected host:port")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+    @property
     def callback_url(self) -> str:
-        return self.ens_callback_url or f"http://{self.web_host}:{self.web_port}/mc/ens/"
+        if self.ens_callback_url:
+            return self.ens_callback_url
+        listen = self.ens_host_port
+        host, port = listen if listen else (self.web_host, self.web_port)
+        if host in ("0.0.0.0", "::"):  # bound to every interface: this machine answers on loopback
+            host = "127.0.0.1"
+        return f"http://{host}:{port}/mc/ens/"
+
+    def problems(self) -> list[str]:
+        """Why a worker must not start with these settings (empty: it may)."""
+        found = []
+        if not self.web_auth_token and not is_loopback_host(self.web_host):
+            found.append(
+                f"WEB_HOST={self.web_host!r} is not a loopback address and WEB_AUTH_TOKEN is unset: the "
+                "operator views would be open to the network. Set WEB_AUTH_TOKEN (clients then send "
+                "`Authorization: Bearer <token>`) or bind WEB_HOST=127.0.0.1"
+            )
+        try:
+            self.ens_host_port  # noqa: B018 - parsed for its error
+        except SettingsError as exc:
+            found.append(str(exc))
+        problem = plain_http_problem("MC_AUTH_URL", self.mc_auth_url)
+        if problem:
+            found.append(problem)
+        return found
+
+    def check(self) -> None:
+        """Raise SettingsError naming every problem (the worker's start-up check)."""
+        found = self.problems()
+        if found:
+            raise SettingsError("refusing to start: " + "; ".join(found))
 
 
 def load() -> Settings:

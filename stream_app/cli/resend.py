@@ -6,7 +6,9 @@
 
 A replayed DLQ record goes back with its original key, value and headers; the pipeline's own
 dedupe (event_id per partition, the send ledger per notification) keeps a replay from sending twice.
-A resend carries `resend: 1`, which the ledger honours exactly once per resend record.
+A resend carries `resend: 1`, which the ledger honours exactly once per resend record: a replayed
+resend also carries where that resend record was first produced (`stream_app.forwarded-from`), so
+every replay of it meets the same ledger entry, and replaying it twice sends it once.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from stream_app.contract.topics import READY_TOPIC, RESEND_HEADER
+from stream_app.contract.topics import FORWARDED_HEADER, READY_TOPIC, RESEND_HEADER
 from stream_app.settings import Settings, load
 
 DIAGNOSTIC_HEADERS = ("error.", "source.")
@@ -43,8 +45,20 @@ def replay_target(record_headers: list[tuple[str, bytes]], dlq_topic: str) -> st
 
 
 def replay_headers(record_headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    """The original headers, without the diagnosis the DLQ added."""
-    return [(k, v) for k, v in record_headers if not k.startswith(DIAGNOSTIC_HEADERS)]
+    """The original headers, without the diagnosis the DLQ added. A resend (`resend: 1`) keeps its
+    identity: the ledger names a resend by where its record was first produced, so without it each
+    replay of one failed resend would be a new resend, and replaying it twice would send it twice."""
+    kept = [(k, v) for k, v in record_headers if not k.startswith(DIAGNOSTIC_HEADERS)]
+    found = dict(record_headers)
+    if (
+        found.get(RESEND_HEADER, b"").strip() == b"1"
+        and FORWARDED_HEADER not in found
+        and found.get("source.topic") == READY_TOPIC.encode()
+    ):
+        partition, offset = found.get("source.partition", b""), found.get("source.offset", b"")
+        if partition.isdigit() and offset.isdigit():
+            kept.append((FORWARDED_HEADER, partition + b":" + offset))
+    return kept
 
 
 async def partitions_of(settings: Settings, topic: str) -> list[int]:
@@ -122,9 +136,10 @@ async def resend_event(settings: Settings, event_id: str, since: datetime, dry_r
         for notification_id, record in sorted(latest.items()):
             print(f"{'would resend' if dry_run else 'resend'} {notification_id}")
             if not dry_run:
-                headers = [h for h in (record.headers or []) if h[0] != RESEND_HEADER] + [
-                    (RESEND_HEADER, b"1")
-                ]
+                # A new resend is its own ledger entry: not the forwarded origin of the copy read.
+                headers = [
+                    h for h in (record.headers or []) if h[0] not in (RESEND_HEADER, FORWARDED_HEADER)
+                ] + [(RESEND_HEADER, b"1")]
                 await producer.send_and_wait(READY_TOPIC, record.value, key=record.key, headers=headers)
     finally:
         await producer.stop()

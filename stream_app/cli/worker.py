@@ -13,12 +13,17 @@ from stream_app.cli.topics import ensure_topics
 from stream_app.contract.topics import topic_partitions
 from stream_app.ops.logs import logging_config
 from stream_app.runtime.app import Runtime, build
-from stream_app.settings import load
+from stream_app.settings import SettingsError, load
 
 
 def main(argv: list[str], *, prepare: Callable[[Runtime], None] | None = None) -> int:
     """`prepare`: a last step on the built runtime before it runs (the bench's profiler)."""
     settings = load()
+    try:
+        settings.check()
+    except SettingsError as exc:
+        print(f"stream_app worker: {exc}", file=sys.stderr)
+        return 2
     runtime = build(settings, settings.stages)
     if prepare is not None:
         prepare(runtime)

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from stream_app.mc.errors import AuthError, TransientMCError, parse_retry_after
-from stream_app.settings import Settings
+from stream_app.settings import Settings, plain_http_problem
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,9 @@ class TokenManager:
 
     async def _fetch(self) -> str:
         url = f"{_normalise_base(self._settings.mc_auth_url)}v2/token"
+        problem = plain_http_problem("MC_AUTH_URL", url)
+        if problem:  # never send the client secret in clear
+            raise AuthError(problem, code="plain_http")
         account: Any = self._settings.mc_account_id
         if isinstance(account, str) and account.isdigit():
             account = int(account)
@@ -122,6 +125,10 @@ class TokenManager:
             soap_base = _normalise_base(str(body["soap_instance_url"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise TransientMCError(f"unreadable token response: {type(exc).__name__}") from exc
+        for name, base in (("rest_instance_url", rest_base), ("soap_instance_url", soap_base)):
+            problem = plain_http_problem(name, base)
+            if problem:  # the token and members' data would cross the network in clear
+                raise AuthError(f"MC token response refused: {problem}", code="plain_http")
         lead = min(self._margin + random.uniform(0.0, self._jitter), expires_in / 2)
         self._token = token
         self._refresh_at = self._clock() + expires_in - lead

@@ -143,8 +143,11 @@ def _parse_wsdl(url: str, content: bytes, http: httpx.AsyncClient) -> Document:
 
 
 def _zeep_settings() -> zeep.Settings:
-    # Lenient parsing: the service is .NET and not always faithful to its own schema ordering.
-    return zeep.Settings(strict=False, xsd_ignore_sequence_order=True)
+    """Strict XML: no recover mode (a malformed answer is an error, not a best guess), no DTD and no
+    entities (XXE, billion laughs). Sequence order stays lenient: the service is .NET and not always
+    faithful to its own schema's ordering. (The one import the WSDL makes, its fault schema, is
+    served from memory by `_Transport.load`.)"""
+    return zeep.Settings(strict=True, forbid_dtd=True, forbid_entities=True, xsd_ignore_sequence_order=True)
 
 
 class SoapClient:

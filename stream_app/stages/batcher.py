@@ -20,8 +20,9 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from faust.types import TP, EventT, StreamT
@@ -71,6 +72,12 @@ def window_bounds(now: float, size: float) -> tuple[float, float]:
     return start, start + size
 
 
+def window_partition(window_id: str) -> int | None:
+    """The intents partition a window belongs to, from its id (`p<partition>-<start>-<random>`)."""
+    head = window_id.split("-", 1)[0]
+    return int(head[1:]) if head.startswith("p") and head[1:].isdigit() else None
+
+
 class Batcher:
     def __init__(self, runtime: Runtime) -> None:
         self.app = runtime.app
@@ -90,6 +97,20 @@ class Batcher:
         # subscribers). A window restored after a restart takes no more rows: it is flushed when
         # due, after a scan.
         self._rows: dict[str, list[str]] = {}
+
+    def forget(self, revoked: Iterable[TP]) -> None:
+        """Drop what this worker kept in memory of the windows of revoked partitions: their next
+        owner (maybe this worker again) rebuilds it from the tables, which alone are the truth. Kept,
+        a window closed meanwhile by another worker would be reopened here with stale row keys."""
+        partitions = {tp.partition for tp in revoked if tp.topic == INTENTS_TOPIC}
+        if not partitions:
+            return
+        for partition in partitions:
+            self._current_window.pop(partition, None)
+        for window_id in [*self._rows, *self._close_requested]:
+            if window_partition(window_id) in partitions:
+                self._rows.pop(window_id, None)
+                self._close_requested.pop(window_id, None)
 
     def _open_window(self, partition: int, now: float) -> str:
         window_id = self._current_window.get(partition)
@@ -217,6 +238,10 @@ class Batcher:
 def install(runtime: Runtime) -> None:
     batcher = Batcher(runtime)
     app = runtime.app
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's receiver type omits args
+    async def forget_revoked_windows(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        batcher.forget(revoked)
 
     @app.agent(runtime.topics.intents, name="subscriber-batcher")
     async def subscriber_batcher(stream: StreamT) -> None:
