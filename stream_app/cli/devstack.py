@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 
 import httpx
 
+from stream_app.contract.examples import drawn_example
 from stream_app.localkafka import (
     BrokerError,
     EmbeddedKafka,
@@ -79,28 +80,9 @@ class Child:
 
 
 def sample_event(event_id: str, packet_id: str = "RP-0001") -> dict[str, Any]:
-    """One valid packet.drawn event (design.md section 4)."""
-    return {
-        "event_id": event_id,
-        "occurred_at": datetime.now(TW).replace(microsecond=0).isoformat(),
-        "packet_id": packet_id,
-        "amount": 250,
-        "cashback_amount": 100,
-        "drawer": {
-            "member_id": "M1001",
-            "name": "EZ",
-            "email": "ez@example.com",
-            "mobile": "+886912345678",
-            "locale": "zh-TW",
-        },
-        "giver": {
-            "member_id": "M2002",
-            "name": "TABLE",
-            "email": "table@example.com",
-            "mobile": None,
-            "locale": "zh-TW",
-        },
-    }
+    """design.md's example packet.drawn event, drawn now."""
+    occurred_at = datetime.now(TW).replace(microsecond=0).isoformat()
+    return drawn_example(event_id=event_id, packet_id=packet_id, occurred_at=occurred_at)
 
 
 def producer_lines(bootstrap: str, event: dict[str, Any], bin_dir: str = "bin") -> tuple[str, str]:

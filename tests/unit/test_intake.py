@@ -20,7 +20,7 @@ from stream_app.stages.intake.batch import IntakeBatch
 from stream_app.stages.intake.known_subscribers import KnownSubscribers, table_key
 from stream_app.stages.intake.seen import SeenMarks
 from stream_app.stages.intake.service import Intake, _Rebalance
-from tests.unit.test_notifications import drawn
+from tests.fixtures.events import drawn
 
 TP = TopicPartition("packet.drawn", 2)
 

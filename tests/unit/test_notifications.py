@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 import sys
 import unicodedata
 from types import SimpleNamespace
-from typing import Any
 
 import orjson
 import pytest
@@ -24,42 +22,7 @@ from stream_app.domain.notifications import (
     plan,
     sms_text,
 )
-
-DRAWN: dict[str, Any] = {
-    "event_id": "d-000123",
-    "occurred_at": "2026-01-28T12:00:00+08:00",
-    "packet_id": "RP-0001",
-    "amount": 250,
-    "cashback_amount": 100,
-    "drawer": {
-        "member_id": "M1001",
-        "name": "EZ",
-        "email": "ez@example.com",
-        "mobile": "+886912345678",
-        "locale": "zh-TW",
-    },
-    "giver": {
-        "member_id": "M2002",
-        "name": "TABLE",
-        "email": "table@example.com",
-        "mobile": None,
-        "locale": "zh-TW",
-    },
-}
-
-
-def drawn(**changes: Any) -> dict[str, Any]:
-    event = copy.deepcopy(DRAWN)
-    for path, value in changes.items():
-        target = event
-        *parents, leaf = path.split("__")
-        for part in parents:
-            target = target[part]
-        if value is ...:
-            del target[leaf]
-        else:
-            target[leaf] = value
-    return event
+from tests.fixtures.events import DRAWN, drawn
 
 
 def planned(event_type: str, event: Event) -> tuple[list[SubscriberReady], list[SimpleNamespace]]:

@@ -1,0 +1,33 @@
+"""The example event of design.md section 4: `make run` prints it ready to produce, tests build on it."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+_DRAWN: dict[str, Any] = {
+    "event_id": "d-000123",
+    "occurred_at": "2026-01-28T12:00:00+08:00",
+    "packet_id": "RP-0001",
+    "amount": 250,
+    "cashback_amount": 100,
+    "drawer": {
+        "member_id": "M1001",
+        "name": "EZ",
+        "email": "ez@example.com",
+        "mobile": "+886912345678",
+        "locale": "zh-TW",
+    },
+    "giver": {
+        "member_id": "M2002",
+        "name": "TABLE",
+        "email": "table@example.com",
+        "mobile": None,
+        "locale": "zh-TW",
+    },
+}
+
+
+def drawn_example(**fields: Any) -> dict[str, Any]:
+    """A fresh copy of the example packet.drawn event, top-level `fields` replaced."""
+    return {**copy.deepcopy(_DRAWN), **fields}
