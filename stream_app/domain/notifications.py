@@ -6,6 +6,7 @@ Pure functions only: the agents call them, the unit tests call them.
 from __future__ import annotations
 
 import functools
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,11 @@ EVENT_TYPES = ("packet.drawn", "packet.redeemed")
 SENDER_SUFFIX = " via EZTABLE"
 MAX_NAME_LENGTH = 200
 MAX_ID_LENGTH = 200
+# A member id is MC's SubscriberKey and a cell of the import CSV: letters, digits and . _ : -, a
+# letter or digit first (so never a spreadsheet formula), at most 100 (schemas/party.avsc says so).
+MEMBER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,99}")
+# A cell starting with one of these is run as a formula by a spreadsheet (OWASP CSV injection).
+FORMULA_START = ("=", "+", "-", "@")
 
 # Misspelt mailbox providers seen in sign-up forms; a send there bounces and hurts our reputation.
 DOMAIN_TYPOS = {
@@ -112,6 +118,13 @@ def _has_control(text: str) -> bool:
     )
 
 
+def check_member_id(member_id: str) -> str | None:
+    """Return why `member_id` cannot be a SubscriberKey (and a CSV cell), or None when it can."""
+    if MEMBER_ID_RE.fullmatch(member_id):
+        return None
+    return "invalid member_id: 1-100 of A-Z a-z 0-9 . _ : - starting with a letter or digit"
+
+
 # Pure functions of the address, called for every party of every event: members recur, and
 # email_validator / phonenumbers cost ~100 us a call (the top of the intake profile).
 @functools.lru_cache(maxsize=65536)
@@ -119,6 +132,8 @@ def check_email(address: str | None) -> str | None:
     """Return why `address` cannot receive mail, or None when it can."""
     if address is None:
         return "no email address"
+    if address.startswith(FORMULA_START):  # MC imports it verbatim from the CSV: no escaping it
+        return f"invalid email {mask_email(address)}: starts with {address[0]!r}, a spreadsheet formula"
     if address != address.strip() or len(address) >= 100:
         return f"invalid email {mask_email(address)}: spaces or too long"
     try:
@@ -214,7 +229,9 @@ def plan(event_type: str, event: Event) -> tuple[list[Ready], list[Rejected]]:
             "from_name": f"{sender}{SENDER_SUFFIX}" if channel == "email" else None,
             "attributes": attributes,
         }
-        problem = email_problem if channel == "email" else check_mobile(party["mobile"] or "")
+        problem = check_member_id(party["member_id"]) or (
+            email_problem if channel == "email" else check_mobile(party["mobile"] or "")
+        )
         if problem:
             rejected.append(Rejected(notification, problem))
         else:

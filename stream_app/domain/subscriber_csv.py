@@ -32,13 +32,17 @@ def subscriber_rows(notifications: Iterable[SubscriberReady]) -> list[tuple[str,
 
 
 def build_csv(rows: list[tuple[str, str, str, str]]) -> bytes:
-    """Key, email and mobile are written verbatim (MC matches them byte for byte); the free-text
-    Name column is neutralised. Every cell is quoted, so commas, quotes and newlines survive."""
+    """Every cell is neutralised and quoted, so commas, quotes and newlines survive and no cell is
+    a formula. MC matches key and email byte for byte, so validation keeps those from ever needing
+    it: a member id is of a safe character set and an email's first character no formula prefix
+    (domain/notifications.py; such a party's notifications are `invalid`). A mobile number that
+    starts with one (an email notification carries the party's number unchecked) loses nothing
+    MC could have used."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
     writer.writerow(HEADER)
-    for key, email, mobile, name in rows:
-        writer.writerow((key, email, mobile, neutralise(name)))
+    for row in rows:
+        writer.writerow([neutralise(cell) for cell in row])
     return buffer.getvalue().encode("utf-8")
 
 

@@ -8,12 +8,15 @@ from dataclasses import replace
 from types import SimpleNamespace
 
 import httpx
+import orjson
 import pytest
 from faust.types import TP
 
 from stream_app.cli.resend import replay_headers
 from stream_app.contract.topics import FORWARDED_HEADER, INTENTS_TOPIC, READY_TOPIC, RESEND_HEADER
 from stream_app.domain.ledger import SENT, Decision, Entry, decide, ledger_key
+from stream_app.domain.notifications import check_email, check_member_id, decode_event, plan
+from stream_app.domain.subscriber_csv import build_csv
 from stream_app.mc import AuthError, SoapClient, TokenManager, TransientMCError
 from stream_app.runtime.app import Runtime
 from stream_app.settings import Settings, SettingsError, is_loopback_host
@@ -214,3 +217,60 @@ def test_the_batcher_forgets_the_windows_of_revoked_partitions() -> None:
     assert batcher._rows == {"p2-1000-bbbbbb": ["k2"]}
     assert batcher._close_requested == {"p2-998-eeeeee": 2.0}
     assert window_partition("p12-1000-cccccc") == 12 and window_partition("odd") is None
+
+
+# --- import CSV and member ids -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("member_id", ["M1001", "M1-0a9f", "a.b_c:d-e", "1", "x" * 100])
+def test_member_ids_of_the_safe_set_pass(member_id: str) -> None:
+    assert check_member_id(member_id) is None
+
+
+@pytest.mark.parametrize(
+    "member_id",
+    ["=HYPERLINK(1)", "+1", "-1", "@SUM(A1)", "M 1", "M,1", 'M"1', "M\t1", "", "x" * 101, "紅包", ".M1"],
+)
+def test_member_ids_outside_the_safe_set_are_refused(member_id: str) -> None:
+    assert "invalid member_id" in (check_member_id(member_id) or "")
+
+
+def _event(**drawer: object) -> dict[str, object]:
+    party = {"name": "EZ", "email": "ez@example.com", "mobile": "+886912345678", "locale": "zh-TW"}
+    raw = orjson.dumps(
+        {
+            "event_id": "d-csv",
+            "occurred_at": "2026-01-28T12:00:00+08:00",
+            "packet_id": "RP-1",
+            "amount": 250,
+            "drawer": {**party, "member_id": "M1", **drawer},
+            "giver": {**party, "member_id": "M2", "email": "table@example.com", "mobile": None},
+        }
+    )
+    return decode_event("packet.drawn", raw)
+
+
+def test_a_party_with_an_unsafe_member_id_gets_invalid_outcomes_not_a_dlq_record() -> None:
+    ready, rejected = plan("packet.drawn", _event(member_id="=cmd|' /C calc'!A0"))
+    assert sorted(r.ready["template"] for r in rejected) == ["packet-drawn-drawer", "packet-drawn-welcome"]
+    assert all(r.reason.startswith("invalid member_id") for r in rejected)
+    assert [r["template"] for r in ready] == ["packet-drawn-giver"]  # the other party is served
+
+
+@pytest.mark.parametrize("address", ["=1+1@example.com", "+cmd@example.com", "-x@example.com"])
+def test_an_email_starting_with_a_formula_character_is_invalid(address: str) -> None:
+    assert "spreadsheet formula" in (check_email(address) or "")
+    ready, rejected = plan("packet.drawn", _event(email=address))
+    assert [r.ready["template"] for r in rejected] == ["packet-drawn-drawer"]
+    assert address not in rejected[0].reason  # masked
+
+
+def test_every_csv_cell_is_neutralised() -> None:
+    text = build_csv(
+        [("=1", "+a@example.com", "-1", "@SUM(A1)"), ("M1", "ez@example.com", "886912345678", "EZ")]
+    )
+    assert text.decode().splitlines() == [
+        '"SubscriberKey","EmailAddress","MobileNumber","Name"',
+        '"\'=1","\'+a@example.com","\'-1","\'@SUM(A1)"',
+        '"M1","ez@example.com","886912345678","EZ"',
+    ]
