@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -20,23 +21,62 @@ log = logging.getLogger("stream_app.topics")
 COMPACTED = {"cleanup.policy": "compact"}
 
 
+class ReplicationError(RuntimeError):
+    """The cluster cannot hold the replication the settings ask for."""
+
+
+def replication_problems(factor: int, brokers: int, existing: dict[str, int]) -> tuple[list[str], list[str]]:
+    """(errors, warnings) for topics of `existing` (name -> replication factor) against `factor`
+    on a cluster of `brokers`: a factor above the broker count cannot be created or kept in sync,
+    and a topic created with less than the setting asks for loses data with one broker."""
+    errors = []
+    if factor > brokers:
+        errors.append(
+            f"TOPIC_REPLICATION_FACTOR={factor} but the cluster has {brokers} broker(s): "
+            "no topic can have more replicas than brokers"
+        )
+    errors += [
+        f"topic {name} has replication factor {n}, above the {brokers} broker(s) of the cluster"
+        for name, n in sorted(existing.items())
+        if n > brokers
+    ]
+    warnings = [
+        f"topic {name} has replication factor {n}, below TOPIC_REPLICATION_FACTOR={factor}: raise it "
+        "with kafka-reassign-partitions (README, Runbook: raising a topic's replication)"
+        for name, n in sorted(existing.items())
+        if n < factor
+    ]
+    return errors, warnings
+
+
 async def ensure_topics(
     settings: Settings,
     counts: dict[str, int],
-    replication: int = 1,
     compacted: dict[str, int] | None = None,
     configs: dict[str, dict[str, str]] | None = None,
 ) -> list[str]:
-    """Create the topics that are missing (`compacted`: changelogs, with their `configs` when given,
-    else compaction); returns the names created."""
+    """Create the topics that are missing, with `TOPIC_REPLICATION_FACTOR` replicas and its
+    `min.insync.replicas` (`compacted`: changelogs, with their `configs` when given, else
+    compaction); check the existing ones against the setting. Returns the names created."""
+    factor = settings.topic_replication_factor
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted: list[tuple[str, int, dict[str, str] | None]] = [(name, n, None) for name, n in counts.items()]
+        wanted: list[tuple[str, int, dict[str, str]]] = [(name, n, {}) for name, n in counts.items()]
         wanted += [(name, n, (configs or {}).get(name, COMPACTED)) for name, n in (compacted or {}).items()]
+        ours = sorted(name for name, _, _ in wanted if name in existing)
+        described = await admin.describe_topics(ours) if ours else []
+        factors = {d["topic"]: len(d["partitions"][0]["replicas"]) for d in described if d["partitions"]}
+        brokers = len((await admin.describe_cluster())["brokers"])
+        errors, warnings = replication_problems(factor, brokers, factors)
+        for warning in warnings:
+            log.warning(warning)
+        if errors:
+            raise ReplicationError("; ".join(errors))
+        isr = {"min.insync.replicas": str(settings.min_insync_replicas)}
         missing = [
-            NewTopic(name, n, replication, topic_configs=config)
+            NewTopic(name, n, factor, topic_configs={**config, **isr})
             for name, n, config in wanted
             if name not in existing
         ]
@@ -50,15 +90,17 @@ async def ensure_topics(
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m stream_app create-topics")
-    parser.add_argument("--replication-factor", type=int, default=1)
+    parser.add_argument(
+        "--replication-factor", type=int, help="replicas per topic (default: TOPIC_REPLICATION_FACTOR)"
+    )
     args = parser.parse_args(argv)
     settings = load()
+    if args.replication_factor is not None:
+        settings = dataclasses.replace(settings, topic_replication_factor=args.replication_factor)
     runtime = build(settings, STAGES)  # every stage's tables, whichever stages the workers will run
     changelogs = runtime.changelog_partitions()
     counts = topic_partitions(settings)
-    created = asyncio.run(
-        ensure_topics(settings, counts, args.replication_factor, changelogs, runtime.changelog_configs())
-    )
+    created = asyncio.run(ensure_topics(settings, counts, changelogs, runtime.changelog_configs()))
     for name, count in sorted({**counts, **changelogs}.items()):
         print(f"{'created' if name in created else 'exists '} {name} ({count} partitions)")
     return 0

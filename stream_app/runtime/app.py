@@ -79,6 +79,8 @@ class Runtime:
             # Faust's /table/ views answer any key with the raw row: members' addresses and numbers.
             web_tables_enabled=False,
             topic_partitions=settings.topic_partitions,
+            # Faust's own topics (its assignor's leader topic) and any changelog it creates itself.
+            topic_replication_factor=settings.topic_replication_factor,
             # A new consumer group must start from the oldest event, not skip what arrived before it.
             consumer_auto_offset_reset="earliest",
             # Short commit interval: fewer replays after a SIGKILL (the ledger absorbs the rest).

@@ -100,6 +100,8 @@ class Intake(mode.Service):
             bootstrap_servers=bootstrap,
             client_id=f"{settings.app_id}-intake",
             acks="all",
+            # A retried produce after a leader change must not write a record twice.
+            enable_idempotence=True,
             max_batch_size=256 * 1024,
             max_request_size=4 * 1024 * 1024,
         )
