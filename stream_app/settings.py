@@ -87,6 +87,9 @@ class Settings:
     # memory:// in tests and the embedded stack; rocksdb:// in production (needs the rocksdb extra).
     store: str = field(default_factory=lambda: _env("TABLE_STORE", "memory://"))
     topic_partitions: int = field(default_factory=lambda: _env_int("TOPIC_PARTITIONS", 4))
+    # Replicas of every topic the service creates, changelogs included (1: the embedded single node;
+    # production: 3). `min_insync_replicas` follows from it.
+    topic_replication_factor: int = field(default_factory=lambda: _env_int("TOPIC_REPLICATION_FACTOR", 1))
     # Which stages this worker runs (all by default), e.g. intake without senders, whose MC pace
     # would otherwise set intake's (the bench measures intake so). One stage set per running
     # consumer group for now: two sets side by side stalled in tests (see the README).
@@ -173,6 +176,12 @@ class Settings:
         first = self.broker_url.split(";")[0].split(",")[0]
         parsed = urlparse(first if "://" in first else f"kafka://{first}")
         return parsed.hostname or "127.0.0.1", parsed.port or 9092
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """2 from a factor of 3 (a write survives one broker down, and acks=all waits for two
+        copies), else 1 (a smaller cluster could not take writes with one broker down)."""
+        return 2 if self.topic_replication_factor >= 3 else 1
 
     @property
     def heartbeat_interval_seconds(self) -> float:
