@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
-# The embedded broker's jars are resolved by Maven on first use (stream_app.broker.ensure_jars).
+# The embedded broker's jars are resolved by Maven on first use (stream_app.localkafka.ensure_jars).
 run: $(STAMP)
 	$(VENV)/bin/python -m stream_app dev
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from stream_app.broker import EmbeddedKafka, free_port
+from stream_app.localkafka import EmbeddedKafka, free_port
 from tests.fixtures.sandbox import SandboxProcess, start_sandbox
 from tests.fixtures.worker import WorkerProcess
 

@@ -19,8 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from stream_app.broker import EmbeddedKafka
-from tests.fixtures.ports import free_port
+from stream_app.localkafka import EmbeddedKafka, free_port
 from tests.fixtures.sandbox import SandboxProcess, start_sandbox
 
 

@@ -20,19 +20,19 @@ from typing import Any
 import psutil
 import pytest
 
-from stream_app.broker import (
+from stream_app.cli.devstack import producer_lines, sample_event
+from stream_app.localkafka import (
     BrokerError,
     EmbeddedKafka,
     classpath,
     describe_cluster,
+    free_port,
     java_executable,
     kafka_answers,
     new_cluster_id,
     port_accepts,
 )
-from stream_app.devstack import producer_lines, sample_event
 from tests.fixtures.kafka import KafkaBroker, Records
-from tests.fixtures.ports import free_port
 from tests.integration.helpers import topic_configs
 
 pytestmark = pytest.mark.integration

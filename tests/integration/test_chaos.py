@@ -22,7 +22,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream_app.broker import EmbeddedKafka
+from stream_app.localkafka import EmbeddedKafka
 from tests.fixtures.worker import WorkerProcess, start_worker
 from tests.integration.helpers import (
     campaign,

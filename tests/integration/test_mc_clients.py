@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from stream_app.localkafka import free_port
 from stream_app.mc import (
     ImportSummary,
     MarketingCloud,
@@ -44,19 +44,13 @@ class _Sandbox:
     known_hosts: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def mc_box(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A sandbox of our own: these tests reset it and inject faults, which the shared one must not see."""
     if not (ROOT / "mc_sandbox" / "__main__.py").is_file():
         pytest.skip("mc_sandbox is not available")
     state = tmp_path_factory.mktemp("mc_sandbox")
-    http_port, sftp_port = _free_port(), _free_port()
+    http_port, sftp_port = free_port(), free_port()
     cmd = [sys.executable, "-m", "mc_sandbox", "--http-port", str(http_port), "--sftp-port", str(sftp_port)]
     cmd += ["--import-delay", "0.3", "--state-dir", str(state)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})

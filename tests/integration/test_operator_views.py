@@ -20,9 +20,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from stream_app.broker import EmbeddedKafka
+from stream_app.localkafka import EmbeddedKafka, free_port
 from tests.fixtures.kafka import KafkaBroker
-from tests.fixtures.ports import free_port
 from tests.fixtures.worker import WorkerProcess, start_worker
 from tests.integration.helpers import drawn_event, eventually, produce, sample
 

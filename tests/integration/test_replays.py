@@ -19,7 +19,7 @@ import httpx
 import orjson
 import pytest
 
-from stream_app.broker import EmbeddedKafka
+from stream_app.localkafka import EmbeddedKafka
 from tests.fixtures.sandbox import SandboxProcess
 from tests.fixtures.worker import WorkerProcess, start_worker
 from tests.integration.helpers import (

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from stream_app.broker import EmbeddedKafka
+from stream_app.localkafka import EmbeddedKafka
 from tests.fixtures.sandbox import SandboxProcess
 from tests.fixtures.worker import start_worker
 from tests.integration.helpers import (
