@@ -31,11 +31,11 @@ class PacketRedeemed(faust.Record, include_metadata=False):
     event_id: str
     occurred_at: str
     packet_id: str
-    amount: int
     spent_amount: int
     drawer: Party
     giver: Party
     cashback_amount: int = 100
+    amount: int | None = None  # the packet's value: design.md §4 lets a producer leave it out
 
 
 PacketEvent = PacketDrawn | PacketRedeemed
@@ -52,6 +52,8 @@ class SubscriberReady(faust.Record, include_metadata=False):
     email: str | None = None
     mobile: str | None = None
     from_name: str | None = None
+    # The locale the message is written in (domain/templates.py); records from before it had none.
+    locale: str | None = None
 
 
 class NotificationStatus(faust.Record, include_metadata=False):

@@ -17,6 +17,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from stream_app.contract.records import SubscriberReady
 from stream_app.contract.schemas import SchemaError, validate
+from stream_app.domain.templates import render_sms, resolve_locale
 
 # The intake's hot path handles an event as the plain dict its schema validated and a notification
 # as the dict that is SubscriberReady's JSON (the fields of `records.SubscriberReady`): building
@@ -90,7 +91,9 @@ def decode_event(topic: str, raw: bytes | None) -> Event:
     except SchemaError as exc:
         raise InvalidEvent(f"schema: {exc}") from None
     _check_text(clean)
-    if clean["amount"] < 0 or clean["cashback_amount"] < 0:
+    # packet.redeemed may leave `amount` out (design.md §4): None then, and no amount to check.
+    amounts = (clean.get("amount"), clean["cashback_amount"], clean.get("spent_amount"))
+    if any(a is not None and a < 0 for a in amounts):
         raise InvalidEvent("schema: amounts must not be negative")
     return clean
 
@@ -183,12 +186,10 @@ def recipient_name(ready: SubscriberReady) -> str:
     return ready.attributes.get(RECIPIENT_NAME.get(ready.template, ""), "")
 
 
-def sms_text(attributes: dict[str, str]) -> str:
-    """The welcome SMS, rendered here because MobileConnect sends it as an override text."""
-    return (
-        f"{attributes['GiverName']} 送你 ${attributes['Amount']} 紅包！"
-        f"EZTABLE 訂位即可使用，祝 {attributes['DrawerName']} 用餐愉快。"
-    )
+def sms_text(attributes: dict[str, str], locale: str | None = None) -> str:
+    """The welcome SMS in the drawer's language, rendered here because MobileConnect sends it as an
+    override text (the copy is in the template registry, domain/templates.py)."""
+    return render_sms("packet-drawn-welcome", locale, attributes)
 
 
 def plan(event_type: str, event: Event) -> tuple[list[Ready], list[Rejected]]:
@@ -199,9 +200,11 @@ def plan(event_type: str, event: Event) -> tuple[list[Ready], list[Rejected]]:
         "EventId": event_id,
         "DrawerName": drawer["name"],
         "GiverName": giver["name"],
-        "Amount": str(event["amount"]),
         "Cashback": str(event["cashback_amount"]),
     }
+    # A redemption need not carry the packet's value (design.md §4); no text of it uses the amount.
+    if event.get("amount") is not None:
+        attributes["Amount"] = str(event["amount"])
     wanted: list[tuple[str, str, dict[str, Any], str]] = []  # channel, template, recipient, sender name
     if event_type == "packet.drawn":
         wanted.append(("email", "packet-drawn-drawer", drawer, giver["name"]))
@@ -228,6 +231,8 @@ def plan(event_type: str, event: Event) -> tuple[list[Ready], list[Rejected]]:
             "mobile": party["mobile"],
             "from_name": f"{sender}{SENDER_SUFFIX}" if channel == "email" else None,
             "attributes": attributes,
+            # The recipient's own language: the drawer's for the drawer's messages, the giver's for theirs.
+            "locale": resolve_locale(party.get("locale")),
         }
         problem = check_member_id(party["member_id"]) or (
             email_problem if channel == "email" else check_mobile(party["mobile"] or "")

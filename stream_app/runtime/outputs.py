@@ -17,6 +17,7 @@ from faust.types import EventT
 from stream_app.contract.records import NotificationStatus, SubscriberReady, TraceStep
 from stream_app.contract.topics import READY_TOPIC, STATUS_TOPIC, TRACE_TOPIC, dlq_name
 from stream_app.ops import metrics
+from stream_app.ops.logs import mask_text
 
 log = logging.getLogger("stream_app.outputs")
 
@@ -50,12 +51,13 @@ def _headers(event: EventT) -> Headers:
 def dlq_headers(
     headers: Iterable[tuple[str, bytes]], error: BaseException, topic: str, partition: int, offset: int
 ) -> Headers:
-    """The original record's headers, plus why and where it failed (earlier reasons replaced)."""
+    """The original record's headers, plus why and where it failed (earlier reasons replaced). The
+    reason is masked: an error often quotes the input it failed on, addresses and numbers included."""
     kept = [h for h in headers if not h[0].startswith(("error.", "source."))]
     return [
         *kept,
         ("error.class", type(error).__name__.encode()),
-        ("error.message", str(error)[:MAX_HEADER_TEXT].encode("utf-8", "replace")),
+        ("error.message", mask_text(str(error))[:MAX_HEADER_TEXT].encode("utf-8", "replace")),
         ("source.topic", topic.encode()),
         ("source.partition", str(partition).encode()),
         ("source.offset", str(offset).encode()),
@@ -138,6 +140,8 @@ def outcome_detail(ready: Mapping[str, Any], status: str, **detail: Any) -> dict
     return {
         "notification_id": ready["notification_id"],
         "channel": ready["channel"],
+        # The language the message went out in (the event view shows it); None on older records.
+        "locale": ready.get("locale"),
         "status": status,
         **detail,
     }

@@ -32,6 +32,7 @@ NOTE_FIELDS = (
     "mc_request_id",
     "attempts",
     "channel",
+    "locale",
 )
 
 

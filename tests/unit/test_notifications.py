@@ -206,3 +206,61 @@ def test_masking_hides_addresses() -> None:
 def test_sms_text_names_giver_amount_and_drawer() -> None:
     text = sms_text({"GiverName": "TABLE", "Amount": "250", "DrawerName": "EZ"})
     assert "TABLE" in text and "$250" in text and "EZ" in text
+
+
+# design.md §4, word for word: "the same parties, plus spent_amount and cashback_amount"; `amount`
+# "may be given and is not required".
+REDEEMED_AS_DESIGNED: dict[str, Any] = {
+    **{k: v for k, v in DRAWN.items() if k != "amount"},
+    "spent_amount": 800,
+    "cashback_amount": 100,
+}
+
+
+def test_a_redemption_without_the_packet_amount_tells_the_giver() -> None:
+    event = decode_event("packet.redeemed", orjson.dumps(REDEEMED_AS_DESIGNED))
+    assert event["amount"] is None
+    ready, rejected = planned("packet.redeemed", event)
+    assert rejected == []
+    (giver,) = ready
+    assert (giver.template, giver.subscriber_key) == ("packet-redeemed-giver", "M2002")
+    # No "Amount" at all rather than "None" in a text; the redemption's texts do not use it.
+    assert giver.attributes == {
+        "EventId": "d-000123",
+        "DrawerName": "EZ",
+        "GiverName": "TABLE",
+        "Cashback": "100",
+        "SpentAmount": "800",
+    }
+
+
+def test_a_redemption_may_still_give_the_amount_and_no_amount_may_be_negative() -> None:
+    event = decode_event("packet.redeemed", orjson.dumps({**REDEEMED_AS_DESIGNED, "amount": 250}))
+    assert planned("packet.redeemed", event)[0][0].attributes["Amount"] == "250"
+    for field in ("amount", "spent_amount", "cashback_amount"):
+        with pytest.raises(InvalidEvent, match="must not be negative"):
+            decode_event("packet.redeemed", orjson.dumps({**REDEEMED_AS_DESIGNED, field: -1}))
+
+
+def test_the_packet_drawn_amount_stays_required() -> None:
+    with pytest.raises(InvalidEvent, match="amount: missing required field"):
+        decode_event("packet.drawn", orjson.dumps(drawn(amount=...)))
+
+
+def test_each_recipient_gets_their_own_language() -> None:
+    raw = orjson.dumps(drawn(drawer__locale="en-US", giver__locale="zh-Hant-TW"))
+    ready, _ = planned("packet.drawn", decode_event("packet.drawn", raw))
+    assert {r.template: r.locale for r in ready} == {
+        "packet-drawn-drawer": "en",
+        "packet-drawn-welcome": "en",
+        "packet-drawn-giver": "zh-TW",
+    }
+    raw = orjson.dumps(drawn(drawer__locale=None, giver__locale="fr", giver__email="bad"))
+    ready, rejected = planned("packet.drawn", decode_event("packet.drawn", raw))
+    assert {r.locale for r in ready} == {"zh-TW"} and rejected[0].ready.locale == "zh-TW"
+
+
+def test_the_sms_text_follows_the_drawer_locale() -> None:
+    attributes = {"GiverName": "TABLE", "Amount": "250", "DrawerName": "EZ"}
+    assert sms_text(attributes).startswith("TABLE 送你 $250 紅包")
+    assert sms_text(attributes, "en").startswith("TABLE sent you a $250 red envelope")

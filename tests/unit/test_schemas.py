@@ -34,6 +34,7 @@ READY = {
     "email": "ez@example.com",
     "mobile": None,
     "from_name": "TABLE via EZTABLE",
+    "locale": "zh-TW",
     "attributes": {"EventId": "d-1", "DrawerName": "EZ"},
 }
 STATUS = {
@@ -251,3 +252,17 @@ def test_the_generated_check_never_takes_what_the_tree_refuses(path: str, new: A
         return
     assert _tree_takes("packet.drawn", value)
     assert fast == schemas._compiled("packet.drawn")(copy.deepcopy(value))
+
+
+def test_a_redemption_may_leave_out_the_packet_amount() -> None:
+    redeemed = {**{k: v for k, v in DRAWN.items() if k != "amount"}, "spent_amount": 800}
+    assert validate("packet.redeemed", redeemed)["amount"] is None
+    assert validate("packet.redeemed", {**redeemed, "amount": 250})["amount"] == 250
+    with pytest.raises(SchemaError, match="amount: expected null or long, got string"):
+        validate("packet.redeemed", {**redeemed, "amount": "250"})
+
+
+def test_a_ready_record_carries_its_locale_and_one_without_still_validates() -> None:
+    before_locales = {k: v for k, v in READY.items() if k != "locale"}
+    assert validate("subscriber.ready", before_locales)["locale"] is None
+    assert validate("subscriber.ready", {**READY, "locale": "en"})["locale"] == "en"

@@ -26,6 +26,7 @@ from stream_app.domain.ledger import (
 from stream_app.domain.retry import RetryPolicy
 from stream_app.domain.subscriber_csv import build_csv, neutralise, parse_error_report, subscriber_rows
 from stream_app.domain.subscribers import needs_import, subscriber_signature
+from stream_app.runtime import outputs
 from stream_app.stages.batcher import window_bounds
 from stream_app.stages.imports import (
     MERGE_AT_MOST_SECONDS,
@@ -300,6 +301,22 @@ def test_decode_ready_accepts_the_contract_record() -> None:
 def test_decode_ready_refuses_bad_records(raw: bytes, message: str) -> None:
     with pytest.raises(BadReadyRecord, match=message):
         decode_ready(raw)
+
+
+def test_a_ready_record_from_before_locales_still_decodes_and_is_sent_in_the_default() -> None:
+    old = orjson.loads(ready().dumps(serializer="json"))
+    del old["locale"]
+    r = decode_ready(orjson.dumps(old))
+    assert r.locale is None
+    assert decode_ready(ready(locale="en").dumps(serializer="json")).locale == "en"
+
+
+def test_the_outcome_step_names_the_locale_the_event_view_shows() -> None:
+    fields = ready(locale="en").asdict()
+    detail = outputs.outcome_detail(fields, "sent", mc_request_id="r1")
+    raw = append_step(None, TraceStep(event_id="d-1", stage="outcome", at="t", detail=detail))
+    (note,) = summarise("d-1", raw)["notifications"]
+    assert (note["status"], note["locale"]) == ("sent", "en")
 
 
 # --- tracking ----------------------------------------------------------------------------------
