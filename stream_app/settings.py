@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from stream_app.domain import quiet_hours
+from stream_app.domain.quiet_hours import QuietHours
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The stages of the flow a worker can run (design.md's picture, left to right).
 STAGES = ("intake", "batcher", "imports", "senders")
@@ -143,6 +146,11 @@ class Settings:
     # `NotificationId`) in which MC records each send with the notification it belongs to.
     mc_send_log_email: str = field(default_factory=lambda: _env("MC_SEND_LOG_EMAIL", "SendLog"))
     mc_send_log_sms: str = field(default_factory=lambda: _env("MC_SEND_LOG_SMS", "SMSSendLog"))
+    # SMS quiet hours, members' local time (HH:MM-HH:MM; empty: none), sent with every SMS as
+    # MobileConnect's blackoutWindow: MC holds an SMS sent inside and sends it when the window ends.
+    # Taiwan's SMS guidance and every notification platform keep marketing texts out of the night.
+    sms_quiet_hours: str = field(default_factory=lambda: _env("SMS_QUIET_HOURS", "21:00-09:00"))
+    sms_utc_offset: str = field(default_factory=lambda: _env("SMS_UTC_OFFSET", "+08:00"))
     # On a clean stop, how long the sends in flight may take to finish; the rest stay uncommitted.
     stop_grace_seconds: float = field(default_factory=lambda: _env_float("STOP_GRACE_SECONDS", 20.0))
     # A ledger entry `pending` for longer than this is counted, alerted on and settled by the sweep.
@@ -194,6 +202,14 @@ class Settings:
         return f"{host}:{port}"
 
     @property
+    def quiet_hours(self) -> QuietHours | None:
+        """SMS_QUIET_HOURS and SMS_UTC_OFFSET, parsed (None: no quiet hours); SettingsError if wrong."""
+        try:
+            return quiet_hours.parse(self.sms_quiet_hours, self.sms_utc_offset)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+
+    @property
     def ens_host_port(self) -> tuple[str, int] | None:
         """ENS_LISTEN as (host, port), or None: the callback is then served on the web port."""
         if not self.ens_listen.strip():
@@ -224,6 +240,10 @@ class Settings:
             )
         try:
             self.ens_host_port  # noqa: B018 - parsed for its error
+        except SettingsError as exc:
+            found.append(str(exc))
+        try:
+            self.quiet_hours  # noqa: B018 - parsed for its error
         except SettingsError as exc:
             found.append(str(exc))
         problem = plain_http_problem("MC_AUTH_URL", self.mc_auth_url)

@@ -76,10 +76,15 @@ class RestClient:
         text: str,
         subscriber_key: str = "",
         attributes: Mapping[str, str] | None = None,
+        blackout_window: Mapping[str, str] | None = None,
     ) -> SendReceipt:
         """Send `text` to one number. `attributes` (e.g. NotificationId, which MC then writes to the
         SMSSendLog data extension) travel only with a `subscriber_key`: MobileConnect takes
-        attributes in its Subscribers form alone, and that form requires a key."""
+        attributes in its Subscribers form alone, and that form requires a key.
+
+        `blackout_window` (`{"UtcOffset", "WindowStart", "WindowEnd"}`, reference §4.1): MC holds a
+        message sent inside the window and sends it when the window ends; the answer is the same
+        202 and tokenId either way."""
         # MobileConnect wants the country code and digits only; a "+" or separators are refused.
         digits = mobile_e164.strip().removeprefix("+")
         if not digits.isdigit():
@@ -94,6 +99,8 @@ class RestClient:
         else:
             recipients = {"mobileNumbers": [digits]}
         body = {**recipients, "Override": True, "messageText": text}
+        if blackout_window:
+            body["blackoutWindow"] = dict(blackout_window)
         path = f"sms/v1/messageContact/{quote(message_id, safe='')}/send"
         response = await self._request("POST", path, body)
         payload = _json(response)

@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -52,8 +53,10 @@ from stream_app.domain.ledger import (
     stale,
 )
 from stream_app.domain.notifications import RECIPIENT_NAME, sms_text
+from stream_app.domain.quiet_hours import hold_note
 from stream_app.domain.retry import RetriesExhausted, RetryPolicy, call_with_retries
 from stream_app.domain.subscribers import SUPPRESSED_REASON, is_suppressed
+from stream_app.domain.templates import localized
 from stream_app.mc import AuthError, PermanentMCError, SendReceipt, SubscriberRow, TransientMCError
 from stream_app.ops import metrics
 from stream_app.runtime.outputs import Outputs, headers_of
@@ -166,6 +169,9 @@ class Senders:
             "sms": runtime.table("ledger-sms", retained=True),
         }
         self.in_hand = InHand()
+        # SMS quiet hours, passed to MobileConnect with every SMS: MC holds what it gets inside them.
+        self.quiet_hours = runtime.settings.quiet_hours
+        self.blackout_window = self.quiet_hours.blackout_window() if self.quiet_hours else None
         # Two copies of one notification in flight on this worker (concurrent slots) wait in turn.
         self._inflight: dict[str, asyncio.Lock] = {}
         # Ledger keys (per table) that may still be `pending` here: those this worker marked, and
@@ -207,11 +213,13 @@ class Senders:
     async def call_mc(self, ready: SubscriberReady, key: str) -> SendReceipt:
         """One send; `key` (the ledger key) rides along as `NotificationId` for MC's send log."""
         mc = self.runtime.marketing_cloud()
+        # The notification keeps its logical template; MC gets the definition in its language.
+        definition_key = localized(ready.template, ready.locale).definition_key
         try:
             if ready.channel == "email":
                 assert ready.email is not None
                 return await mc.rest.send_email(
-                    ready.template,
+                    definition_key,
                     to=ready.email,
                     subscriber_key=ready.subscriber_key,
                     from_name=ready.from_name,
@@ -219,11 +227,12 @@ class Senders:
                 )
             assert ready.mobile is not None
             return await mc.rest.send_sms(
-                ready.template,
+                definition_key,
                 mobile_e164=ready.mobile,
-                text=sms_text(ready.attributes),
+                text=sms_text(ready.attributes, ready.locale),
                 subscriber_key=ready.subscriber_key,
                 attributes={NOTIFICATION_ATTRIBUTE: key},
+                blackout_window=self.blackout_window,
             )
         except AuthError as exc:  # credentials refused: wait for ops rather than fail every message
             raise TransientMCError(str(exc)) from exc
@@ -351,8 +360,17 @@ class Senders:
                 return
             ledger[key] = Entry(SENT, time.time(), attempts, mc_request_id=receipt.request_id).dumps()
             await self.out.status(
-                ready, "sent", mc_request_id=receipt.request_id, attempts=attempts, upstream=upstream
+                ready,
+                "sent",
+                reason=self.held_reason(ready),
+                mc_request_id=receipt.request_id,
+                attempts=attempts,
+                upstream=upstream,
             )
+
+    def held_reason(self, ready: SubscriberReady) -> str:
+        """Why MC has not sent an accepted SMS yet (quiet hours), for the status and the event view."""
+        return hold_note(self.quiet_hours, datetime.now(UTC)) if ready.channel == "sms" else ""
 
     def home_partition(self, notification_id: str) -> int:
         """The partition of this notification's ledger entry: Kafka's default partitioner on its id."""

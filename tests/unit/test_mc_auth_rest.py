@@ -358,6 +358,16 @@ async def test_send_sms_digits_only_and_override() -> None:
     assert json.loads(fake.api_requests[1].content)["mobileNumbers"] == ["886912345678"]
 
 
+async def test_send_sms_passes_the_blackout_window_as_mobileconnect_takes_it() -> None:
+    fake = FakeMC(lambda r: httpx.Response(202, json={"tokenId": "t"}))
+    _, rest = make(fake)
+    window = {"UtcOffset": "+0800", "WindowStart": "2100", "WindowEnd": "0900"}
+    await rest.send_sms("m", mobile_e164="+886912345678", text="hi", blackout_window=window)
+    assert json.loads(fake.api_requests[0].content)["blackoutWindow"] == window
+    await rest.send_sms("m", mobile_e164="+886912345678", text="hi", blackout_window=None)
+    assert "blackoutWindow" not in json.loads(fake.api_requests[1].content)
+
+
 async def test_send_sms_attributes_go_with_the_subscriber() -> None:
     fake = FakeMC(lambda r: httpx.Response(202, json={"tokenId": "t"}))
     _, rest = make(fake)
