@@ -31,3 +31,10 @@ _DRAWN: dict[str, Any] = {
 def drawn_example(**fields: Any) -> dict[str, Any]:
     """A fresh copy of the example packet.drawn event, top-level `fields` replaced."""
     return {**copy.deepcopy(_DRAWN), **fields}
+
+
+def redeemed_example(**fields: Any) -> dict[str, Any]:
+    """packet.redeemed to the letter of design.md section 4: "the same parties, plus `spent_amount` and
+    `cashback_amount`", and no `amount` (which "may be given and is not required")."""
+    event = {k: v for k, v in copy.deepcopy(_DRAWN).items() if k != "amount"}
+    return {**event, "event_id": "r-000123", "spent_amount": 800, "cashback_amount": 100, **fields}

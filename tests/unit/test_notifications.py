@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
+from stream_app.contract.examples import redeemed_example
 from stream_app.contract.records import SubscriberReady
 from stream_app.domain.notifications import (
     Event,
@@ -210,11 +211,7 @@ def test_sms_text_names_giver_amount_and_drawer() -> None:
 
 # design.md §4, word for word: "the same parties, plus spent_amount and cashback_amount"; `amount`
 # "may be given and is not required".
-REDEEMED_AS_DESIGNED: dict[str, Any] = {
-    **{k: v for k, v in DRAWN.items() if k != "amount"},
-    "spent_amount": 800,
-    "cashback_amount": 100,
-}
+REDEEMED_AS_DESIGNED = redeemed_example()
 
 
 def test_a_redemption_without_the_packet_amount_tells_the_giver() -> None:
@@ -226,7 +223,7 @@ def test_a_redemption_without_the_packet_amount_tells_the_giver() -> None:
     assert (giver.template, giver.subscriber_key) == ("packet-redeemed-giver", "M2002")
     # No "Amount" at all rather than "None" in a text; the redemption's texts do not use it.
     assert giver.attributes == {
-        "EventId": "d-000123",
+        "EventId": "r-000123",
         "DrawerName": "EZ",
         "GiverName": "TABLE",
         "Cashback": "100",

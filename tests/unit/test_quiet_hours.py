@@ -42,7 +42,11 @@ def test_wrong_settings_say_which_and_why(hours: str, offset: str, message: str)
 
 
 def test_mobileconnect_gets_its_own_shape() -> None:
-    assert TAIPEI_NIGHTS.blackout_window() == {"UtcOffset": "+0800", "WindowStart": "2100", "WindowEnd": "0900"}
+    assert TAIPEI_NIGHTS.blackout_window() == {
+        "UtcOffset": "+0800",
+        "WindowStart": "2100",
+        "WindowEnd": "0900",
+    }
     assert QuietHours(570, 1025, -330).blackout_window() == {
         "UtcOffset": "-0530",
         "WindowStart": "0930",
@@ -82,7 +86,9 @@ def test_the_status_says_until_when_mc_holds_an_sms() -> None:
     assert hold_note(None, utc("2026-01-28T23:00:00+08:00")) == ""
 
 
-def test_quiet_hours_default_to_taiwan_nights_and_empty_turns_them_off(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_quiet_hours_default_to_taiwan_nights_and_empty_turns_them_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("SMS_QUIET_HOURS", raising=False)
     monkeypatch.delenv("SMS_UTC_OFFSET", raising=False)
     assert Settings().quiet_hours == TAIPEI_NIGHTS
