@@ -94,8 +94,8 @@ class Settings:
     # production: 3). `min_insync_replicas` follows from it.
     topic_replication_factor: int = field(default_factory=lambda: _env_int("TOPIC_REPLICATION_FACTOR", 1))
     # Which stages this worker runs (all by default), e.g. intake without senders, whose MC pace
-    # would otherwise set intake's (the bench measures intake so). One stage set per running
-    # consumer group for now: two sets side by side stalled in tests (see the README).
+    # would otherwise set intake's (the bench measures intake so), or senders on workers of their
+    # own. Workers with different sets share the group (tests/integration/test_stages.py).
     stages: tuple[str, ...] = field(default_factory=_env_stages)
     # How long the dedupe marks, the send ledgers and the event traces are kept in their changelogs:
     # the window in which a replayed record is recognised. Older changelog segments are deleted.

@@ -149,3 +149,34 @@ async def _explain_missing(kafka: EmbeddedKafka, sandbox: SandboxProcess) -> Non
                 "stream_app-ledger-sms-changelog",
             ),
         )
+
+
+@pytest.mark.parametrize("first", ["upstream", "senders"])
+async def test_senders_on_a_worker_of_their_own_beside_an_upstream_worker(
+    own_stack: tuple[EmbeddedKafka, SandboxProcess], tmp_path: Path, first: str
+) -> None:
+    """The stages scale apart: an `intake,batcher,imports` worker and a `senders` worker in one
+    group, both running, send every notification once (new and known subscribers). Either may be
+    the group's leader, which computes the assignment from its own tables."""
+    kafka, sandbox = own_stack
+    stages = {"upstream": "intake,batcher,imports", "senders": "senders"}
+    order = [first, *(name for name in stages if name != first)]
+    workers = {}
+    for name in order:
+        workers[name] = start_worker(kafka, sandbox, tmp_path / name, WORKER_STAGES=stages[name])
+        workers[name].wait_ready()
+    upstream, senders = workers["upstream"], workers["senders"]
+    try:
+        first = [drawn_event() for _ in range(5)]
+        again = [drawn_event(drawer=e["drawer"], giver=e["giver"]) for e in first]  # known by then
+        for event in first:
+            await produce(kafka.bootstrap, "packet.drawn", event, key=event["packet_id"].encode())
+        await eventually(lambda: len(messages(sandbox)) >= 15, timeout=60)
+        for event in again:
+            await produce(kafka.bootstrap, "packet.drawn", event, key=event["packet_id"].encode())
+        await eventually(lambda: len(messages(sandbox)) >= 30, timeout=60)
+        sent = [m["attributes"]["NotificationId"] for m in messages(sandbox)]
+        assert len(sent) == len(set(sent)) == 30
+    finally:
+        upstream.stop()
+        senders.stop()
