@@ -42,13 +42,13 @@ EVENTS_RECEIVED = Counter(
 )
 RECORDS_READ_AGAIN = Counter(
     "stream_app_records_read_again",
-    "Records Faust fetched but never handed to an agent, sought back and read again (faust_fixes.py)",
+    "Records Faust fetched but never handed to an agent, sought back and read again (runtime/faust_patches)",
     ["topic"],
     registry=REGISTRY,
 )
 RECORDS_GIVEN_UP = Counter(
     "stream_app_records_given_up",
-    "Records Faust skipped that retention deleted before they could be read again (faust_fixes.py)",
+    "Records Faust skipped that retention deleted before they could be read again (runtime/faust_patches)",
     ["topic"],
     registry=REGISTRY,
 )

@@ -16,7 +16,6 @@ from typing import Any
 import faust
 from faust.types import TopicT
 
-from stream_app import faust_fixes
 from stream_app.contract.records import BatcherInput, EmailBounced, SubscriberBatch, TraceStep
 from stream_app.contract.topics import (
     BATCHES_TOPIC,
@@ -29,6 +28,7 @@ from stream_app.contract.topics import (
 )
 from stream_app.mc import MarketingCloud
 from stream_app.ops.metrics import instrument_mc
+from stream_app.runtime import faust_patches
 from stream_app.settings import ROCKSDB_OPTIONS, Settings
 from stream_app.stages import install
 
@@ -196,7 +196,7 @@ class Runtime:
 
 def build(settings: Settings, stages: tuple[str, ...]) -> Runtime:
     """The worker's runtime with these stages of the flow installed (and what every worker runs)."""
-    faust_fixes.apply()
+    faust_patches.apply()
     runtime = Runtime(settings)
     install(runtime, stages)
     return runtime

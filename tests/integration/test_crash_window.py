@@ -223,7 +223,7 @@ async def test_a_send_mc_holds_up_is_not_committed_past(
 ) -> None:
     """An SMS stuck in 429 retries at the head of a partition while the email sender acks the records
     behind it: the worker must not commit past the SMS, so a worker killed meanwhile leaves it to
-    the next one. (faust-streaming 0.15.3 committed past it; see stream_app/faust_fixes.py.)"""
+    the next one. (faust-streaming 0.15.3 committed past it; fix 1 of docs/faust-patches.md.)"""
     kafka, sandbox = own_stack
 
     await ensure_topics(Settings(broker_url=kafka.url), topic_partitions(Settings()))
