@@ -44,7 +44,7 @@ async def test_a_worker_started_on_a_waiting_backlog_sends_all_of_it(
     """A worker without senders makes 15 notifications ready and sends nothing; a full worker started
     afterwards, with those 15 waiting, sends every one, once.
 
-    Without the fixes 2 and 3 of stream_app/faust_fixes.py, about 1 start in 4 under load sent 14 of
+    Without the fixes 2 and 3 of docs/faust-patches.md, about 1 start in 4 under load sent 14 of
     15: a record Faust fetched around its start-up rebalance never reached the agent and was never
     read again (subscriber.ready had no committed offset, so no rewind brought it back)."""
     kafka, sandbox = own_stack
