@@ -175,6 +175,9 @@ class Settings:
     alert_lag_stall_seconds: float = field(
         default_factory=lambda: _env_float("ALERT_LAG_STALL_SECONDS", 120.0)
     )
+    # Start on a faust-streaming/aiokafka/mode version the Faust patches were not verified against
+    # (runtime/faust_patches/versions.py): for trying an upgrade, never for production.
+    allow_unverified_faust: bool = field(default_factory=lambda: _env("ALLOW_UNVERIFIED_FAUST", "") == "1")
     # json: one object per line (collectors); text: for humans at a terminal.
     log_format: str = field(default_factory=lambda: _env("LOG_FORMAT", "json"))
     log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "INFO"))

@@ -76,7 +76,8 @@ class Runtime:
             web_host=settings.web_host,
             web_port=settings.web_port,
             web_bind=settings.web_host,
-            # Faust's /table/ views answer any key with the raw row: members' addresses and numbers.
+            # Faust's /table/ views answer any key with the raw row (members' addresses and numbers):
+            # ops/web.py serves /table/ in their place, decoded, masked and behind the token.
             web_tables_enabled=False,
             topic_partitions=settings.topic_partitions,
             # Faust's own topics (its assignor's leader topic) and any changelog it creates itself.
@@ -196,7 +197,7 @@ class Runtime:
 
 def build(settings: Settings, stages: tuple[str, ...]) -> Runtime:
     """The worker's runtime with these stages of the flow installed (and what every worker runs)."""
-    faust_patches.apply()
+    faust_patches.apply(allow_unverified=settings.allow_unverified_faust)
     runtime = Runtime(settings)
     install(runtime, stages)
     return runtime
