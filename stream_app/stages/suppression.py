@@ -4,6 +4,12 @@ At start-up the worker registers an Event Notification Service (ENS) callback wi
 client does: register, answer MC's verification POST, verify, subscribe to `EmailBounced`. Each
 signed batch MC POSTs is checked against the signature key, relayed onto `email.bounced`, and the
 `suppressed` global table (every worker holds all of it) is built from that topic.
+
+The callback answers MC 2xx only once Kafka has acknowledged every bounce of the batch (5xx
+otherwise: MC delivers the batch again), is verified by its signature alone (no operator token), and
+is served on the web port or, with `ENS_LISTEN=host:port`, on a listener of its own that serves
+nothing else, so that the operator port need not face MC. Unsigned verification probes are taken
+only on this run's callback path while it registers, and only a few.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import mode
 import orjson
+from aiohttp import web as aiohttp_web
 from faust.types import StreamT
 from faust.web import Request, Response, View
 
@@ -28,6 +36,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("stream_app.suppression")
 
 BOUNCE_EVENTS = ("TransactionalSendEvents.EmailBounced",)
+ENS_PATH = "/mc/ens/{run_id}/"
+SIGNATURE_HEADER = "x-sfmc-ens-signature"
+# Verification probes kept while registering (MC sends one per registration; the rest is noise).
+MAX_PROBES = 4
+# How long a batch's bounces may take to reach Kafka before MC is told to deliver it again.
+BOUNCE_ACK_SECONDS = 15.0
 
 
 def bounces_from(batch: Any) -> list[EmailBounced]:
@@ -65,8 +79,18 @@ class EnsRegistration:
         self.run_id = uuid.uuid4().hex[:12]
         self.callback_id = ""
         self.signature_key = ""
-        self.verification: dict[str, str] = {}
+        self.verification: dict[str, str] = {}  # callback id -> key, at most MAX_PROBES
+        self.registering = False
         self.ready = asyncio.Event()
+
+    def take_probe(self, run_id: str, payload: dict[str, Any]) -> bool:
+        """MC's unsigned verification POST: taken only on this run's path while it registers."""
+        if run_id != self.run_id or not self.registering:
+            return False
+        while len(self.verification) >= MAX_PROBES:
+            self.verification.pop(next(iter(self.verification)))
+        self.verification[str(payload.get("callbackId"))] = str(payload["verificationKey"])[:200]
+        return True
 
     @property
     def callback_url(self) -> str:
@@ -75,13 +99,18 @@ class EnsRegistration:
     async def register(self) -> None:
         rest = self.runtime.marketing_cloud().rest
         port = self.settings.web_port
-        callback_id, signature_key = await rest.register_callback(f"stream_app-{port}", self.callback_url)
-        self.callback_id, self.signature_key = callback_id, signature_key
-        for _ in range(100):  # MC probes the URL during registration; the key is usually here already
-            if callback_id in self.verification:
-                break
-            await asyncio.sleep(0.05)
-        await rest.verify_callback(callback_id, self.verification.pop(callback_id, ""))
+        self.registering = True
+        try:
+            callback_id, signature_key = await rest.register_callback(f"stream_app-{port}", self.callback_url)
+            self.callback_id, self.signature_key = callback_id, signature_key
+            for _ in range(100):  # MC probes the URL during registration; the key is usually here already
+                if callback_id in self.verification:
+                    break
+                await asyncio.sleep(0.05)
+            await rest.verify_callback(callback_id, self.verification.pop(callback_id, ""))
+        finally:
+            self.registering = False
+            self.verification.clear()
         await rest.subscribe(callback_id, f"bounces-{port}", BOUNCE_EVENTS)
         self.ready.set()
         log.info("registered ENS callback for bounces", extra={"callback_id": callback_id})
@@ -108,38 +137,112 @@ class EnsRegistration:
             log.info("removed ENS callback", extra={"callback_id": self.callback_id})
 
 
+class EnsCallback:
+    """What MC's POSTs to this run's callback are answered, whichever server they reach."""
+
+    def __init__(self, registration: EnsRegistration, bounced_topic: Any) -> None:
+        self.registration = registration
+        self.bounced_topic = bounced_topic
+
+    async def answer(self, run_id: str, body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]:
+        registration = self.registration
+        if run_id != registration.run_id:  # another run's path (a restarted worker's old callback)
+            return 404, {"error": "unknown callback"}
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return 400, {"error": "not JSON"}
+        if isinstance(payload, dict) and "verificationKey" in payload:
+            # MC's liveness probe during registration: unsigned, answered at once.
+            if not registration.take_probe(run_id, payload):
+                return 409, {"error": "not registering"}
+            return 200, {"ok": True}
+        if not registration.signature_key or not verify_ens_signature(
+            body, signature, registration.signature_key
+        ):
+            log.warning("ENS batch with a bad signature refused")
+            return 401, {"error": "bad signature"}
+        bounces = bounces_from(payload)
+        try:
+            await asyncio.wait_for(self.relay(bounces), BOUNCE_ACK_SECONDS)
+        except Exception as exc:  # MC delivers the batch again; the suppression table dedupes
+            log.warning("ENS batch not relayed to Kafka (%s); MC will deliver it again", type(exc).__name__)
+            return 503, {"error": "bounces not stored; deliver again"}
+        for bounce in bounces:
+            log.info("bounce received", extra={"email": mask_email(bounce.email)})
+        return 200, {"ok": True}
+
+    async def relay(self, bounces: list[EmailBounced]) -> None:
+        """Every bounce onto `email.bounced`, returning once Kafka acknowledged all of them."""
+        delivered = [
+            await self.bounced_topic.send(key=bounce.email.encode(), value=bounce, force=True)
+            for bounce in bounces
+        ]
+        await asyncio.gather(*delivered)
+
+
+class EnsListener(mode.Service):
+    """`ENS_LISTEN`: an aiohttp server of its own for MC's callback, serving nothing else."""
+
+    def __init__(self, callback: EnsCallback, host: str, port: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.callback, self.host, self.port = callback, host, port
+        self.listening = asyncio.Event()
+        self._runner: aiohttp_web.AppRunner | None = None
+
+    async def handle(self, request: aiohttp_web.Request) -> aiohttp_web.Response:
+        status, answer = await self.callback.answer(
+            request.match_info["run_id"], await request.read(), request.headers.get(SIGNATURE_HEADER)
+        )
+        return aiohttp_web.json_response(answer, status=status)
+
+    async def on_start(self) -> None:
+        web_app = aiohttp_web.Application(client_max_size=8 * 1024**2)
+        web_app.router.add_post(ENS_PATH, self.handle)
+        self._runner = aiohttp_web.AppRunner(web_app, access_log=None)
+        await self._runner.setup()
+        await aiohttp_web.TCPSite(self._runner, self.host, self.port).start()
+        self.listening.set()
+        log.info("ENS callback listening", extra={"listen": f"{self.host}:{self.port}"})
+
+    async def on_stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
 def install(runtime: Runtime) -> None:
     app, suppressed, bounced_topic = runtime.app, runtime.suppressed, runtime.topics.bounced
     out = Outputs(app)
     registration = EnsRegistration(runtime)
     runtime.before_mc_close(registration.unregister)
+    callback = EnsCallback(registration, bounced_topic)
+    listen = runtime.settings.ens_host_port
+    listener: list[EnsListener] = []
+
+    if listen is None:
+
+        @app.page(ENS_PATH)
+        class EnsCallbackView(View):
+            async def post(self, request: Request, run_id: str) -> Response:
+                status, answer = await callback.answer(
+                    run_id, await request.read(), request.headers.get(SIGNATURE_HEADER)
+                )
+                return self.json(answer, status=status)
+
+    else:
+
+        @app.service
+        class WorkerEnsListener(EnsListener):
+            def __init__(self, **kwargs: Any) -> None:
+                assert listen is not None
+                super().__init__(callback, *listen, **kwargs)
+                listener.append(self)
 
     @app.task
     async def ens_registration() -> None:
+        if listener:  # MC probes the callback while it registers: the listener must be up
+            await listener[0].listening.wait()
         await registration.register_until_done()
-
-    @app.page("/mc/ens/{run_id}/")
-    class EnsCallback(View):
-        async def post(self, request: Request, run_id: str) -> Response:
-            body = await request.read()
-            try:
-                payload = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                return self.json({"error": "not JSON"}, status=400)
-            if isinstance(payload, dict) and "verificationKey" in payload:
-                # MC's liveness probe during registration: unsigned, answered at once.
-                registration.verification[str(payload.get("callbackId"))] = str(payload["verificationKey"])
-                return self.json({"ok": True})
-            signature = request.headers.get("x-sfmc-ens-signature")
-            if not registration.signature_key or not verify_ens_signature(
-                body, signature, registration.signature_key
-            ):
-                log.warning("ENS batch with a bad signature refused")
-                return self.json({"error": "bad signature"}, status=401)
-            for bounce in bounces_from(payload):
-                await bounced_topic.send(key=bounce.email.encode(), value=bounce)
-                log.info("bounce received", extra={"email": mask_email(bounce.email)})
-            return self.json({"ok": True})
 
     @app.agent(bounced_topic, name="suppression")
     async def suppression(stream: StreamT[EmailBounced]) -> None:

@@ -141,6 +141,7 @@ async def test_mc_bases_in_plain_http_are_refused() -> None:
 
 
 async def test_zeep_refuses_a_dtd_and_parses_strictly() -> None:
+    from stream_app.mc import soap as soap_module
     from stream_app.mc.soap import _zeep_settings
 
     zs = _zeep_settings()
@@ -155,8 +156,11 @@ async def test_zeep_refuses_a_dtd_and_parses_strictly() -> None:
     http = httpx.AsyncClient(transport=httpx.MockTransport(fake))
     settings = replace(Settings(), mc_auth_url="https://auth.mc.test/")
     soap = SoapClient(TokenManager(settings, http), http)
-    with pytest.raises(TransientMCError, match="DTDForbidden"):
-        await soap.import_summary("subscribers_w1.csv")
+    try:
+        with pytest.raises(TransientMCError, match="DTDForbidden"):
+            await soap.import_summary("subscribers_w1.csv")
+    finally:  # test_mc_soap counts its own first WSDL download
+        soap_module._documents.pop("https://soap.mc.test/etframework.wsdl", None)
 
 
 # --- DLQ replay of a resend ----------------------------------------------------------------------
