@@ -1,20 +1,32 @@
-"""The embedded Apache Kafka: the pinned jars, the KRaft broker, its tools and its command.
+"""The embedded Apache Kafka: the pinned jars, a KRaft node or a cluster of them, its tools, its command.
 
 | module | what |
 |---|---|
 | `jars` | Maven resolution of the jars `broker/pom.xml` pins; the `java` and classpath that run them |
-| `process` | children that die with their parent, stopped by PID; `free_port`; `run_blocking` |
-| `embedded` | `EmbeddedKafka` (one KRaft node) and the readiness checks (`describe_cluster`, ...) |
+| `process` | children that die with their parent, stopped (or killed) by PID; `free_port`; `run_blocking` |
+| `config` | the broker settings that depend on the node count (replication), for every node and compose |
+| `embedded` | `EmbeddedKafka` (one node), `KafkaCluster` (N nodes, one quorum), the readiness checks |
 | `tools` | the `kafka-*` console tools |
-| `cli` | `python -m stream_app broker` |
+| `cli` | `python -m stream_app broker [--nodes N]` |
+| `errors` | `BrokerError` |
 """
 
 from __future__ import annotations
 
+from stream_app.localkafka.config import (
+    CLUSTER_MIN_NODES,
+    CLUSTER_REPLICATION,
+    SINGLE_NODE_REPLICATION,
+    docker_env,
+    replication_settings,
+)
 from stream_app.localkafka.embedded import (
+    CLUSTER_READY_TIMEOUT,
     READY_TIMEOUT,
     ClusterInfo,
     EmbeddedKafka,
+    KafkaCluster,
+    PartitionState,
     describe_cluster,
     kafka_answers,
     new_cluster_id,
@@ -24,6 +36,7 @@ from stream_app.localkafka.jars import classpath, ensure_jars, java_executable, 
 from stream_app.localkafka.process import (
     STOP_TIMEOUT,
     free_port,
+    kill_process,
     port_accepts,
     run_blocking,
     spawn,
@@ -32,21 +45,30 @@ from stream_app.localkafka.process import (
 from stream_app.localkafka.tools import TOOLS, run_tool, tool_command
 
 __all__ = [
+    "CLUSTER_MIN_NODES",
+    "CLUSTER_READY_TIMEOUT",
+    "CLUSTER_REPLICATION",
     "READY_TIMEOUT",
+    "SINGLE_NODE_REPLICATION",
     "STOP_TIMEOUT",
     "TOOLS",
     "BrokerError",
     "ClusterInfo",
     "EmbeddedKafka",
+    "KafkaCluster",
+    "PartitionState",
     "classpath",
     "describe_cluster",
+    "docker_env",
     "ensure_jars",
     "free_port",
     "java_executable",
     "kafka_answers",
     "kafka_version",
+    "kill_process",
     "new_cluster_id",
     "port_accepts",
+    "replication_settings",
     "run_blocking",
     "run_tool",
     "spawn",

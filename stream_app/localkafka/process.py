@@ -86,6 +86,15 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT) -> 
     return int(proc.returncode)
 
 
+def kill_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> int:
+    """SIGKILL by PID (no chance to clean up, as in a crash) and reap; returns the exit code."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout)
+    return int(proc.returncode)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on right now (the kernel's pick; free until someone binds it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
