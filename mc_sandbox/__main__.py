@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .outcomes import parse_domains
 from .server import run
 from .state import Config
 
@@ -18,12 +19,30 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--sftp-port", type=int, default=8722)
     p.add_argument("--import-delay", type=float, default=1.0, help="seconds from upload/start to processing")
     p.add_argument(
-        "--send-log-delay", type=float, default=1.0, help="seconds from an accepted send to its send log row"
+        "--send-log-delay",
+        type=float,
+        default=1.0,
+        help="seconds from an accepted send to its send time (send log row, tracking event, final status)",
     )
     p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     p.add_argument("--rate-limit", type=int, default=0, help="requests/s over SOAP+REST+SMS; 0 = off")
     p.add_argument("--message-cap", type=int, default=1_000_000, help="messages kept for inspection")
     p.add_argument("--token-ttl", type=float, default=1200.0, help="OAuth token lifetime in seconds")
+    fate = p.add_argument_group("what happens to an email after it was sent, by its address's domain")
+    fate.add_argument("--hard-bounce-domains", default="bounce.example", help="comma-separated; '' = none")
+    fate.add_argument("--soft-bounce-domains", default="soft.example", help="comma-separated; '' = none")
+    fate.add_argument(
+        "--unsub-domains", default="unsub.example", help="delivered, then unsubscribed; '' = none"
+    )
+    legacy = p.add_argument_group(
+        "legacy kindness MC does not have (the defaults, until the pipeline's switch)"
+    )
+    legacy.add_argument(
+        "--ens-classic-sends",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ENS also reports classic triggered sends (MC reports Transactional Messaging sends only)",
+    )
     a = p.parse_args(argv)
     return Config(
         http_port=a.http_port,
@@ -34,6 +53,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
         rate_limit=a.rate_limit,
         message_cap=a.message_cap,
         token_ttl=a.token_ttl,
+        hard_bounce_domains=parse_domains(a.hard_bounce_domains),
+        soft_bounce_domains=parse_domains(a.soft_bounce_domains),
+        unsub_domains=parse_domains(a.unsub_domains),
+        ens_classic_sends=a.ens_classic_sends,
     )
 
 

@@ -1,9 +1,9 @@
 """Event Notification Service routes: callbacks, verification and subscriptions (reference §7.3).
 
-Modelling choices: the sandbox accepts ``http://127.0.0.1:<port>`` (and ``localhost``) callback URLs,
-where real MC demands HTTPS with no port. Only ``TransactionalSendEvents.EmailBounced`` is ever emitted,
-for every address at ``bounce.example`` (real ENS reports Transactional Messaging API sends, not classic
-triggered sends). Delivery, signing, retries and suspension are in ens_manager.py.
+Modelling choice: the sandbox accepts ``http://127.0.0.1:<port>`` (and ``localhost``) callback URLs,
+where real MC demands HTTPS with no port. Which sends produce which events is in ens_events.py (only
+Transactional Messaging API sends, unless ``--ens-classic-sends``); delivery, signing, retries and
+suspension are in ens_manager.py.
 """
 
 from __future__ import annotations

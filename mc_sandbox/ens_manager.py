@@ -22,17 +22,21 @@ from typing import Any
 
 import aiohttp
 
-from .state import Message, State, iso, utcnow
-from .templates import EmailDefinition
+from .state import State, iso, utcnow
 
-BOUNCED = "TransactionalSendEvents.EmailBounced"
+# What a subscription may ask for (§7.2); ens_events.py says which of them the sandbox ever emits.
 CATEGORIES = (
     "TransactionalSendEvents.EmailSent",
     "TransactionalSendEvents.EmailNotSent",
-    BOUNCED,
+    "TransactionalSendEvents.EmailBounced",
     "EngagementEvents.EmailOpen",
     "EngagementEvents.EmailClick",
     "EngagementEvents.EmailUnsubscribe",
+    "TransactionalSendEvents.SmsSent",
+    "TransactionalSendEvents.SmsNotSent",
+    "TransactionalSendEvents.SmsTransient",
+    "TransactionalSendEvents.SmsDelivered",
+    "TransactionalSendEvents.SmsBounced",
 )
 DELIVERY_TIMEOUT = 2.0
 RETRIES = 3
@@ -138,53 +142,6 @@ class EnsManager:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def schedule_bounce(self, msg: Message, definition: EmailDefinition) -> None:
-        generation = self.state.generation
-        delay = self.state.config.bounce_delay
-
-        async def bounce() -> None:
-            await asyncio.sleep(delay)
-            if generation != self.state.generation:
-                return
-            sub = self.state.subscribers.get(msg.subscriber_key)
-            if sub is not None:
-                # One hard bounce from a "trusted" domain sets Held straight away.
-                sub.status = "Held"
-                sub.updated_at = utcnow()
-            self.state.bump("bounces")
-            self.publish(self._bounce_event(msg, definition, sub.id if sub else 0))
-
-        self._spawn(bounce())
-
-    def _bounce_event(self, msg: Message, definition: EmailDefinition, subscriber_id: int) -> dict[str, Any]:
-        job_id, batch_id, list_id = str(self.state.next_send_id()), "1", "69238"
-        account = self.state.config.account_id
-        mid = int(account) if account.isdigit() else account
-        return {
-            "eventCategoryType": BOUNCED,
-            "timestampUTC": int(time.time() * 1000),
-            "compositeId": f"{definition.guid}.{job_id}.{list_id}.{batch_id}.{subscriber_id}",
-            "composite": {
-                "jobId": job_id,
-                "batchId": batch_id,
-                "listId": list_id,
-                "subscriberId": str(subscriber_id),
-                "emailId": "297967",
-            },
-            "definitionKey": definition.key,
-            "definitionId": definition.guid,
-            "mid": mid,
-            "eid": mid,
-            "info": {
-                "to": msg.to,
-                "subscriberKey": msg.subscriber_key,
-                "messageKey": msg.id,
-                "bounceCode": "HARD",
-                "bounceMessage": "5.1.1 (bad destination mailbox address) User Unknown",
-                "smtpReason": "5.1.1",
-            },
-        }
 
     def publish(self, event: dict[str, Any]) -> None:
         targets: set[str] = set()

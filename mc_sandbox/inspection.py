@@ -17,10 +17,13 @@ async def messages(request: web.Request) -> web.Response:
     sb = sandbox_of(request)
     channel = request.query.get("channel")
     key = request.query.get("subscriber_key")
+    status = request.query.get("status")  # queued, sent, not_sent, bounced, unsubscribed, delivered, ...
     out = [
         m.to_json()
         for m in sb.state.messages
-        if (channel is None or m.channel == channel) and (key is None or m.subscriber_key == key)
+        if (channel is None or m.channel == channel)
+        and (key is None or m.subscriber_key == key)
+        and (status is None or m.status == status)
     ]
     return web.json_response(out)
 

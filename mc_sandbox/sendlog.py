@@ -6,19 +6,21 @@ field ``NotificationId``; their customer keys equal their names:
 ``SendLog`` (email)
     the template's ``JobID``, ``ListID``, ``BatchID``, ``SubID``, ``TriggeredSendID``, ``ErrorCode``,
     plus the custom fields ``SubscriberKey``, ``EmailAddress``, ``NotificationId``, ``LogDate``.
-    ``JobID`` equals the ``SendID`` of the send's SentEvent, so the two can be joined as MC documents.
+    ``JobID``/``BatchID`` equal the ``SendID``/``BatchID`` of the send's tracking events (tracking.py),
+    so the two can be joined as MC documents.
 ``SMSSendLog`` (MobileConnect)
     ``MobileNumber``, ``SubscriberKey``, ``MessageID`` (the message's API key), ``TokenID``,
     ``ErrorCode``, ``NotificationId``, ``LogDate``.
 
 Rules, as MC's:
 
-- A row is written ``Config.send_log_delay`` seconds (``--send-log-delay``) after the API accepted
-  the send: MC logs at send time, not at acceptance. Every accepted classic triggered send (REST
-  ``messageDefinitionSends``, SOAP ``Create TriggeredSend``) and every accepted MobileConnect
-  recipient is logged. A send refused synchronously writes no row; a Transactional Messaging API
-  send (``api`` "transactional", tracked by messageKey) is not logged; nothing is logged
-  retroactively; a reset drops the logs and the rows still waiting for their send time.
+- A row is written at send time, ``Config.send_log_delay`` seconds (``--send-log-delay``) after the
+  API accepted the send (sends.py and sms.py call in then): MC logs at send time, not at acceptance.
+  Every classic triggered send (REST ``messageDefinitionSends``, SOAP ``Create TriggeredSend``) MC
+  attempted is logged, one it stopped at send time (a NotSent) with its ``ErrorCode``, and every
+  MobileConnect recipient delivered. A send refused synchronously writes no row; a Transactional
+  Messaging API send (tracked by messageKey) is not logged; nothing is logged retroactively; a reset
+  drops the logs and the sends still waiting for their send time.
 - A field listed in ``from_attributes`` (``NotificationId``) takes the value of the send attribute
   with the same name, compared case-insensitively; it is empty when the send carries none.
 - Read them with SOAP Retrieve ``DataExtensionObject[SendLog]`` (by name or customer key, see
@@ -27,7 +29,6 @@ Rules, as MC's:
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -120,21 +121,27 @@ def value_text(value: Any) -> str:
 
 
 def log_email(
-    state: State, msg: Message, definition: EmailDefinition, subscriber_id: int, job_id: int
+    state: State,
+    msg: Message,
+    definition: EmailDefinition,
+    subscriber_id: int,
+    job_id: int,
+    batch_id: int,
+    error_code: int | None = None,
 ) -> None:
     if msg.api not in LOGGED_APIS:
         return
     row: Row = {
         "JobID": job_id,
         "ListID": LIST_ID,
-        "BatchID": 1,
+        "BatchID": batch_id,
         "SubID": subscriber_id,
         "TriggeredSendID": definition.guid,
-        "ErrorCode": None,
+        "ErrorCode": error_code,
         "SubscriberKey": msg.subscriber_key,
         "EmailAddress": msg.to,
     }
-    _write_at_send_time(state, DATA_EXTENSIONS[SEND_LOG], row, msg.attributes)
+    _write(state, DATA_EXTENSIONS[SEND_LOG], row, msg.attributes)
 
 
 def log_sms(state: State, msg: Message, token_id: str) -> None:
@@ -147,23 +154,15 @@ def log_sms(state: State, msg: Message, token_id: str) -> None:
         "TokenID": token_id,
         "ErrorCode": None,
     }
-    _write_at_send_time(state, DATA_EXTENSIONS[SMS_SEND_LOG], row, msg.attributes)
+    _write(state, DATA_EXTENSIONS[SMS_SEND_LOG], row, msg.attributes)
 
 
-def _write_at_send_time(state: State, de: DataExtension, row: Row, attributes: Mapping[str, str]) -> None:
+def _write(state: State, de: DataExtension, row: Row, attributes: Mapping[str, str]) -> None:
     lowered = {k.lower(): v for k, v in attributes.items()}
     for name in de.from_attributes:
         row[name] = lowered.get(name.lower(), "")
-    generation = state.generation
-
-    def write() -> None:
-        if generation != state.generation:
-            return  # sent before a reset: that account's logs are gone
-        row["LogDate"] = utcnow()
-        log = state.send_logs.get(de.name)
-        if log is None:
-            log = state.send_logs[de.name] = deque(maxlen=max(1, state.config.message_cap))
-        log.append({f: row.get(f) for f in de.fields})
-
-    # A plain timer, not a task: thousands of sends must stay cheap. Equal delays fire in send order.
-    asyncio.get_running_loop().call_later(max(0.0, state.config.send_log_delay), write)
+    row["LogDate"] = utcnow()
+    log = state.send_logs.get(de.name)
+    if log is None:
+        log = state.send_logs[de.name] = deque(maxlen=max(1, state.config.message_cap))
+    log.append({f: row.get(f) for f in de.fields})

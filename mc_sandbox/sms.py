@@ -1,4 +1,9 @@
-"""MobileConnect ``/sms/v1/messageContact/{messageId}/send`` and its deliveries (reference §4)."""
+"""MobileConnect ``/sms/v1/messageContact/{messageId}/send`` and its deliveries (reference §4).
+
+A send is accepted (202 + tokenId) and its numbers delivered at send time, ``--send-log-delay`` seconds
+later (an SMSMTEvent, an SMSSendLog row, tracking entries in the deliveries). Until the send time the
+deliveries read ``Queuing`` with no tracking. Dates are in MC's CST with no zone suffix.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,10 @@ from typing import Any
 
 from aiohttp import web
 
-from .context import sandbox_of
+from .context import Sandbox, sandbox_of
 from .http import not_authorized, read_json, rest_authorized
 from .sendlog import log_sms
-from .state import Message, SmsSend, TrackingEvent, iso
+from .state import Message, SmsSend, TrackingEvent, cst, utcnow
 from .templates import SMS_DEFINITIONS, render
 
 MAX_SUBSCRIBERS = 250
@@ -92,10 +97,8 @@ async def send_handler(request: web.Request) -> web.Response:
         return _errors(*errors)
 
     token_id = secrets.token_urlsafe(18)
-    texts: list[str] = []
+    messages: list[Message] = []
     for number, key, attrs in recipients:
-        text = str(text_raw) if override else render(definition.text, attrs)
-        texts.append(text)
         msg = Message(
             id=f"{token_id}:{number}",
             channel="sms",
@@ -104,27 +107,41 @@ async def send_handler(request: web.Request) -> web.Response:
             to=number,
             from_name=None,
             attributes=attrs,
-            text=text,
+            text=str(text_raw) if override else render(definition.text, attrs),
             api="sms",
         )
         sb.state.messages.append(msg)
         sb.state.bump("sms_accepted")
-        sb.state.events.append(
+        messages.append(msg)
+    send = SmsSend(
+        token_id=token_id, message_id=message_id, numbers=[r[0] for r in recipients], text=messages[0].text
+    )
+    sb.state.sms_sends[token_id] = send
+    sb.state.later(sb.state.config.send_log_delay, lambda: _deliver(sb, send, messages, definition.keyword))
+    return web.json_response({"tokenId": token_id}, status=202)
+
+
+def _deliver(sb: Sandbox, send: SmsSend, messages: list[Message], keyword: str) -> None:
+    """Send time: every number gets the message."""
+    state = sb.state
+    send.sent_at = utcnow()
+    job = state.job_of(f"sms:{send.message_id}")
+    for msg in messages:
+        msg.sent_at = send.sent_at
+        msg.status = "delivered"
+        send.delivered.append(msg.to)
+        state.events.append(
             TrackingEvent(
                 kind="SMSMTEvent",
-                subscriber_key=key,
-                event_date=msg.received_at,
-                send_id=sb.state.next_send_id(),
-                definition_key=message_id,
+                subscriber_key=msg.subscriber_key,
+                event_date=send.sent_at,
+                send_id=job,
+                definition_key=send.message_id,
                 definition_object_id="",
                 message_id=msg.id,
             )
         )
-        log_sms(sb.state, msg, token_id)
-    sb.state.sms_sends[token_id] = SmsSend(
-        token_id=token_id, message_id=message_id, numbers=[r[0] for r in recipients], text=texts[0]
-    )
-    return web.json_response({"tokenId": token_id}, status=202)
+        log_sms(state, msg, send.token_id)
 
 
 async def deliveries_handler(request: web.Request) -> web.Response:
@@ -140,8 +157,19 @@ async def deliveries_handler(request: web.Request) -> web.Response:
         return _errors(f"Token id {token_id} is not valid.")
     if send.message_id != message_id:
         return _errors(f"TokenId {token_id} is not valid for MessageId {message_id}.")
+    if send.sent_at is None:
+        # Accepted, not sent yet: MC shows the request queuing, with no carrier tracking.
+        return web.json_response(
+            {
+                "message": send.text,
+                "count": len(send.numbers),
+                "createDate": cst(send.created_at),
+                "status": "Queuing",
+                "tracking": [],
+            }
+        )
     tracking: list[dict[str, str]] = []
-    for number in send.numbers:
+    for number in send.delivered:
         # Carrier order, not time order: the final state is the highest standardStatusCode.
         tracking.append(
             {
@@ -164,10 +192,11 @@ async def deliveries_handler(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "message": send.text,
-            "count": len(send.numbers),
-            "createDate": iso(send.created_at),
-            "completeDate": iso(send.created_at + timedelta(milliseconds=50)),
+            "count": len(send.delivered),
+            "createDate": cst(send.created_at),
+            "completeDate": cst(send.sent_at + timedelta(milliseconds=50)),
             "status": "Finished",
             "tracking": tracking,
         }
     )
+

@@ -20,6 +20,7 @@ from xml.sax.saxutils import escape
 from aiohttp import web
 from lxml import etree
 
+from . import tracking
 from .context import Sandbox, sandbox_of
 from .http import token_valid
 from .sendlog import DataExtension, data_extension, value_text
@@ -331,6 +332,7 @@ def _triggered_send(ctx: Ctx, obj: etree._Element, ordinal: int) -> tuple[str, s
     shared = attributes_of(obj)
     failures: list[str] = []
     accepted = 0
+    batch: int | None = None  # one batch per request, allocated with its first accepted subscriber
     for i, s in enumerate(subs):
         key, email = text(s, "SubscriberKey"), text(s, "EmailAddress")
         refusal = check_recipient(ctx.sb, key, email)
@@ -340,7 +342,9 @@ def _triggered_send(ctx: Ctx, obj: etree._Element, ordinal: int) -> tuple[str, s
         attrs = dict(shared)
         attrs.update(attributes_of(s))
         from_name = text(kid(s, "Owner"), "FromName")
-        accept_email(ctx.sb, definition, key or "", email or "", from_name, attrs, "soap")
+        if batch is None:
+            batch = ctx.sb.state.next_batch(definition.key)
+        accept_email(ctx.sb, definition, key or "", email or "", from_name, attrs, "soap", batch_id=batch)
         accepted += 1
     for _ in failures:
         ctx.sb.state.bump("emails_refused")
@@ -582,25 +586,7 @@ def _import_rows(sb: Sandbox) -> list[Record]:
 
 
 def _event_rows(kind: str) -> Callable[[Sandbox], list[Record]]:
-    def rows(sb: Sandbox) -> list[Record]:
-        return [
-            {
-                "SendID": e.send_id,
-                "SubscriberKey": e.subscriber_key,
-                "Subscriber.SubscriberKey": e.subscriber_key,
-                "EventDate": e.event_date,
-                "EventType": "Sent",
-                "TriggeredSendDefinitionObjectID": e.definition_object_id,
-                "BatchID": 1,
-                "MOCode": e.definition_key,
-                "Carrier": None,
-                "ObjectID": None,
-            }
-            for e in sb.state.events
-            if e.kind == kind
-        ]
-
-    return rows
+    return lambda sb: tracking.rows(sb.state, kind)
 
 
 def _tsd_rows(sb: Sandbox) -> list[Record]:
@@ -629,6 +615,19 @@ def _import_definition_rows(sb: Sandbox) -> list[Record]:
         }
         for d in sb.state.import_definitions.values()
     ]
+
+
+def _render_unsub(rec: Record, props: list[str]) -> str:
+    # UnsubEvent's List is a List object: its ID, in APIObject's place in the sequence.
+    out = nil("PartnerKey")
+    for f in tracking.UNSUB_FIELDS:
+        if f not in props:
+            continue
+        if f == "List":
+            out += f"<List>{x('ID', rec.get(f))}</List>"
+        else:
+            out += x(f, rec.get(f))
+    return out
 
 
 def _render_smsmt(rec: Record, props: list[str]) -> str:
@@ -674,10 +673,10 @@ RETRIEVE_TYPES: dict[str, RetrieveType] = {
         ),
         _import_rows,
     ),
-    "SentEvent": RetrieveType(
-        ("SendID", "SubscriberKey", "EventDate", "EventType", "TriggeredSendDefinitionObjectID", "BatchID"),
-        _event_rows("SentEvent"),
-    ),
+    **{
+        kind: RetrieveType(fields, _event_rows(kind), _render_unsub if kind == "UnsubEvent" else None)
+        for kind, fields in tracking.EMAIL_KINDS.items()
+    },
     "SMSMTEvent": RetrieveType(
         ("Subscriber.SubscriberKey", "MOCode", "EventDate", "Carrier"),
         _event_rows("SMSMTEvent"),

@@ -6,11 +6,13 @@ in between), so concurrent clients cannot interleave inside an update.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,18 @@ def iso(dt: datetime | None) -> str | None:
     if dt is None:
         return None
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# MC's REST dates (MobileConnect deliveries, Transactional Messaging statuses) are in Central Standard
+# Time all year round: UTC-6, no daylight saving, written without a zone suffix.
+CST = timezone(timedelta(hours=-6))
+
+
+def cst(dt: datetime | None) -> str | None:
+    """``2025-01-10T03:01:04.147``: MC's CST wall-clock time, with no zone, as its REST APIs write it."""
+    if dt is None:
+        return None
+    return dt.astimezone(CST).replace(tzinfo=None).isoformat(timespec="milliseconds")
 
 
 def mc_date_string(dt: datetime | None) -> str | None:
@@ -49,13 +63,6 @@ def valid_email(value: str | None) -> bool:
     return _EMAIL_RE.match(value) is not None
 
 
-BOUNCE_DOMAIN = "bounce.example"
-
-
-def is_bounce_address(email: str) -> bool:
-    return email.lower().rsplit("@", 1)[-1] == BOUNCE_DOMAIN
-
-
 @dataclass
 class Config:
     http_port: int
@@ -73,9 +80,17 @@ class Config:
     # How long an import stays in Processing (per file, plus a little per row), so that a poller can
     # observe the New -> Processing -> Completed sequence.
     import_processing_seconds: float = 0.2
+    # Seconds from a send to the bounce or unsubscribe its address's domain stands for (outcomes.py).
     bounce_delay: float = 0.2
-    # Seconds from an accepted send to its send log row (MC logs at send time, not at acceptance).
+    # Seconds from an accepted send to its send time: MC queues what its APIs accept, and only then
+    # writes the send log row, the SentEvent/NotSentEvent and the final delivery record.
     send_log_delay: float = 1.0
+    hard_bounce_domains: tuple[str, ...] = ("bounce.example",)
+    soft_bounce_domains: tuple[str, ...] = ("soft.example",)
+    unsub_domains: tuple[str, ...] = ("unsub.example",)
+    # Legacy kindness, on until the pipeline reads MC's real feedback (see ens_events.py): ENS also
+    # reports classic triggered sends, which real ENS never does.
+    ens_classic_sends: bool = True
 
     @property
     def base_url(self) -> str:
@@ -121,6 +136,10 @@ class Message:
     text: str
     received_at: datetime = field(default_factory=utcnow)
     api: str = "rest"  # rest | soap | sms: which API accepted it
+    # queued, then sent | not_sent (email) or delivered (sms); an email's fate after it
+    # was sent may turn it into bounced or unsubscribed.
+    status: str = "queued"
+    sent_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -134,6 +153,8 @@ class Message:
             "text": self.text,
             "received_at": iso(self.received_at),
             "api": self.api,
+            "status": self.status,
+            "sent_at": iso(self.sent_at),
         }
 
 
@@ -201,24 +222,33 @@ class ImportDefinition:
 
 @dataclass
 class TrackingEvent:
-    """A SentEvent (email) or SMSMTEvent (sms), for SOAP Retrieve reconciliation."""
+    """One row of MC's tracking objects (tracking.py), read through SOAP Retrieve."""
 
-    kind: str  # "SentEvent" | "SMSMTEvent"
+    kind: str  # SentEvent | NotSentEvent | BounceEvent | UnsubEvent | SMSMTEvent
     subscriber_key: str
     event_date: datetime
-    send_id: int
+    send_id: int  # the JobID of the definition's send
     definition_key: str
     definition_object_id: str
-    message_id: str
+    message_id: str  # the sandbox's own id of the message, never shown through SOAP
+    batch_id: int = 1
+    event_type: str = "Sent"  # the WSDL's EventType
+    smtp_code: str | None = None
+    bounce_category: str | None = None
+    smtp_reason: str | None = None
+    bounce_type: str | None = None
+    is_master_unsubscribed: bool | None = None
 
 
 @dataclass
 class SmsSend:
     token_id: str
     message_id: str
-    numbers: list[str]
+    numbers: list[str]  # every number of the request, in its order
     text: str
     created_at: datetime = field(default_factory=utcnow)
+    delivered: list[str] = field(default_factory=list)  # those MC delivered to, at send time
+    sent_at: datetime | None = None
 
 
 class State:
@@ -235,6 +265,9 @@ class State:
         self.send_logs: dict[str, deque[dict[str, Any]]] = {}
         # Retrieve paging: RequestID -> what is left to return (see soap.py, ContinueRequest).
         self.retrieve_cursors: dict[str, Any] = {}
+        # Classic triggered sends: definition key -> the JobID of its send, and its last BatchID.
+        self.jobs: dict[str, int] = {}
+        self.batches: dict[str, int] = {}
         self.tokens: dict[str, float] = {}  # token -> expiry (loop.time())
         self.stats: dict[str, int] = {}
         self._next_subscriber_id = 481_746_000
@@ -266,6 +299,9 @@ class State:
                 "ens_deliveries",
                 "ens_delivery_failures",
                 "bounces",
+                "soft_bounces",
+                "unsubscribes",
+                "not_sent",
             ),
             0,
         )
@@ -283,6 +319,8 @@ class State:
         self.import_definitions.clear()
         self.send_logs.clear()
         self.retrieve_cursors.clear()
+        self.jobs.clear()
+        self.batches.clear()
         self.tokens.clear()
         self.generation += 1
         self.reset_stats()
@@ -298,6 +336,31 @@ class State:
     def next_send_id(self) -> int:
         self._next_send_id += 1
         return self._next_send_id
+
+    def job_of(self, definition_key: str) -> int:
+        """The JobID of a definition's send: one per definition, shared by all its messages, as MC's."""
+        job = self.jobs.get(definition_key)
+        if job is None:
+            job = self.jobs[definition_key] = self.next_send_id()
+        return job
+
+    def next_batch(self, definition_key: str) -> int:
+        """A new BatchID under the definition's job: JobID + BatchID + subscriber tell messages apart."""
+        self.batches[definition_key] = self.batches.get(definition_key, 0) + 1
+        return self.batches[definition_key]
+
+    def later(self, delay: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` after ``delay`` seconds unless the sandbox was reset meanwhile.
+
+        A plain timer, not a task: thousands of sends must stay cheap. Equal delays fire in order.
+        """
+        generation = self.generation
+
+        def run() -> None:
+            if generation == self.generation:
+                fn()
+
+        asyncio.get_running_loop().call_later(max(0.0, delay), run)
 
     def find_subscriber_by_email(self, email: str) -> Subscriber | None:
         low = email.lower()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.fixtures.sandbox import SandboxProcess, start_sandbox
@@ -31,3 +32,30 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess
         yield sp
     finally:
         sp.stop()
+
+
+# MC's behaviour where the defaults are still kinder (see mc_sandbox/ens_events.py), a short send
+# delay, and one more hard-bounce domain than the default.
+TRUTHFUL_ARGS = (
+    "--no-ens-classic-sends",
+    "--send-log-delay",
+    "0.3",
+    "--hard-bounce-domains",
+    "bounce.example,hard.example",
+)
+
+
+@pytest.fixture(scope="package")
+def truthful(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+    """A sandbox that tells the truth everywhere (no legacy kindness); reset it before use."""
+    sp = start_sandbox(tmp_path_factory.mktemp("mc_sandbox_truthful"), *TRUTHFUL_ARGS)
+    try:
+        yield sp
+    finally:
+        sp.stop()
+
+
+@pytest.fixture
+def clean_truthful(truthful: SandboxProcess) -> SandboxProcess:
+    httpx.post(f"{truthful.http_url}_sandbox/reset", timeout=10).raise_for_status()
+    return truthful

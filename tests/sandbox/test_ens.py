@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -8,54 +7,11 @@ import json
 from typing import Any
 
 import httpx
-from aiohttp import web
 
 from mc_sandbox.launch import free_port
 from tests.fixtures.sandbox import SandboxProcess
 
-from .helpers import token
-
-
-class Receiver:
-    def __init__(self, fail_first: int = 0) -> None:
-        self.bodies: list[tuple[bytes, dict[str, str]]] = []
-        self.fail_first = fail_first
-        self.port = free_port()
-        self.runner: web.AppRunner | None = None
-
-    async def handle(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        self.bodies.append((raw, dict(request.headers)))
-        if self.fail_first > 0 and isinstance(json.loads(raw), list):
-            self.fail_first -= 1
-            return web.Response(status=500)
-        return web.Response(status=200)
-
-    async def __aenter__(self) -> Receiver:
-        app = web.Application()
-        app.router.add_post("/ens", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.runner is not None
-        await self.runner.cleanup()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/ens"
-
-    def events(self) -> list[tuple[list[dict[str, Any]], bytes, dict[str, str]]]:
-        return [(json.loads(b), b, h) for b, h in self.bodies if isinstance(json.loads(b), list)]
-
-
-async def _until(cond: Any, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
+from .helpers import Receiver, token, until
 
 
 async def _register(c: httpx.AsyncClient, rec: Receiver) -> dict[str, Any]:
@@ -124,7 +80,7 @@ async def test_bounce_is_signed_and_delivered(clean_sandbox: SandboxProcess) -> 
     ):
         cb = await _register(c, rec)
         send_id = await _bounce_send(c, base, "B1", "gone@bounce.example")
-        await _until(lambda: rec.events())
+        await until(lambda: rec.events())
         ((batch, raw, headers),) = rec.events()
         expected = base64.b64encode(
             hmac.new(cb["signatureKey"].encode(), raw, hashlib.sha256).digest()
@@ -155,7 +111,7 @@ async def test_delivery_retried_on_failure(clean_sandbox: SandboxProcess) -> Non
     ):
         await _register(c, rec)
         await _bounce_send(c, base, "B2", "gone2@bounce.example")
-        await _until(lambda: len(rec.events()) == 3)
+        await until(lambda: len(rec.events()) == 3)
         deliveries = (await c.get("_sandbox/ens")).json()["deliveries"]
         assert [d["ok"] for d in deliveries] == [False, False, True]
         raws = {raw for _b, raw, _h in rec.events()}

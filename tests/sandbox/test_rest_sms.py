@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from tests.fixtures.sandbox import SandboxProcess
 
-from .helpers import client, get_json
+from .helpers import client, get_json, wait_for
 
 SEND = "messaging/v1/messageDefinitionSends/key:{}/send"
 SMS = "sms/v1/messageContact/{}/send"
@@ -52,12 +54,17 @@ def test_rest_send_accepted_and_delivery_record(clean_sandbox: SandboxProcess) -
             "hasErrors": False,
             "messages": ["Queued"],
         }
-        rec = c.get(
+        url = (
             f"messaging/v1/messageDefinitionSends/key:packet-drawn-drawer/deliveryRecords/"
             f"{resp['recipientSendId']}"
         )
-        assert rec.status_code == 200 and rec.json()["status"] == "Sent"
-        assert rec.json()["to"]["key"] == "M1001"
+        queued = c.get(url)
+        # Until MC has sent it, the record has these three fields only.
+        assert queued.status_code == 200 and set(queued.json()) == {"id", "messageId", "status"}
+        assert queued.json()["status"] == "Queued"
+        rec: Any = wait_for(lambda: c.get(url).json() if c.get(url).json()["status"] != "Queued" else None)
+        assert rec["status"] == "Sent" and rec["to"]["key"] == "M1001" and rec["deliveryTime"]
+        assert rec["messageId"] == resp["recipientSendId"]
     (msg,) = get_json(base, "_sandbox/messages")
     assert msg["id"] == resp["recipientSendId"]
     assert msg["text"] == "親愛的 EZ 恭喜你好手氣抽到 TABLE 送的紅包 $250！訂餐廳吃飯可直接用！"
@@ -162,7 +169,11 @@ def test_sms_send_and_deliveries(clean_sandbox: SandboxProcess) -> None:
             url, json={"mobileNumbers": ["886900000000"], "override": "true", "MESSAGETEXT": "custom"}
         )
         assert r2.status_code == 202
-        d = c.get(f"sms/v1/messageContact/packet-drawn-welcome/deliveries/{token_id}").json()
+        url = f"sms/v1/messageContact/packet-drawn-welcome/deliveries/{token_id}"
+        queuing = c.get(url).json()
+        assert queuing["status"] == "Queuing" and queuing["tracking"] == []
+        d: Any = wait_for(lambda: c.get(url).json() if c.get(url).json()["status"] == "Finished" else None)
+        assert "T" in d["createDate"] and not d["createDate"].endswith("Z")  # MC's CST, no zone
         final = max(d["tracking"], key=lambda t: int(t["standardStatusCode"]))
         assert final["standardStatusCode"] == "4000" and d["count"] == 1
         bad = c.get("sms/v1/messageContact/packet-drawn-welcome/deliveries/nope")

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import zeep
 
-from mc_sandbox.context import Sandbox
-from mc_sandbox.ens_manager import EnsManager
-from mc_sandbox.faults import FaultRegistry, RateLimiter
-from mc_sandbox.imports import ImportManager
-from mc_sandbox.sends import accept_email
-from mc_sandbox.state import Config, State
-from mc_sandbox.templates import email_definition
 from tests.fixtures.sandbox import SandboxProcess, start_sandbox
 
 from .helpers import client, get_json, header, token, wait_for
@@ -27,7 +18,15 @@ from .helpers import client, get_json, header, token, wait_for
 DELAY = 0.5  # --send-log-delay of this module's sandbox
 SEND = "messaging/v1/messageDefinitionSends/key:{}/send"
 SMS = "sms/v1/messageContact/packet-drawn-welcome/send"
-EMAIL_FIELDS = ["JobID", "SubscriberKey", "EmailAddress", "TriggeredSendID", "ErrorCode", "NotificationId"]
+EMAIL_FIELDS = [
+    "JobID",
+    "BatchID",
+    "SubscriberKey",
+    "EmailAddress",
+    "TriggeredSendID",
+    "ErrorCode",
+    "NotificationId",
+]
 SMS_FIELDS = ["MobileNumber", "SubscriberKey", "MessageID", "TokenID", "ErrorCode", "NotificationId"]
 
 
@@ -130,9 +129,11 @@ def test_a_rest_send_is_logged_at_send_time_with_its_notification_id(mc: Mc) -> 
     (row,) = mc.wait_rows("SendLog", "n-rest-1")
     tsd = mc.retrieve("TriggeredSendDefinition", ["ObjectID", "CustomerKey"]).Results
     guid = next(d.ObjectID for d in tsd if d.CustomerKey == "packet-drawn-drawer")
-    sent = mc.retrieve("SentEvent", ["SendID", "SubscriberKey"], mc.simple("SubscriberKey", "equals", "K1"))
+    props = ["SendID", "BatchID", "SubscriberKey"]
+    sent = mc.retrieve("SentEvent", props, mc.simple("SubscriberKey", "equals", "K1"))
     assert row == {
         "JobID": str(sent.Results[0].SendID),  # joins with the SentEvent, as MC documents
+        "BatchID": str(sent.Results[0].BatchID),
         "SubscriberKey": "K1",
         "EmailAddress": "k1@example.com",
         "TriggeredSendID": guid,
@@ -191,7 +192,9 @@ def test_two_sends_of_one_template_to_one_subscriber_are_told_apart(mc: Mc) -> N
     (a,) = mc.wait_rows("SendLog", "n-a")
     (b,) = mc.wait_rows("SendLog", "n-b")
     assert a["SubscriberKey"] == b["SubscriberKey"] == "K1"
-    assert a["TriggeredSendID"] == b["TriggeredSendID"] and a["JobID"] != b["JobID"]
+    # One job per definition, as MC's: the batch tells the two sends apart.
+    assert a["TriggeredSendID"] == b["TriggeredSendID"] and a["JobID"] == b["JobID"]
+    assert a["BatchID"] != b["BatchID"]
     either = mc.t("ComplexFilterPart")(
         LeftOperand=mc.simple("NotificationId", "equals", "n-a"),
         LogicalOperator="OR",
@@ -201,7 +204,7 @@ def test_two_sends_of_one_template_to_one_subscriber_are_told_apart(mc: Mc) -> N
         "n-a",
         "n-b",
     ]
-    later = mc.rows("SendLog", ["NotificationId"], mc.simple("JobID", "greaterThan", str(a["JobID"])))
+    later = mc.rows("SendLog", ["NotificationId"], mc.simple("BatchID", "greaterThan", str(a["BatchID"])))
     assert [r["NotificationId"] for r in later] == ["n-b"]
 
 
@@ -271,23 +274,3 @@ def test_paging_over_more_than_2500_rows(mc: Mc) -> None:
     again = mc.retrieve("DataExtensionObject[SMSSendLog]", [], cont=first.RequestID)
     assert again.OverallStatus.startswith("Error")  # the request has no pages left
     print(f"\n2,750 sends logged and read in 2 pages: {time.monotonic() - started:.1f} s")
-
-
-async def test_transactional_sends_are_not_logged(tmp_path: Path) -> None:
-    """The sandbox has no Transactional Messaging API routes; its sends would be api "transactional"."""
-    config = Config(http_port=0, sftp_port=0, state_dir=tmp_path, send_log_delay=0.0)
-    state = State(config)
-    faults = FaultRegistry()
-    sb = Sandbox(
-        config, state, faults, RateLimiter(0), ImportManager(state, faults, tmp_path), EnsManager(state)
-    )
-    state.upsert_subscriber("K1", "k1@example.com")
-    definition = email_definition("packet-drawn-drawer")
-    assert definition is not None
-    accept_email(sb, definition, "K1", "k1@example.com", None, {"NotificationId": "n-tx"}, "transactional")
-    accept_email(sb, definition, "K1", "k1@example.com", None, {"NotificationId": "n-classic"}, "rest")
-    deadline = time.monotonic() + 5
-    while not state.send_logs.get("SendLog"):
-        assert time.monotonic() < deadline, "the classic send was never logged"
-        await asyncio.sleep(0.01)
-    assert [row["NotificationId"] for row in state.send_logs["SendLog"]] == ["n-classic"]

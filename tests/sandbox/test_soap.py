@@ -176,13 +176,17 @@ def test_triggered_send_ok_and_tracking(soap: Soap) -> None:
             Property="EventDate", SimpleOperator="greaterThan", DateValue=[before]
         ),
     )
-    ev = soap.retrieve(
-        "SentEvent",
-        ["SendID", "SubscriberKey", "EventDate", "EventType", "TriggeredSendDefinitionObjectID"],
-        cfp,
+    ev: Any = wait_for(
+        lambda: soap.retrieve(
+            "SentEvent",
+            ["SendID", "SubscriberKey", "EventDate", "EventType", "TriggeredSendDefinitionObjectID"],
+            cfp,
+        ).Results
+        or None,
+        what="the SentEvent, written at send time",
     )
-    assert len(ev.Results) == 1 and ev.Results[0].TriggeredSendDefinitionObjectID == object_id
-    assert ev.Results[0].EventType == "Sent"
+    assert len(ev) == 1 and ev[0].TriggeredSendDefinitionObjectID == object_id
+    assert ev[0].EventType == "Sent"
     later = soap.t("SimpleFilterPart")(
         Property="EventDate",
         SimpleOperator="greaterThan",
@@ -206,12 +210,16 @@ def test_smsmt_event_retrieve(soap: Soap) -> None:
             },
         )
         assert r.status_code == 202
-    ev = soap.retrieve(
-        "SMSMTEvent",
-        ["Subscriber.SubscriberKey", "EventDate", "MOCode"],
-        soap.simple("SubscriberKey", "equals", "M7"),
+    ev: Any = wait_for(
+        lambda: soap.retrieve(
+            "SMSMTEvent",
+            ["Subscriber.SubscriberKey", "EventDate", "MOCode"],
+            soap.simple("SubscriberKey", "equals", "M7"),
+        ).Results
+        or None,
+        what="the SMSMTEvent, written at send time",
     )
-    assert len(ev.Results) == 1 and ev.Results[0].Subscriber.SubscriberKey == "M7"
+    assert len(ev) == 1 and ev[0].Subscriber.SubscriberKey == "M7"
 
 
 def test_import_definition_perform_and_summary(soap: Soap, tmp_path: Any, sandbox: SandboxProcess) -> None:
