@@ -43,6 +43,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
         default=True,
         help="ENS also reports classic triggered sends (MC reports Transactional Messaging sends only)",
     )
+    legacy.add_argument(
+        "--mobileconnect-open-numbers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="every number counts as subscribed (MC delivers to numbers subscribed to the keyword only)",
+    )
     a = p.parse_args(argv)
     return Config(
         http_port=a.http_port,
@@ -57,6 +63,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         soft_bounce_domains=parse_domains(a.soft_bounce_domains),
         unsub_domains=parse_domains(a.unsub_domains),
         ens_classic_sends=a.ens_classic_sends,
+        mobileconnect_open_numbers=a.mobileconnect_open_numbers,
     )
 
 

@@ -28,6 +28,12 @@ async def messages(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
+async def mobile_subscriptions(request: web.Request) -> web.Response:
+    """MobileConnect subscriptions as [{mobileNumber, keyword, status}] (mobile_subscriptions.py)."""
+    subs = sandbox_of(request).state.mobile_subscriptions
+    return web.json_response([{"mobileNumber": n, "keyword": k, "status": v} for (n, k), v in subs.items()])
+
+
 async def subscribers(request: web.Request) -> web.Response:
     return web.json_response([s.to_json() for s in sandbox_of(request).state.subscribers.values()])
 
@@ -116,6 +122,7 @@ async def health(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/_sandbox/messages", messages)
     app.router.add_get("/_sandbox/subscribers", subscribers)
+    app.router.add_get("/_sandbox/mobile-subscriptions", mobile_subscriptions)
     app.router.add_get("/_sandbox/imports", imports)
     app.router.add_get("/_sandbox/send-log", send_log)
     app.router.add_get("/_sandbox/stats", stats)

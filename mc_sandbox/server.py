@@ -150,6 +150,7 @@ def build_app(sb: Sandbox) -> web.Application:
     )
     r.add_post("/sms/v1/messageContact/{message_id}/send", sms.send_handler)
     r.add_get("/sms/v1/messageContact/{message_id}/deliveries/{token_id}", sms.deliveries_handler)
+    r.add_post("/sms/v1/queueMO", sms.queue_mo_handler)
     r.add_post("/platform/v1/ens-callbacks", ens.create_callbacks)
     r.add_get("/platform/v1/ens-callbacks/{cb}", ens.get_callback)
     r.add_delete("/platform/v1/ens-callbacks/{cb}", ens.delete_callback)

@@ -1,8 +1,10 @@
-"""MobileConnect ``/sms/v1/messageContact/{messageId}/send`` and its deliveries (reference §4).
+"""MobileConnect ``/sms/v1/messageContact/{messageId}/send``, its deliveries, and ``queueMO`` (§4).
 
 A send is accepted (202 + tokenId) and its numbers delivered at send time, ``--send-log-delay`` seconds
-later (an SMSMTEvent, an SMSSendLog row, tracking entries in the deliveries). Until the send time the
-deliveries read ``Queuing`` with no tracking. Dates are in MC's CST with no zone suffix.
+later: those subscribed to the message's keyword then (mobile_subscriptions.py) get it (an SMSMTEvent,
+an SMSSendLog row, tracking entries in the deliveries), the others are left out of the deliveries'
+``count`` and get nothing. Until the send time the deliveries read ``Queuing`` with no tracking.
+Dates are in MC's CST with no zone suffix.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import mobile_subscriptions
 from .context import Sandbox, sandbox_of
 from .http import not_authorized, read_json, rest_authorized
 from .sendlog import log_sms
@@ -95,6 +98,10 @@ async def send_handler(request: web.Request) -> web.Response:
         errors.append(f"Keyword {keyword} is invalid for the code on the message.")
     if errors:
         return _errors(*errors)
+    if subscribe:
+        create, reset = _bool(fields.get("subscribe")), _bool(fields.get("resubscribe"))
+        for number, _key, _attrs in recipients:
+            mobile_subscriptions.subscribe(sb.state, number, definition.keyword, create=create, reset=reset)
 
     token_id = secrets.token_urlsafe(18)
     messages: list[Message] = []
@@ -122,12 +129,16 @@ async def send_handler(request: web.Request) -> web.Response:
 
 
 def _deliver(sb: Sandbox, send: SmsSend, messages: list[Message], keyword: str) -> None:
-    """Send time: every number gets the message."""
+    """Send time: the numbers subscribed to the keyword now get the message, the others nothing."""
     state = sb.state
     send.sent_at = utcnow()
     job = state.job_of(f"sms:{send.message_id}")
     for msg in messages:
         msg.sent_at = send.sent_at
+        if not mobile_subscriptions.deliverable(state, msg.to, keyword):
+            msg.status = "not_delivered"
+            state.bump("sms_not_delivered")
+            continue
         msg.status = "delivered"
         send.delivered.append(msg.to)
         state.events.append(
@@ -192,6 +203,7 @@ async def deliveries_handler(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "message": send.text,
+            # The numbers minus the unsubscribed ones (§4.2).
             "count": len(send.delivered),
             "createDate": cst(send.created_at),
             "completeDate": cst(send.sent_at + timedelta(milliseconds=50)),
@@ -200,3 +212,38 @@ async def deliveries_handler(request: web.Request) -> web.Response:
         }
     )
 
+
+async def queue_mo_handler(request: web.Request) -> web.Response:
+    """``POST /sms/v1/queueMO``: numbers texting ``messageText`` to ``shortCode`` (opt-in/out flows).
+
+    The code's keyword subscribes them; a stop word unsubscribes them from every keyword of the code;
+    any other text changes nothing. Error wordings are the sandbox's own [INF].
+    """
+    sb = sandbox_of(request)
+    if not rest_authorized(request):
+        return not_authorized()
+    body, err = await read_json(request)
+    if err:
+        return err
+    if not isinstance(body, dict):
+        return _errors("The request body must be a JSON object.")
+    fields = {str(k).lower(): v for k, v in body.items()}
+    numbers = fields.get("mobilenumbers")
+    code = str(fields.get("shortcode") or "")
+    text = str(fields.get("messagetext") or "").strip().upper()
+    keywords = {d.keyword.upper() for d in SMS_DEFINITIONS.values() if d.short_code == code}
+    if not isinstance(numbers, list) or not numbers:
+        return _errors("The count of mobile numbers cannot be zero.")
+    bad = [str(n) for n in numbers if not str(n).isascii() or not str(n).isdigit()]
+    if bad:
+        return _errors(*(f"{n} is not a numeric string" for n in bad))
+    if not keywords:
+        return _errors(f"Short code {code} is not valid.")
+    if not text:
+        return _errors("MessageText cannot be blank.")
+    for number in (str(n) for n in numbers):
+        if text in keywords:
+            mobile_subscriptions.subscribe(sb.state, number, text, create=True, reset=True)
+        elif text in mobile_subscriptions.STOP_WORDS:
+            mobile_subscriptions.stop(sb.state, number, keywords)
+    return web.json_response({"tokenId": secrets.token_urlsafe(18)}, status=202)

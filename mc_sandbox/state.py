@@ -91,6 +91,9 @@ class Config:
     # Legacy kindness, on until the pipeline reads MC's real feedback (see ens_events.py): ENS also
     # reports classic triggered sends, which real ENS never does.
     ens_classic_sends: bool = True
+    # Legacy kindness, on until the pipeline subscribes numbers (see mobile_subscriptions.py): every
+    # number counts as subscribed to every keyword, where MC delivers only to subscribed ones.
+    mobileconnect_open_numbers: bool = True
 
     @property
     def base_url(self) -> str:
@@ -136,7 +139,7 @@ class Message:
     text: str
     received_at: datetime = field(default_factory=utcnow)
     api: str = "rest"  # rest | soap | sms: which API accepted it
-    # queued, then sent | not_sent (email) or delivered (sms); an email's fate after it
+    # queued, then sent | not_sent (email) or delivered | not_delivered (sms); an email's fate after it
     # was sent may turn it into bounced or unsubscribed.
     status: str = "queued"
     sent_at: datetime | None = None
@@ -247,7 +250,7 @@ class SmsSend:
     numbers: list[str]  # every number of the request, in its order
     text: str
     created_at: datetime = field(default_factory=utcnow)
-    delivered: list[str] = field(default_factory=list)  # those MC delivered to, at send time
+    delivered: list[str] = field(default_factory=list)  # those subscribed to the keyword at send time
     sent_at: datetime | None = None
 
 
@@ -268,6 +271,8 @@ class State:
         # Classic triggered sends: definition key -> the JobID of its send, and its last BatchID.
         self.jobs: dict[str, int] = {}
         self.batches: dict[str, int] = {}
+        # MobileConnect: (mobile number, keyword) -> "Subscribed" | "Unsubscribed".
+        self.mobile_subscriptions: dict[tuple[str, str], str] = {}
         self.tokens: dict[str, float] = {}  # token -> expiry (loop.time())
         self.stats: dict[str, int] = {}
         self._next_subscriber_id = 481_746_000
@@ -302,6 +307,7 @@ class State:
                 "soft_bounces",
                 "unsubscribes",
                 "not_sent",
+                "sms_not_delivered",
             ),
             0,
         )
@@ -321,6 +327,7 @@ class State:
         self.retrieve_cursors.clear()
         self.jobs.clear()
         self.batches.clear()
+        self.mobile_subscriptions.clear()
         self.tokens.clear()
         self.generation += 1
         self.reset_stats()

@@ -34,10 +34,11 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess
         sp.stop()
 
 
-# MC's behaviour where the defaults are still kinder (see mc_sandbox/ens_events.py), a short send
-# delay, and one more hard-bounce domain than the default.
+# MC's behaviour where the defaults are still kinder (see mc_sandbox/ens_events.py and
+# mobile_subscriptions.py), a short send delay, and one more hard-bounce domain than the default.
 TRUTHFUL_ARGS = (
     "--no-ens-classic-sends",
+    "--no-mobileconnect-open-numbers",
     "--send-log-delay",
     "0.3",
     "--hard-bounce-domains",
