@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import asyncssh
 from aiohttp import web
 
-from . import auth, ens, inspection, rest, sms, soap
+from . import auth, ens, inspection, rest, sms, soap, transactional
 from .context import SANDBOX, Sandbox
 from .ens_manager import EnsManager
 from .faults import FaultRegistry, RateLimiter
@@ -151,6 +151,7 @@ def build_app(sb: Sandbox) -> web.Application:
     r.add_post("/sms/v1/messageContact/{message_id}/send", sms.send_handler)
     r.add_get("/sms/v1/messageContact/{message_id}/deliveries/{token_id}", sms.deliveries_handler)
     r.add_post("/sms/v1/queueMO", sms.queue_mo_handler)
+    transactional.add_routes(app)
     r.add_post("/platform/v1/ens-callbacks", ens.create_callbacks)
     r.add_get("/platform/v1/ens-callbacks/{cb}", ens.get_callback)
     r.add_delete("/platform/v1/ens-callbacks/{cb}", ens.delete_callback)

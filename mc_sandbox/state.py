@@ -138,7 +138,7 @@ class Message:
     attributes: dict[str, str]
     text: str
     received_at: datetime = field(default_factory=utcnow)
-    api: str = "rest"  # rest | soap | sms: which API accepted it
+    api: str = "rest"  # rest | soap | sms | transactional | transactional-sms: which API accepted it
     # queued, then sent | not_sent (email) or delivered | not_delivered (sms); an email's fate after it
     # was sent may turn it into bounced or unsubscribed.
     status: str = "queued"
@@ -273,6 +273,9 @@ class State:
         self.batches: dict[str, int] = {}
         # MobileConnect: (mobile number, keyword) -> "Subscribed" | "Unsubscribed".
         self.mobile_subscriptions: dict[tuple[str, str], str] = {}
+        # Transactional Messaging API: messageKey -> its message record (transactional.py).
+        self.tx_messages: dict[str, Any] = {}
+        self.tx_not_sent: list[dict[str, Any]] = []
         self.tokens: dict[str, float] = {}  # token -> expiry (loop.time())
         self.stats: dict[str, int] = {}
         self._next_subscriber_id = 481_746_000
@@ -308,6 +311,8 @@ class State:
                 "unsubscribes",
                 "not_sent",
                 "sms_not_delivered",
+                "transactional_accepted",
+                "transactional_refused",
             ),
             0,
         )
@@ -328,6 +333,8 @@ class State:
         self.jobs.clear()
         self.batches.clear()
         self.mobile_subscriptions.clear()
+        self.tx_messages.clear()
+        self.tx_not_sent.clear()
         self.tokens.clear()
         self.generation += 1
         self.reset_stats()

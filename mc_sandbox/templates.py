@@ -1,4 +1,10 @@
-"""The sandbox's default content: three triggered send definitions and one MobileConnect message."""
+"""The sandbox's default content.
+
+Three Email Studio triggered send definitions (TSDs) and one MobileConnect message for the classic
+routes; and, for the Transactional Messaging API, email send definitions with the same keys and
+content plus an inactive one, and an SMS send definition on the MobileConnect message's code and
+keyword. Transactional definitions are separate objects from TSDs in MC, with ids of their own.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +43,44 @@ class SmsDefinition:
     short_code: str = "88588"
 
 
+@dataclass(frozen=True)
+class TransactionalDefinition:
+    """A Transactional Messaging API send definition (``/messaging/v1/{email|sms}/definitions``)."""
+
+    key: str
+    name: str
+    channel: str  # "email" | "sms"
+    text: str
+    subject: str = ""
+    status: str = "Active"  # Inactive: messages stay queued (EmailQueued) until it is Active
+    keyword: str = ""  # sms: the keyword the definition subscribes numbers to
+    short_code: str = ""
+
+    @property
+    def definition_id(self) -> str:
+        return str(uuid.uuid5(_NS, f"tx:{self.channel}:{self.key}"))
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "definitionKey": self.key,
+            "definitionId": self.definition_id,
+            "name": self.name,
+            "status": self.status,
+        }
+        if self.channel == "sms":
+            out["content"] = {"message": self.text}
+            out["subscriptions"] = {
+                "shortCode": self.short_code,
+                "countryCode": "TW",
+                "keyword": self.keyword,
+                "autoAddSubscriber": True,
+            }
+        else:
+            out["content"] = {"subject": self.subject}
+            out["subscriptions"] = {"autoAddSubscriber": True, "updateSubscriber": False}
+        return out
+
+
 EMAIL_DEFINITIONS: dict[str, EmailDefinition] = {
     d.key: d
     for d in (
@@ -72,6 +116,27 @@ SMS_DEFINITIONS: dict[str, SmsDefinition] = {
             text="%%GiverName%% 送你 $%%Amount%% 紅包！EZTABLE 訂位即可使用。",
         ),
     )
+}
+
+TX_DEFINITIONS: dict[str, dict[str, TransactionalDefinition]] = {
+    "email": {
+        d.key: d
+        for d in (
+            *(
+                TransactionalDefinition(t.key, t.name, "email", t.text, subject=t.subject)
+                for t in EMAIL_DEFINITIONS.values()
+            ),
+            TransactionalDefinition(
+                "paused-notice", "Paused notice", "email", "Paused.", subject="Paused", status="Inactive"
+            ),
+        )
+    },
+    "sms": {
+        d.message_id: TransactionalDefinition(
+            d.message_id, d.name, "sms", d.text, keyword=d.keyword, short_code=d.short_code
+        )
+        for d in SMS_DEFINITIONS.values()
+    },
 }
 
 _PLACEHOLDER = re.compile(r"%%([A-Za-z0-9_]+)%%")
