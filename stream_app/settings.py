@@ -79,6 +79,11 @@ class SettingsError(ValueError):
 class Settings:
     app_id: str = field(default_factory=lambda: _env("APP_ID", "stream_app"))
     broker_url: str = field(default_factory=lambda: _env("BROKER_URL", "kafka://127.0.0.1:9092"))
+    # A Confluent-compatible schema registry's API (Apicurio: http://host:port/apis/ccompat/v7; what
+    # `python -m stream_app registry` prints): Avro-framed input records are decoded with the schemas
+    # it holds, and `create-topics` registers schemas/*.avsc there. Empty: JSON only, and an
+    # Avro-framed record goes to the DLQ saying no registry is configured.
+    schema_registry_url: str = field(default_factory=lambda: _env("SCHEMA_REGISTRY_URL", ""))
     web_port: int = field(default_factory=lambda: _env_int("WEB_PORT", 6066))
     web_host: str = field(default_factory=lambda: _env("WEB_HOST", "127.0.0.1"))
     # The bearer token every operator view asks for (`Authorization: Bearer <token>`); unset is
@@ -183,10 +188,19 @@ class Settings:
     log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "INFO"))
 
     @property
+    def broker_addresses(self) -> list[tuple[str, int]]:
+        """Every broker of BROKER_URL (Faust's `kafka://h1:p1;h2:p2`, commas accepted too)."""
+        found = []
+        for part in self.broker_url.replace(",", ";").split(";"):
+            part = part.strip()
+            if part:
+                parsed = urlparse(part if "://" in part else f"kafka://{part}")
+                found.append((parsed.hostname or "127.0.0.1", parsed.port or 9092))
+        return found or [("127.0.0.1", 9092)]
+
+    @property
     def broker_host_port(self) -> tuple[str, int]:
-        first = self.broker_url.split(";")[0].split(",")[0]
-        parsed = urlparse(first if "://" in first else f"kafka://{first}")
-        return parsed.hostname or "127.0.0.1", parsed.port or 9092
+        return self.broker_addresses[0]
 
     @property
     def min_insync_replicas(self) -> int:
@@ -201,8 +215,8 @@ class Settings:
 
     @property
     def bootstrap_servers(self) -> str:
-        host, port = self.broker_host_port
-        return f"{host}:{port}"
+        """All of BROKER_URL's brokers: a client started while the first is down still connects."""
+        return ",".join(f"{host}:{port}" for host, port in self.broker_addresses)
 
     @property
     def quiet_hours(self) -> QuietHours | None:

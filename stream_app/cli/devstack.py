@@ -244,9 +244,6 @@ class DevStack:
         self.notes.append(f"  sandbox   {self.sandbox_url}  sftp {host}:{sftp_port}  (log {_shown(log)})")
 
     def create_topics(self) -> None:
-        if importlib.util.find_spec("stream_app.topics") is None:
-            print("warning: stream_app.topics is missing; topics are not created up front", flush=True)
-            return
         child = self._spawn("create-topics", [sys.executable, "-m", "stream_app", "create-topics"])
         deadline = time.monotonic() + TOPICS_TIMEOUT
         # Not a long-lived child: it is expected to exit, so it is waited for here, not supervised.
@@ -269,9 +266,6 @@ class DevStack:
         print(f"topics ready ({_shown(child.log_path or self.logs_dir)})", flush=True)
 
     def start_worker(self) -> None:
-        if importlib.util.find_spec("stream_app.worker") is None:
-            print("warning: stream_app.worker is missing; starting without a worker", flush=True)
-            return
         host, port = self.settings.web_host, self.settings.web_port
         if port_accepts(host, port):
             raise DevStackError(f"WEB_PORT {host}:{port} is taken (another worker running?); set WEB_PORT")
@@ -279,10 +273,8 @@ class DevStack:
         child = self._spawn("worker", [sys.executable, "-m", "stream_app", "worker"])
 
         def ready() -> bool:
-            # /health/ says 200 only once partitions are assigned and tables recovered; a build
-            # without that view is ready when the web server answers at all.
-            health = _http_answers(f"{self.web_url}health/")
-            return health == 200 or (health == 404 and _http_answers(self.web_url) is not None)
+            # /health/ says 200 only once partitions are assigned and tables recovered.
+            return _http_answers(f"{self.web_url}health/") == 200
 
         self.await_condition("the worker", ready, WORKER_READY_TIMEOUT, child.log_path)
         self.notes.append(f"  worker    {self.web_url}  (log {_shown(child.log_path or self.logs_dir)})")
