@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .call_budget import BudgetError, parse_per_minute
 from .outcomes import parse_domains
 from .server import run
 from .state import Config
@@ -49,7 +50,23 @@ def parse_args(argv: list[str] | None = None) -> Config:
         default=True,
         help="every number counts as subscribed (MC delivers to numbers subscribed to the keyword only)",
     )
+    budget = p.add_argument_group(
+        "MC's API call budget (off unless asked for, see mc_sandbox/call_budget.py)"
+    )
+    budget.add_argument(
+        "--calls-per-minute",
+        default="off",
+        help="rest=N,soap=N per sliding minute, or mc (rest=2500,soap=2000), or off",
+    )
+    budget.add_argument(
+        "--max-concurrent-calls", type=int, default=0, help="REST calls in flight; 0 = no bound"
+    )
+    budget.add_argument("--no-call-budget", action="store_true", help="neither limit, whatever else says")
     a = p.parse_args(argv)
+    try:
+        per_minute = parse_per_minute(a.calls_per_minute)
+    except BudgetError as exc:
+        p.error(str(exc))
     return Config(
         http_port=a.http_port,
         sftp_port=a.sftp_port,
@@ -64,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         unsub_domains=parse_domains(a.unsub_domains),
         ens_classic_sends=a.ens_classic_sends,
         mobileconnect_open_numbers=a.mobileconnect_open_numbers,
+        calls_per_minute={} if a.no_call_budget else per_minute,
+        max_concurrent_calls=0 if a.no_call_budget else max(0, a.max_concurrent_calls),
     )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import asyncssh
 from aiohttp import web
 
-from . import auth, ens, inspection, rest, sms, soap, transactional
+from . import auth, call_budget, ens, inspection, rest, sms, soap, transactional
 from .context import SANDBOX, Sandbox
 from .ens_manager import EnsManager
 from .faults import FaultRegistry, RateLimiter
@@ -45,14 +45,22 @@ def _rest_429(retry_after: int, message: str = "Rate limit exceeded") -> web.Res
     )
 
 
-def _soap_rate_limited(sb: Sandbox, status: int = 500, retry_after: int = 1) -> web.Response:
+def _soap_rate_limited(sb: Sandbox, status: int = 500, retry_after: int | None = 1) -> web.Response:
     return soap.fault_response(
         "Rate Limited",
         faultcode="soap:Server",
         code=17,
         status=status,
         actor=f"{sb.config.base_url}Service.asmx",
-        headers={"Retry-After": str(retry_after)},
+        headers=None if retry_after is None else {"Retry-After": str(retry_after)},
+    )
+
+
+def _rest_blocked() -> web.Response:
+    # Too many concurrent requests: MC gives no Retry-After, the caller has to slow down by itself.
+    return web.json_response(
+        {"message": "Your requests are temporarily blocked.", "errorcode": 50200, "documentation": DOC_URL},
+        status=429,
     )
 
 
@@ -91,12 +99,32 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
     target = target_of(request.path)
     if target is None:
         return await handler(request)
-    if target in ("soap", "rest", "sms"):
-        sb.state.bump(f"{target}_calls")
-        allowed, retry_after = sb.limiter.allow()
-        if not allowed:
-            sb.state.bump("rate_limited")
-            return _soap_rate_limited(sb) if target == "soap" else _rest_429(retry_after)
+    if target not in ("soap", "rest", "sms"):
+        return await _faulted(request, handler, sb, target)
+    sb.state.bump(f"{target}_calls")
+    allowed, retry_after = sb.limiter.allow()
+    if not allowed:
+        sb.state.bump("rate_limited")
+        return _soap_rate_limited(sb) if target == "soap" else _rest_429(retry_after)
+    family = "soap" if target == "soap" else "rest"
+    budget = request.app[call_budget.BUDGET]
+    verdict = budget.admit(family)
+    if verdict.outcome == "rate":
+        sb.state.bump("rate_limited")
+        return (
+            _soap_rate_limited(sb, retry_after=None) if family == "soap" else _rest_429(verdict.retry_after)
+        )
+    if verdict.outcome == "concurrency":
+        sb.state.bump("rate_limited")
+        return _rest_blocked()
+    try:
+        return await _faulted(request, handler, sb, target)
+    finally:
+        budget.release(family)
+
+
+async def _faulted(request: web.Request, handler: Handler, sb: Sandbox, target: str) -> web.StreamResponse:
+    """Injected faults, then the real handler."""
     fault = sb.faults.take(target)
     if fault is not None:
         sb.state.bump("faults_injected")
@@ -139,6 +167,9 @@ def build_app(sb: Sandbox) -> web.Application:
     app = web.Application(middlewares=[gate], client_max_size=64 * 1024 * 1024)
     app[SANDBOX] = sb
     app[WSDL], app[XSD] = soap.load_wsdl(sb.config.base_url)
+    budget = call_budget.CallBudget(sb.config.calls_per_minute, sb.config.max_concurrent_calls)
+    app[call_budget.BUDGET] = budget
+    sb.on_reset.append(budget.reset)
     r = app.router
     r.add_post("/v2/token", auth.token_handler)
     r.add_post("/v1/requestToken", auth.legacy_token_handler)
@@ -161,6 +192,7 @@ def build_app(sb: Sandbox) -> web.Application:
     r.add_delete("/platform/v1/ens-subscriptions/{sid}", ens.delete_subscription)
     r.add_get("/platform/v1/ens-subscriptions-by-cb/{cb}", ens.subscriptions_by_callback)
     inspection.add_routes(app)
+    r.add_get("/_sandbox/calls", call_budget.calls_handler)
     # Service.asmx is matched case-insensitively in the middleware; this catch-all lets it get there.
     r.add_route("*", "/{tail:.*}", not_found)
     return app

@@ -94,6 +94,10 @@ class Config:
     # Legacy kindness, on until the pipeline subscribes numbers (see mobile_subscriptions.py): every
     # number counts as subscribed to every keyword, where MC delivers only to subscribed ones.
     mobileconnect_open_numbers: bool = True
+    # MC's call budget (call_budget.py): calls per sliding minute by API family (none = not limited),
+    # and REST calls in flight at once (0 = no bound).
+    calls_per_minute: dict[str, int] = field(default_factory=dict)
+    max_concurrent_calls: int = 0
 
     @property
     def base_url(self) -> str:
