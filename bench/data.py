@@ -3,35 +3,33 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from stream_app.contract.topics import INPUT_TOPICS
+
+DRAWN_TOPIC = INPUT_TOPICS[0]  # packet.drawn: where these events go
 MEMBERS = 20_000
 NEW_MEMBER_BASE = 1_000_000  # members the pipeline has never seen (latency of the import path)
 OCCURRED_AT = "2026-01-28T12:00:00+08:00"
 
 
-def member(i: int) -> dict[str, Any]:
-    """A member's fixed profile: the same email and mobile in every event (so it stays 'known')."""
-    return {
-        "member_id": f"M{i:07d}",
-        "name": f"會員{i:07d} EZTABLE Bench Member",
-        "email": f"member{i:07d}.bench-run@example.com",
-        "mobile": f"+8869{i % 100_000_000:08d}" if i % 2 == 0 else None,
-        "locale": "zh-TW",
-    }
+def member(i: int, *, small: bool = False) -> dict[str, Any]:
+    """A member's fixed profile: the same email and mobile in every event (so it stays 'known').
 
-
-def member_small(i: int) -> dict[str, Any]:
-    return {
+    `small`: a short name and no locale, for the ~300 B events of the big backlog."""
+    profile: dict[str, Any] = {
         "member_id": f"M{i:07d}",
-        "name": f"m{i}",
+        "name": f"m{i}" if small else f"會員{i:07d} EZTABLE Bench Member",
         "email": f"member{i:07d}.bench-run@example.com",
         "mobile": f"+8869{i % 100_000_000:08d}" if i % 2 == 0 else None,
     }
+    if not small:
+        profile["locale"] = "zh-TW"
+    return profile
 
 
 @dataclass(frozen=True)
@@ -42,6 +40,12 @@ class Event:
     notifications: int  # notifications the pipeline must produce for it (all addresses are valid)
 
 
+def records(events: Iterable[Event]) -> Iterator[tuple[bytes | None, bytes]]:
+    """Key and value of each event, as `bench.kafka.produce_all` takes them."""
+    for e in events:
+        yield e.key, e.value
+
+
 def notifications_for(drawer: int) -> int:
     # drawer email + giver email, plus the drawer's SMS when the drawer has a mobile
     return 3 if drawer % 2 == 0 else 2
@@ -49,15 +53,14 @@ def notifications_for(drawer: int) -> int:
 
 def drawn(event_id: str, drawer: int, giver: int, amount: int, *, small: bool = False) -> Event:
     packet_id = f"RP-{event_id}"
-    party = member_small if small else member
     body: dict[str, Any] = {
         "event_id": event_id,
         "occurred_at": OCCURRED_AT,
         "packet_id": packet_id,
         "amount": amount,
         "cashback_amount": 100,
-        "drawer": party(drawer),
-        "giver": party(giver),
+        "drawer": member(drawer, small=small),
+        "giver": member(giver, small=small),
     }
     return Event(event_id, packet_id.encode(), orjson.dumps(body), notifications_for(drawer))
 

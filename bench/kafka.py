@@ -10,6 +10,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+# Partitions of every topic the bench creates, as many as the worker's default TOPIC_PARTITIONS.
+PARTITIONS = 4
 BULK_BATCH_BYTES = 512 * 1024
 
 
@@ -59,6 +61,18 @@ async def produce_bulk(
             pending.append(await producer.send_batch(batch, topic, partition=p))
     await asyncio.gather(*pending)
     return count
+
+
+async def produce_all(
+    bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, bytes]], partitions: int = PARTITIONS
+) -> int:
+    """`produce_bulk` on a bulk producer of its own, stopped when done; returns the count."""
+    producer = bulk_producer(bootstrap)
+    await producer.start()
+    try:
+        return await produce_bulk(producer, topic, items, partitions)
+    finally:
+        await producer.stop()
 
 
 class Offsets:
