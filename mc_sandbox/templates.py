@@ -104,6 +104,27 @@ EMAIL_DEFINITIONS: dict[str, EmailDefinition] = {
             subject="紅包",
             text="你的朋友 %%DrawerName%% 用了你送的紅包，你獲得 $%%Cashback%% EZCASH 回饋！",
         ),
+        # The English twins, for members whose locale is `en` (stream_app/domain/templates.py).
+        EmailDefinition(
+            key="packet-drawn-drawer-en",
+            name="Packet drawn (drawer, English)",
+            subject="A red envelope for you",
+            text="Dear %%DrawerName%%, lucky you! You drew the $%%Amount%% red envelope %%GiverName%% "
+            "sent. Use it straight away on a restaurant booking!",
+        ),
+        EmailDefinition(
+            key="packet-drawn-giver-en",
+            name="Packet drawn (giver, English)",
+            subject="Your red envelope was drawn",
+            text="Your friend %%DrawerName%% drew your $%%Amount%% EZCASH red envelope! "
+            "As soon as they spend it, you get $%%Cashback%% back!",
+        ),
+        EmailDefinition(
+            key="packet-redeemed-giver-en",
+            name="Packet redeemed (giver, English)",
+            subject="You earned a cashback",
+            text="Your friend %%DrawerName%% used your red envelope: you earned $%%Cashback%% EZCASH!",
+        ),
     )
 }
 
@@ -114,6 +135,11 @@ SMS_DEFINITIONS: dict[str, SmsDefinition] = {
             message_id="packet-drawn-welcome",
             name="Packet drawn welcome",
             text="%%GiverName%% 送你 $%%Amount%% 紅包！EZTABLE 訂位即可使用。",
+        ),
+        SmsDefinition(
+            message_id="packet-drawn-welcome-en",
+            name="Packet drawn welcome (English)",
+            text="%%GiverName%% sent you a $%%Amount%% red envelope! Use it on any EZTABLE booking.",
         ),
     )
 }
