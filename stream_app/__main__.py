@@ -10,6 +10,7 @@ commands:
   worker                 one Faust worker against BROKER_URL (several may run side by side)
   dev                    broker + sandbox + one worker in the foreground (what `make run` runs)
   broker                 the embedded Apache Kafka (KRaft) alone, in the foreground
+  registry               a schema registry (Apicurio, in-memory) for Avro producers, in the foreground
   create-topics          create every topic with its partition count (idempotent)
   resend                 re-send one event's notifications, or replay a DLQ to its source
   kafka-console-producer | kafka-console-consumer | kafka-topics | kafka-consumer-groups | kafka-configs
@@ -35,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         from stream_app.localkafka.cli import main as broker_main
 
         return broker_main(rest)
+    if command == "registry":
+        from stream_app.localkafka.registry_cli import main as registry_main
+
+        return registry_main(rest)
     if command.startswith("kafka-"):
         from stream_app.localkafka.tools import run_tool
 
