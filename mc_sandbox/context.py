@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from . import clock
+from .blackout import Holds
 from .ens_manager import EnsManager
 from .faults import FaultRegistry, RateLimiter
 from .imports import ImportManager
@@ -22,8 +24,12 @@ class Sandbox:
     imports: ImportManager
     ens: EnsManager
     on_reset: list[Callable[[], None]] = field(default_factory=list)
+    # SMS held by a MobileConnect blackout window until it ends (blackout.py).
+    holds: Holds = field(default_factory=Holds)
 
     def reset(self) -> None:
+        self.holds.clear()
+        clock.reset()
         self.state.reset()
         self.faults.clear()
         self.imports.reset()

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from aiohttp import web
 
+from . import clock
 from .context import sandbox_of
 from .faults import FaultError
 from .sendlog import DATA_EXTENSIONS, value_text
@@ -119,6 +120,34 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+async def clock_get(request: web.Request) -> web.Response:
+    return web.json_response({"now": iso(clock.now()), "offset_seconds": clock.offset_seconds()})
+
+
+async def clock_post(request: web.Request) -> web.Response:
+    """Test clock: ``{"now": "<ISO 8601>"}`` sets it, ``{"advance_seconds": N}`` moves it on,
+    ``{"now": null}`` puts it back on real time. SMS held by a blackout window go out when it reads
+    their window's end (blackout.Holds); a reset also puts the clock back."""
+    sb = sandbox_of(request)
+    try:
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise ValueError("body must be a JSON object")
+        if "advance_seconds" in body:
+            clock.advance(float(body["advance_seconds"]))
+        elif body.get("now") is None:
+            clock.reset()
+        else:
+            when = datetime.fromisoformat(str(body["now"]).replace("Z", "+00:00"))
+            if when.tzinfo is None:
+                raise ValueError("now needs a UTC offset")
+            clock.set_now(when)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as exc:
+        return web.json_response({"error": f"expected now (ISO 8601) or advance_seconds: {exc}"}, status=400)
+    sb.holds.rearm()
+    return await clock_get(request)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/_sandbox/messages", messages)
     app.router.add_get("/_sandbox/subscribers", subscribers)
@@ -133,3 +162,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/_sandbox/tokens/expire", expire_tokens)
     app.router.add_get("/_sandbox/ens", ens)
     app.router.add_get("/_sandbox/health", health)
+    app.router.add_get("/_sandbox/clock", clock_get)
+    app.router.add_post("/_sandbox/clock", clock_post)

@@ -4,6 +4,7 @@ A send is accepted (202 + tokenId) and its numbers delivered at send time, ``--s
 later: those subscribed to the message's keyword then (mobile_subscriptions.py) get it (an SMSMTEvent,
 an SMSSendLog row, tracking entries in the deliveries), the others are left out of the deliveries'
 ``count`` and get nothing. Until the send time the deliveries read ``Queuing`` with no tracking.
+A send made inside its ``blackoutWindow`` (blackout.py) has its send time at the window's end.
 Dates are in MC's CST with no zone suffix.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import mobile_subscriptions
+from . import blackout, mobile_subscriptions
 from .context import Sandbox, sandbox_of
 from .http import not_authorized, read_json, rest_authorized
 from .sendlog import log_sms
@@ -96,6 +97,10 @@ async def send_handler(request: web.Request) -> web.Response:
         errors.append("Keyword is not necessary when Subscribe and Resubscribe are false.")
     if keyword and str(keyword).upper() != definition.keyword.upper():
         errors.append(f"Keyword {keyword} is invalid for the code on the message.")
+    try:
+        window = blackout.parse(fields.get("blackoutwindow"))
+    except blackout.BlackoutError as exc:
+        errors.append(str(exc))
     if errors:
         return _errors(*errors)
     if subscribe:
@@ -124,7 +129,17 @@ async def send_handler(request: web.Request) -> web.Response:
         token_id=token_id, message_id=message_id, numbers=[r[0] for r in recipients], text=messages[0].text
     )
     sb.state.sms_sends[token_id] = send
-    sb.state.later(sb.state.config.send_log_delay, lambda: _deliver(sb, send, messages, definition.keyword))
+    # Sent inside its blackout window, the request waits in MC's queue for the window's end.
+    held_until = window.hold_until(utcnow()) if window else None
+    if held_until is None:
+        sb.state.later(
+            sb.state.config.send_log_delay, lambda: _deliver(sb, send, messages, definition.keyword)
+        )
+    else:
+        for msg in messages:
+            msg.status, msg.scheduled_for = "scheduled", held_until
+        sb.state.bump("sms_scheduled")
+        sb.holds.hold(held_until, lambda: _deliver(sb, send, messages, definition.keyword))
     return web.json_response({"tokenId": token_id}, status=202)
 
 

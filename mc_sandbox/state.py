@@ -16,9 +16,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from . import clock
+
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """The sandbox's time: the real one unless a test moved its clock (clock.py)."""
+    return clock.now()
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -147,6 +150,8 @@ class Message:
     # was sent may turn it into bounced or unsubscribed.
     status: str = "queued"
     sent_at: datetime | None = None
+    # A MobileConnect blackout window holds it (status "scheduled") until then (blackout.py).
+    scheduled_for: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -162,6 +167,7 @@ class Message:
             "api": self.api,
             "status": self.status,
             "sent_at": iso(self.sent_at),
+            "scheduled_for": iso(self.scheduled_for),
         }
 
 
