@@ -5,22 +5,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import queue
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from stream_app.localkafka import EmbeddedKafka, free_port
 from tests.fixtures.sandbox import SandboxProcess, start_sandbox
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
@@ -345,3 +351,80 @@ async def print_mentions(bootstrap: str, needles: Iterable[bytes], topics: Itera
             if any(needle in (record.key or b"") + (record.value or b"") for needle in wanted):
                 value = (record.value or b"").decode(errors="replace")
                 print(f"EXPLAIN {topic}[{record.partition}]@{record.offset}", value[:600])
+
+
+# ----------------------------------------------------------------- child processes (by PID)
+
+
+class Output:
+    """A child's stdout, drained line by line on a thread (so the child never blocks on a full pipe).
+
+    Not select() + readline(): readline buffers ahead, and lines already in the buffer would then
+    wait for the *next* write to become visible.
+    """
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        assert proc.stdout is not None
+        stream = proc.stdout
+
+        def pump() -> None:
+            for line in stream:
+                self.lines.put(line)
+            self.lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def until(self, predicate: str | None, timeout: float) -> str | None:
+        """Read until a line containing `predicate` (returned), EOF or the deadline (None)."""
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                return None
+            if line is None:
+                return None
+            self.seen.append(line)
+            if predicate is not None and predicate in line:
+                return line.rstrip("\n")
+        return None
+
+    def rest(self, timeout: float = 10) -> str:
+        """Everything up to EOF (call once the child has exited)."""
+        self.until(None, timeout)
+        return self.text
+
+    @property
+    def text(self) -> str:
+        return "".join(self.seen)
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def assert_all_gone(procs: list[psutil.Process], timeout: float = 15) -> None:
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    # A reparented child may linger as a zombie until init reaps it; it holds no ports or files.
+    alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"left behind: {[(p.pid, p.cmdline()) for p in alive]}"
+
+
+@contextmanager
+def started(cmd: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """A subprocess that is killed (by PID, with its descendants) if the test fails midway."""
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            leftovers = descendants(proc.pid)
+            proc.kill()
+            proc.wait(10)
+            for p in leftovers:
+                if p.is_running():
+                    p.kill()

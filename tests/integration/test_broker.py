@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +28,7 @@ from stream_app.localkafka import (
     port_accepts,
 )
 from tests.fixtures.kafka import KafkaBroker, Records
-from tests.integration.helpers import topic_configs
+from tests.integration.helpers import Output, assert_all_gone, descendants, started, topic_configs
 
 pytestmark = pytest.mark.integration
 
@@ -60,80 +55,6 @@ def tool(
 
 def topic_name(prefix: str) -> str:
     return f"{prefix}.{uuid.uuid4().hex[:8]}"
-
-
-class Output:
-    """A child's stdout, drained line by line on a thread (so the child never blocks on a full pipe).
-
-    Not select() + readline(): readline buffers ahead, and lines already in the buffer would then
-    wait for the *next* write to become visible.
-    """
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
-        assert proc.stdout is not None
-        stream = proc.stdout
-
-        def pump() -> None:
-            for line in stream:
-                self.lines.put(line)
-            self.lines.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-
-    def until(self, predicate: str | None, timeout: float) -> str | None:
-        """Read until a line containing `predicate` (returned), EOF or the deadline (None)."""
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=remaining)
-            except queue.Empty:
-                return None
-            if line is None:
-                return None
-            self.seen.append(line)
-            if predicate is not None and predicate in line:
-                return line.rstrip("\n")
-        return None
-
-    def rest(self, timeout: float = 10) -> str:
-        """Everything up to EOF (call once the child has exited)."""
-        self.until(None, timeout)
-        return self.text
-
-    @property
-    def text(self) -> str:
-        return "".join(self.seen)
-
-
-def descendants(pid: int) -> list[psutil.Process]:
-    return psutil.Process(pid).children(recursive=True)
-
-
-def assert_all_gone(procs: list[psutil.Process], timeout: float = 15) -> None:
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    # A reparented child may linger as a zombie until init reaps it; it holds no ports or files.
-    alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert not alive, f"left behind: {[(p.pid, p.cmdline()) for p in alive]}"
-
-
-@contextmanager
-def started(cmd: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    """A subprocess that is killed (by PID, with its descendants) if the test fails midway."""
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            leftovers = descendants(proc.pid)
-            proc.kill()
-            proc.wait(10)
-            for p in leftovers:
-                if p.is_running():
-                    p.kill()
 
 
 # ---------------------------------------------------------------------------------------- fixture

@@ -29,8 +29,7 @@ from stream_app.localkafka import (
     port_accepts,
     run_blocking,
 )
-from tests.integration.helpers import eventually
-from tests.integration.test_broker import Output, assert_all_gone, descendants, started
+from tests.integration.helpers import Output, assert_all_gone, descendants, eventually, started
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
