@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import sys
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from stream_app.contract.registry import RegistryError, SchemaRegistry, topic_schemas
 from stream_app.contract.topics import topic_partitions
 from stream_app.runtime.app import build
 from stream_app.settings import STAGES, Settings, load
@@ -88,6 +90,19 @@ async def ensure_topics(
         await admin.close()
 
 
+async def register_schemas(url: str, topics: list[str]) -> dict[str, int]:
+    """Register `schemas/<topic>.avsc` under `<topic>-value` at the registry at `url`, for every topic
+    of `topics` that has one (idempotent: a schema registered before keeps its id). Returns the ids."""
+    registry = SchemaRegistry(url)
+    try:
+        return {
+            subject: await registry.register(subject, schema)
+            for subject, schema in topic_schemas(topics).items()
+        }
+    finally:
+        await registry.aclose()
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m stream_app create-topics")
     parser.add_argument(
@@ -103,4 +118,12 @@ def main(argv: list[str]) -> int:
     created = asyncio.run(ensure_topics(settings, counts, changelogs, runtime.changelog_configs()))
     for name, count in sorted({**counts, **changelogs}.items()):
         print(f"{'created' if name in created else 'exists '} {name} ({count} partitions)")
+    if settings.schema_registry_url:
+        try:
+            ids = asyncio.run(register_schemas(settings.schema_registry_url, sorted(counts)))
+        except RegistryError as exc:
+            print(f"create-topics: schemas not registered: {exc}", file=sys.stderr)
+            return 1
+        for subject, schema_id in ids.items():
+            print(f"registered {subject} (schema id {schema_id}) at {settings.schema_registry_url}")
     return 0

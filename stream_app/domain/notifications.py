@@ -17,6 +17,8 @@ from email_validator import EmailNotValidError, validate_email
 
 from stream_app.contract.records import SubscriberReady
 from stream_app.contract.schemas import SchemaError, validate
+from stream_app.contract.topics import INPUT_TOPICS
+from stream_app.contract.wire import MAGIC, AvroSchemas, WireFormatError
 from stream_app.domain.templates import render_sms, resolve_locale
 
 # The intake's hot path handles an event as the plain dict its schema validated and a notification
@@ -25,7 +27,7 @@ from stream_app.domain.templates import render_sms, resolve_locale
 Event = dict[str, Any]
 Ready = dict[str, Any]
 
-EVENT_TYPES = ("packet.drawn", "packet.redeemed")
+EVENT_TYPES = INPUT_TOPICS
 SENDER_SUFFIX = " via EZTABLE"
 MAX_NAME_LENGTH = 200
 MAX_ID_LENGTH = 200
@@ -74,16 +76,30 @@ class Rejected:
         return SubscriberReady.from_data(self.ready)
 
 
-def decode_event(topic: str, raw: bytes | None) -> Event:
-    """Bytes from an input topic -> the validated event (defaults filled in), or InvalidEvent saying why."""
+# Where Avro-framed records are decoded when no registry is configured: they go to the DLQ, saying so.
+_NO_REGISTRY = AvroSchemas()
+
+
+def decode_event(topic: str, raw: bytes | None, avro: AvroSchemas | None = None) -> Event:
+    """Bytes from an input topic -> the validated event (defaults filled in), or InvalidEvent saying why.
+
+    JSON, or Avro in the Confluent wire format (first byte 0x00, contract/wire.py) decoded with the
+    writer's schema from `avro` (the registry's schemas the intake fetched for its batch); either
+    way the value is then validated against the topic's schema."""
     if topic not in EVENT_TYPES:
         raise InvalidEvent(f"unknown event type {topic!r}")
     if raw is None or not raw.strip():
         raise InvalidEvent("empty value")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEvent(f"not JSON: {exc}") from None
+    if raw[0] == MAGIC:  # JSON text never starts with a NUL byte
+        try:
+            data = (_NO_REGISTRY if avro is None else avro).decode(raw)
+        except WireFormatError as exc:
+            raise InvalidEvent(str(exc)) from None
+    else:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEvent(f"not JSON: {exc}") from None
     if isinstance(data, dict) and "event_type" in data and data["event_type"] != topic:
         raise InvalidEvent(f"unknown event type {data['event_type']!r} on topic {topic}")
     try:

@@ -165,7 +165,9 @@ async def test_a_stop_while_the_consumer_joins_its_group_does_not_deadlock() -> 
         async def stop(self) -> None:
             pass
 
-    intake: Any = SimpleNamespace(batch_lock=asyncio.Lock(), seen=SimpleNamespace(forget=lambda tps: None))
+    intake: Any = SimpleNamespace(
+        batch_lock=asyncio.Lock(), seen=SimpleNamespace(forget=lambda tps: None), registry=None
+    )
     listener = _Rebalance(intake)
 
     class Joining:

@@ -14,6 +14,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from stream_app.contract.topics import INTAKE_HEADER, INTENTS_TOPIC, READY_TOPIC
+from stream_app.contract.wire import AvroSchemas
 from stream_app.domain.notifications import InvalidEvent, decode_event, plan
 from stream_app.domain.subscribers import needs_import
 from stream_app.ops import metrics
@@ -29,10 +30,14 @@ log = logging.getLogger("stream_app.intake")
 class IntakeBatch:
     """The outputs of one fetched batch of input records: built here, sent by the outbox."""
 
-    def __init__(self, outbox: Outbox, seen: SeenMarks, known: KnownSubscribers) -> None:
+    def __init__(
+        self, outbox: Outbox, seen: SeenMarks, known: KnownSubscribers, avro: AvroSchemas | None = None
+    ) -> None:
         self.outbox = outbox
         self.seen = seen
         self.known = known
+        # The writer schemas of the batch's Avro records, fetched before the batch (service.py).
+        self.avro = avro
         self.at = outputs.now_rfc3339()
         self.received_at = time.time()
         self.ready = 0
@@ -50,7 +55,7 @@ class IntakeBatch:
         metrics.events_received(tp.topic, len(records))
 
     def handle_one(self, tp: TopicPartition, marks: Marks, record: ConsumerRecord[bytes, bytes]) -> None:
-        event = decode_event(tp.topic, record.value)
+        event = decode_event(tp.topic, record.value, self.avro)
         event_id: str = event["event_id"]
         if is_duplicate(marks.get(event_id), record.offset):
             self.trace(event_id, "duplicate-input", topic=tp.topic, offset=record.offset)

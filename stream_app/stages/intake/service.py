@@ -29,6 +29,7 @@ import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from stream_app.contract.registry import SchemaRegistry
 from stream_app.contract.topics import (
     INPUT_TOPICS,
     INTENTS_TOPIC,
@@ -37,6 +38,7 @@ from stream_app.contract.topics import (
     TRACE_TOPIC,
     dlq_name,
 )
+from stream_app.contract.wire import AvroSchemas, schema_ids
 from stream_app.ops import metrics
 from stream_app.stages.intake.batch import IntakeBatch
 from stream_app.stages.intake.known_subscribers import KnownSubscribers
@@ -85,6 +87,9 @@ class Intake(mode.Service):
         marks_dir = runtime.worker_dir / "intake-seen" if on_disk else None
         self.seen = SeenMarks(bootstrap, runtime.seen_log_topic, settings.topic_partitions, marks_dir)
         self.known = KnownSubscribers(bootstrap, settings.app_id)
+        # Avro-framed records: their writer schemas are fetched per batch, before it is handled.
+        self.registry = SchemaRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
+        self.avro = self.registry.schemas if self.registry is not None else AvroSchemas()
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=f"{settings.app_id}-intake",
@@ -124,6 +129,8 @@ class Intake(mode.Service):
         await self.consumer.stop()
         await self.known.stop()
         await self.producer.stop()
+        if self.registry is not None:
+            await self.registry.aclose()
 
     @mode.Service.task
     async def _consume(self) -> None:
@@ -155,7 +162,13 @@ class Intake(mode.Service):
         assigned = self.consumer.assignment()
         fetched = {tp: records for tp, records in fetched.items() if tp in assigned}
         await self.seen.restore(fetched)
-        batch = IntakeBatch(self.outbox, self.seen, self.known)
+        if self.registry is not None:
+            # The per-record path is synchronous: schemas of ids not seen yet are fetched first. A
+            # registry that cannot be asked fails the batch, which is read again (nothing is lost).
+            ids = schema_ids(r.value for records in fetched.values() for r in records)
+            if ids:
+                await self.registry.prefetch(ids)
+        batch = IntakeBatch(self.outbox, self.seen, self.known, self.avro)
         for tp, records in fetched.items():
             batch.handle(tp, records)
         self.seen.write_new(self.outbox)
