@@ -14,8 +14,8 @@ BOUNCED_TOPIC = "email.bounced"
 INTENTS_TOPIC = "stream_app.intents"
 BATCHES_TOPIC = "stream_app.batches"
 TRACE_TOPIC = "stream_app.trace"
-# The topics whose unprocessable records go to `<topic>.dlq`.
-DLQ_SOURCES = (*INPUT_TOPICS, READY_TOPIC, BATCHES_TOPIC, BOUNCED_TOPIC)
+# The topics whose unprocessable records go to `<topic>.dlq`: every topic a stage reads.
+DLQ_SOURCES = (*INPUT_TOPICS, READY_TOPIC, INTENTS_TOPIC, BATCHES_TOPIC, BOUNCED_TOPIC, TRACE_TOPIC)
 
 # A fast-path subscriber.ready record's header: the intake's steps for the event view.
 INTAKE_HEADER = "stream_app.intake"

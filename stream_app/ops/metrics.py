@@ -57,6 +57,22 @@ RECORDS_FORWARDED = Counter(
     "subscriber.ready records that arrived on another partition than their ledger's, forwarded there",
     registry=REGISTRY,
 )
+STORE_FAILURES = Counter(
+    "stream_app_store_failures",
+    "State store errors (disk full, I/O) that stopped this worker's consumption (runtime/health.py)",
+    ["stage"],
+    registry=REGISTRY,
+)
+SEEN_LOG_BAD_RECORDS = Counter(
+    "stream_app_seen_log_bad_records",
+    "Records of the intake's dedupe log that could not be read, skipped (stages/intake/seen.py)",
+    registry=REGISTRY,
+)
+INTAKE_BATCH_SPLITS = Counter(
+    "stream_app_intake_batch_splits",
+    "Intake batches that failed twice and were handled one record at a time",
+    registry=REGISTRY,
+)
 STALE_PENDING = Gauge(
     "stream_app_stale_pending_sends",
     "Send ledger entries `pending` for longer than PENDING_STALE_SECONDS and not in flight here",

@@ -155,11 +155,16 @@ def install(runtime: Runtime) -> None:
         async def get(self, request: Request, event_id: str) -> Response:
             return self.json(mask_value(summarise(event_id, event_trace.get(event_id))))
 
+    health = runtime.health
+
     @app.page(HEALTH_PATH)
     class HealthView(View):
-        """Ready once the worker owns partitions and has restored its tables (probes and tests)."""
+        """Ready once the worker owns partitions and has restored its tables (probes and tests);
+        unhealthy for good once its state store failed (runtime/health.py): restart it."""
 
         async def get(self, request: Request) -> Response:
+            if not health.healthy:
+                return self.json({"ready": False, "store_failure": health.store_failure}, status=503)
             assigned = len(app.consumer.assignment()) if app.consumer else 0
             recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
             ready = assigned > 0 and not app.rebalancing and recovered

@@ -16,7 +16,6 @@ from typing import Any
 import faust
 from faust.types import TopicT
 
-from stream_app.contract.records import BatcherInput, EmailBounced, SubscriberBatch, TraceStep
 from stream_app.contract.topics import (
     BATCHES_TOPIC,
     BOUNCED_TOPIC,
@@ -29,6 +28,7 @@ from stream_app.contract.topics import (
 from stream_app.mc import MarketingCloud
 from stream_app.ops.metrics import instrument_mc
 from stream_app.runtime import faust_patches
+from stream_app.runtime.health import Health
 from stream_app.settings import ROCKSDB_OPTIONS, Settings
 from stream_app.stages import install
 
@@ -55,8 +55,9 @@ class _App(faust.App):
 
 @dataclass(frozen=True)
 class Topics:
-    # External topics carry raw bytes: the agents decode them so a bad record can go to its DLQ
-    # untouched. Internal ones are Faust records of ours.
+    # Every topic carries raw bytes: the agents decode them inside their error handling, so a bad
+    # record goes to its DLQ untouched (Faust acks a value that fails its own decoding unseen).
+    # The internal ones hold our records' JSON (contract/internal.py).
     ready: TopicT
     status: TopicT
     bounced: TopicT
@@ -98,14 +99,16 @@ class Runtime:
             logging_config=None,
         )
         self.app.before_stop_hooks = []
+        # A failed state store stops consumption and turns /health/ red (runtime/health.py).
+        self.health = Health(self.app)
         app = self.app
         self.topics = Topics(
             ready=app.topic(READY_TOPIC, value_type=bytes, value_serializer="raw"),
             status=app.topic(STATUS_TOPIC, value_type=bytes, value_serializer="raw"),
-            bounced=app.topic(BOUNCED_TOPIC, value_type=EmailBounced, value_serializer="json"),
-            intents=app.topic(INTENTS_TOPIC, value_type=BatcherInput, value_serializer="json"),
-            batches=app.topic(BATCHES_TOPIC, value_type=SubscriberBatch, value_serializer="json"),
-            trace=app.topic(TRACE_TOPIC, value_type=TraceStep, value_serializer="json"),
+            bounced=app.topic(BOUNCED_TOPIC, value_type=bytes, value_serializer="raw"),
+            intents=app.topic(INTENTS_TOPIC, value_type=bytes, value_serializer="raw"),
+            batches=app.topic(BATCHES_TOPIC, value_type=bytes, value_serializer="raw"),
+            trace=app.topic(TRACE_TOPIC, value_type=bytes, value_serializer="raw"),
         )
         self.store_options = ROCKSDB_OPTIONS if settings.store.startswith("rocksdb") else None
         self._retained: set[str] = set()

@@ -7,11 +7,13 @@ producer batches (`stages/intake/outbox.py`), the Faust stages hand it to `Outpu
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 from faust.types import EventT
 
 from stream_app.contract.records import NotificationStatus, SubscriberReady, TraceStep
@@ -82,6 +84,21 @@ def dead_letter(
     if value is None and key is None:
         value = b""  # a record with neither is still a record a tool can produce back
     return Out(dlq_name(topic), key, value, dlq_headers(headers, error, topic, partition, offset), 0)
+
+
+def without_value(out: Out) -> Out:
+    """A DLQ record whose copy Kafka refused as too large: its key and headers, the reason saying
+    where the value still is (its source coordinates; retention permitting)."""
+    headers = list(out.headers or [])
+    size = len(out.value or b"")
+    note = f"; value left out ({size} bytes, too large for the DLQ): read it at source.topic/partition/offset"
+    for i, (name, value) in enumerate(headers):
+        if name == "error.message" and not value.endswith(b"at source.topic/partition/offset"):
+            headers[i] = (
+                name,
+                (value.decode("utf-8", "replace")[: MAX_HEADER_TEXT - len(note)] + note).encode(),
+            )
+    return out._replace(value=b"", headers=headers)
 
 
 def status(
@@ -199,11 +216,26 @@ class Outputs:
         await self.emit(trace(event_id, stage, **detail))
 
     async def dead_letter(self, event: EventT, error: BaseException) -> None:
-        """The event's record on its DLQ, awaited: the event is acked right after."""
+        """The event's record on its DLQ, awaited: the event is acked right after. A write that
+        fails is tried again (backing off) rather than acking a record kept nowhere; a copy too
+        large for the DLQ goes without its value (`without_value`)."""
         m = event.message
-        await self.emit(
-            dead_letter(m.topic, m.partition, m.offset, m.key, m.value, _headers(event), error), wait=True
-        )
+        out = dead_letter(m.topic, m.partition, m.offset, m.key, m.value, _headers(event), error)
+        delay = 1.0
+        while True:
+            try:
+                await self.emit(out, wait=True)
+                return
+            except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
+                if out.value:
+                    out = without_value(out)
+                    continue
+                failure: Exception = exc
+            except Exception as exc:
+                failure = exc
+            log.warning("DLQ write failed (%s); retrying in %.0f s", type(failure).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     async def ready(self, ready: SubscriberReady, *, via: str, **detail: Any) -> None:
         """Hand a notification whose recipient MC knows to the senders."""

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from faust.types import TP, EventT, StreamT
 
+from stream_app.contract.internal import decode_record, encode_record
 from stream_app.contract.records import BatcherInput, SubscriberBatch, SubscriberReady
 from stream_app.contract.topics import INTENTS_TOPIC
 from stream_app.domain.subscribers import (
@@ -36,6 +37,7 @@ from stream_app.domain.subscribers import (
     needs_import,
     subscriber_signature,
 )
+from stream_app.runtime.health import is_store_error
 from stream_app.runtime.outputs import Outputs
 
 if TYPE_CHECKING:
@@ -86,6 +88,7 @@ class Batcher:
         self.batches = runtime.topics.batches
         self.suppressed = runtime.suppressed
         self.out = Outputs(runtime.app)
+        self.health = runtime.health
         self.known_subscribers = runtime.table(KNOWN_SUBSCRIBERS_TABLE)
         self.pending_rows = runtime.table("pending-rows")
         self.open_windows = runtime.table("open-windows")
@@ -158,12 +161,14 @@ class Batcher:
             # reports, without rows: the import watcher waits for every window of a round.
             sent = await self.batches.send(
                 key=(close_round or window_id).encode(),  # a round's batches reach one watcher, in order
-                value=SubscriberBatch(
-                    window_id=window_id,
-                    closed_at=time.time(),
-                    rows=rows,
-                    close_round=close_round,
-                    round_size=round_size,
+                value=encode_record(
+                    SubscriberBatch(
+                        window_id=window_id,
+                        closed_at=time.time(),
+                        rows=rows,
+                        close_round=close_round,
+                        round_size=round_size,
+                    )
                 ),
                 force=True,
             )
@@ -199,6 +204,18 @@ class Batcher:
         else:
             raise ValueError(f"unknown batcher input kind {item.kind!r}")
 
+    async def process(self, event: EventT) -> None:
+        """One stream_app.intents record to its end: handled, or on stream_app.intents.dlq with the
+        reason (produced back, it is handled again). A store error is not the record's fault: the
+        worker stops there, the record unacked (runtime/health.py)."""
+        try:
+            await self.handle(event, decode_record(BatcherInput, event.value, INTENTS_TOPIC))
+        except Exception as exc:  # never stop the agent, never lose the record
+            if is_store_error(exc):
+                await self.health.halt("batcher", exc)
+            log.exception("batcher failed on a record", extra={"offset": event.message.offset})
+            await self.out.dead_letter(event, exc)
+
     async def request_due_closes(self) -> float:
         """Ask for the close of every due window this worker owns, restored ones included; return the
         seconds until the next sweep: at most SWEEP_SECONDS, and no later than the next window's end
@@ -231,7 +248,7 @@ class Batcher:
                 request = BatcherInput(
                     kind="close", window_id=window_id, close_round=close_round, round_size=len(due)
                 )
-                await self.intents.send(value=request, partition=partition)
+                await self.intents.send(value=encode_record(request), partition=partition)
         return pause
 
 
@@ -246,10 +263,7 @@ def install(runtime: Runtime) -> None:
     @app.agent(runtime.topics.intents, name="subscriber-batcher")
     async def subscriber_batcher(stream: StreamT) -> None:
         async for event in stream.events():
-            try:
-                await batcher.handle(event, event.value)
-            except Exception:  # an internal record is ours; log loudly, never stop the agent
-                log.exception("batcher failed on a record", extra={"offset": event.message.offset})
+            await batcher.process(event)
 
     @app.task
     async def sweep_windows() -> None:

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING
 
 from faust.types import EventT, StreamT
 
+from stream_app.contract.internal import decode_record, encode_record
 from stream_app.contract.records import BatcherInput, SubscriberBatch, SubscriberReady
+from stream_app.contract.topics import BATCHES_TOPIC
 from stream_app.domain.retry import RetriesExhausted, RetryPolicy, call_with_retries
 from stream_app.domain.subscriber_csv import build_csv, parse_error_report, subscriber_rows
 from stream_app.mc import AuthError, ImportSummary, TransientMCError, attempt_name, error_report_path
@@ -238,7 +240,7 @@ class ImportWatcher:
             confirmation = BatcherInput(
                 kind="confirmed", subscriber_key=key, email=ready.email, mobile=ready.mobile
             )
-            await self.intents.send(key=key.encode(), value=confirmation, force=True)
+            await self.intents.send(key=key.encode(), value=encode_record(confirmation), force=True)
 
     def watch(self, file: MergedFile, slots: asyncio.Semaphore) -> None:
         task = asyncio.create_task(self._merge_then_import(file, slots))
@@ -297,7 +299,7 @@ def install(runtime: Runtime) -> None:
     runtime.before_mc_close(watcher.abandon_imports)
 
     @runtime.app.agent(runtime.topics.batches, name="import-watcher")
-    async def import_watcher(stream: StreamT[SubscriberBatch]) -> None:
+    async def import_watcher(stream: StreamT) -> None:
         """Merge the batches of a close round (one per partition of a window slot), and any others
         that arrive meanwhile (those waiting after a backlog), into one file, then watch its import
         in a task of its own, so the next window's upload does not wait for this one's import (MC
@@ -311,6 +313,12 @@ def install(runtime: Runtime) -> None:
         slots = asyncio.Semaphore(MAX_IMPORTS_IN_FLIGHT)
         file: MergedFile | None = None  # the file still taking batches
         async for event in stream.events():
+            try:  # raw bytes, decoded here: a record that does not decode goes to the DLQ, acked
+                event.value = decode_record(SubscriberBatch, event.value, BATCHES_TOPIC)
+            except Exception as exc:
+                log.exception("not a subscriber batch", extra={"offset": event.message.offset})
+                await watcher.out.dead_letter(event, exc)
+                continue
             event.message.incref()
             if file is None or file.closed or file.full():
                 await slots.acquire()  # every slot busy: stop taking batches (backpressure)

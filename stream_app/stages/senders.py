@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from faust.types import EventT, StreamT, TableT
 
+from stream_app.contract.internal import encode_record
 from stream_app.contract.records import BatcherInput, SubscriberReady
 from stream_app.contract.schemas import SchemaError, validate
 from stream_app.contract.topics import (
@@ -247,8 +248,13 @@ class Senders:
         log.info("subscriber re-synced with MC", extra={"notification_id": ready.notification_id})
         await self.intents.send(
             key=ready.subscriber_key.encode(),
-            value=BatcherInput(
-                kind="confirmed", subscriber_key=ready.subscriber_key, email=ready.email, mobile=ready.mobile
+            value=encode_record(
+                BatcherInput(
+                    kind="confirmed",
+                    subscriber_key=ready.subscriber_key,
+                    email=ready.email,
+                    mobile=ready.mobile,
+                )
             ),
             force=True,
         )

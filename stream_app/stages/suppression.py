@@ -25,9 +25,12 @@ from aiohttp import web as aiohttp_web
 from faust.types import StreamT
 from faust.web import Request, Response, View
 
+from stream_app.contract.internal import decode_record, encode_record
 from stream_app.contract.records import EmailBounced
+from stream_app.contract.topics import BOUNCED_TOPIC
 from stream_app.domain.notifications import mask_email
 from stream_app.mc import MCError, verify_ens_signature
+from stream_app.runtime.health import is_store_error
 from stream_app.runtime.outputs import Outputs, now_rfc3339
 
 if TYPE_CHECKING:
@@ -175,7 +178,7 @@ class EnsCallback:
     async def relay(self, bounces: list[EmailBounced]) -> None:
         """Every bounce onto `email.bounced`, returning once Kafka acknowledged all of them."""
         delivered = [
-            await self.bounced_topic.send(key=bounce.email.encode(), value=bounce, force=True)
+            await self.bounced_topic.send(key=bounce.email.encode(), value=encode_record(bounce), force=True)
             for bounce in bounces
         ]
         await asyncio.gather(*delivered)
@@ -245,12 +248,14 @@ def install(runtime: Runtime) -> None:
         await registration.register_until_done()
 
     @app.agent(bounced_topic, name="suppression")
-    async def suppression(stream: StreamT[EmailBounced]) -> None:
+    async def suppression(stream: StreamT) -> None:
         async for event in stream.events():
             try:
-                bounce = event.value
-                suppressed[bounce.email.lower()] = bounce.dumps(serializer="json")
+                bounce = decode_record(EmailBounced, event.value, BOUNCED_TOPIC)
+                suppressed[bounce.email.lower()] = encode_record(bounce)
             except Exception as exc:  # keep the bounce: email.bounced.dlq replays it
+                if is_store_error(exc):  # not the bounce's fault: stop, unacked (runtime/health.py)
+                    await runtime.health.halt("suppression", exc)
                 log.exception("could not record a bounce")
                 await out.dead_letter(event, exc)
 

@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from faust.types import StreamT
 
+from stream_app.contract.internal import decode_record
 from stream_app.contract.records import TraceStep
+from stream_app.runtime.health import is_store_error
+from stream_app.runtime.outputs import Outputs
 
 if TYPE_CHECKING:
     from stream_app.runtime.app import Runtime
@@ -86,10 +89,16 @@ def summarise(event_id: str, raw: bytes | None) -> dict[str, Any]:
 def install(runtime: Runtime) -> None:
     event_trace = runtime.event_trace
 
+    out = Outputs(runtime.app)
+
     @runtime.app.agent(runtime.topics.trace, name="event-tracker")
-    async def tracker(stream: StreamT[TraceStep]) -> None:
-        async for step in stream:
+    async def tracker(stream: StreamT) -> None:
+        async for event in stream.events():
             try:
+                step = decode_record(TraceStep, event.value)  # no schema: `detail` nests the intake's
                 event_trace[step.event_id] = append_step(event_trace.get(step.event_id), step)
-            except Exception:
+            except Exception as exc:  # stream_app.trace.dlq keeps the step with the reason
+                if is_store_error(exc):  # not the step's fault: stop, unacked (runtime/health.py)
+                    await runtime.health.halt("tracking", exc)
                 log.exception("could not record a trace step")
+                await out.dead_letter(event, exc)

@@ -165,8 +165,10 @@ async def test_dashboard_page_and_its_data(ops_kafka: KafkaBroker, ops_worker: W
         "packet.drawn.dlq",
         "packet.redeemed.dlq",
         "subscriber.ready.dlq",
+        "stream_app.intents.dlq",
         "stream_app.batches.dlq",
         "email.bounced.dlq",
+        "stream_app.trace.dlq",
     }
     assert isinstance(data["open_windows"], int) and isinstance(data["pending_imports"], list)
     assert {a["rule"] for a in data["alerts"]} == {

@@ -21,6 +21,7 @@ from faust.web import Request, Response, View
 
 from stream_app.domain.subscribers import subscriber_signature
 from stream_app.runtime.app import Runtime
+from stream_app.runtime.health import StoreError
 from stream_app.runtime.outputs import dlq_headers
 from stream_app.settings import Settings
 from stream_app.stages.suppression import MAX_PROBES, EnsCallback, EnsRegistration
@@ -213,3 +214,14 @@ async def test_verification_probes_only_while_registering_on_this_path_and_bound
     for n in range(50):
         assert (await callback.answer(reg.run_id, probe(n), None))[0] == 200
     assert len(reg.verification) == MAX_PROBES and reg.verification["cb-49"] == "k-49"
+
+
+async def test_health_turns_red_for_good_once_the_store_failed(
+    client: tuple[TestClient[Any, Any], Runtime],
+) -> None:
+    test_client, runtime = client
+    runtime.health.pause_faust = lambda: None  # type: ignore[method-assign]
+    runtime.health.store_failed("batcher", StoreError("IO error: No space left on device"))
+    answer = await test_client.get("/health/")  # open: a probe needs no token
+    assert answer.status == 503
+    assert (await answer.json())["store_failure"].startswith("batcher: StoreError: IO error")

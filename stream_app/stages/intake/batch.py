@@ -19,6 +19,7 @@ from stream_app.domain.notifications import InvalidEvent, decode_event, plan
 from stream_app.domain.subscribers import needs_import
 from stream_app.ops import metrics
 from stream_app.runtime import outputs
+from stream_app.runtime.health import is_store_error
 from stream_app.runtime.outputs import Out
 from stream_app.stages.intake.known_subscribers import KnownSubscribers
 from stream_app.stages.intake.outbox import Outbox
@@ -50,6 +51,8 @@ class IntakeBatch:
             except InvalidEvent as exc:
                 self.dead_letter(record, exc)
             except Exception as exc:  # one bad record must never stop the intake
+                if is_store_error(exc):  # the dedupe marks' store, not the record: the batch fails
+                    raise
                 log.exception("intake failed", extra={"topic": tp.topic, "offset": record.offset})
                 self.dead_letter(record, exc)
         metrics.events_received(tp.topic, len(records))

@@ -20,6 +20,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from stream_app.ops import metrics
 from stream_app.stages.intake.outbox import Outbox
 
 log = logging.getLogger("stream_app.seen")
@@ -36,6 +37,24 @@ def is_duplicate(mark: int | None, offset: int) -> bool:
 
 
 Marks = MutableMapping[str, int]  # event_id -> offset
+
+
+class BadMarks(ValueError):
+    """A record of the dedupe log that is not one this module wrote."""
+
+
+def read_marks(raw: bytes | None) -> tuple[TopicPartition, dict[str, int]]:
+    """One dedupe log record -> the input partition it is about and its marks (event_id -> offset)."""
+    try:
+        data = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError as exc:
+        raise BadMarks(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadMarks(f"expected an object, got {type(data).__name__}")
+    topic, partition, seen = data.get("topic"), data.get("partition"), data.get("seen")
+    if not isinstance(topic, str) or not isinstance(partition, int) or not isinstance(seen, dict):
+        raise BadMarks("expected topic (string), partition (integer) and seen (object)")
+    return TopicPartition(topic, partition), seen
 
 
 class SeenMarks:
@@ -127,12 +146,27 @@ class SeenMarks:
                 fetched = await reader.getmany(*todo, timeout_ms=1000)
                 for part, batch in fetched.items():
                     for record in batch:
-                        data = orjson.loads(record.value or b"{}")
-                        target = wanted.get(TopicPartition(data.get("topic", ""), data.get("partition", -1)))
-                        if target is not None:
-                            for event_id, offset in data["seen"].items():
-                                target[event_id] = offset
                         records += 1
+                        try:
+                            found = read_marks(record.value)
+                        except BadMarks as exc:
+                            # Skipped, not the end of the intake: its marks only filter replays early,
+                            # the send ledger still turns a replay into `duplicate`.
+                            metrics.SEEN_LOG_BAD_RECORDS.inc()
+                            log.error(
+                                "unreadable record on the dedupe log skipped: %s",
+                                exc,
+                                extra={
+                                    "topic": self.topic,
+                                    "partition": part.partition,
+                                    "offset": record.offset,
+                                },
+                            )
+                            continue
+                        target = wanted.get(found[0])
+                        if target is not None:
+                            for event_id, offset in found[1].items():
+                                target[event_id] = offset
                     if batch and batch[-1].offset + 1 >= ends[part]:
                         todo.discard(part)
                 for part in list(todo):

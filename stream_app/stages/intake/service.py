@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 from aiokafka.structs import ConsumerRecord
 
 from stream_app.contract.registry import SchemaRegistry
@@ -40,6 +41,8 @@ from stream_app.contract.topics import (
 )
 from stream_app.contract.wire import AvroSchemas, schema_ids
 from stream_app.ops import metrics
+from stream_app.runtime import outputs
+from stream_app.runtime.health import is_store_error, is_transient
 from stream_app.stages.intake.batch import IntakeBatch
 from stream_app.stages.intake.known_subscribers import KnownSubscribers
 from stream_app.stages.intake.outbox import Outbox
@@ -82,6 +85,7 @@ class Intake(mode.Service):
         super().__init__(**kwargs)
         settings = runtime.settings
         self.batch_lock = asyncio.Lock()
+        self.health = runtime.health
         bootstrap = settings.bootstrap_servers
         on_disk = settings.store.startswith("rocksdb")
         marks_dir = runtime.worker_dir / "intake-seen" if on_disk else None
@@ -134,7 +138,11 @@ class Intake(mode.Service):
 
     @mode.Service.task
     async def _consume(self) -> None:
+        failed_once = False  # the batch at the head of the partitions failed once already
         while not self.should_stop:
+            if not self.health.healthy:  # a failed store stopped the worker's consumption
+                await asyncio.sleep(1)
+                continue
             try:
                 fetched = await self.consumer.getmany(timeout_ms=500, max_records=MAX_BATCH)
             except asyncio.CancelledError:
@@ -150,13 +158,97 @@ class Intake(mode.Service):
                     break  # uncommitted: read again by the partitions' next owner
                 try:
                     await self.handle(fetched)
+                    failed_once = False
                 except asyncio.CancelledError:
                     raise
-                except Exception:
-                    # Nothing was committed: the batch is read again from the committed offsets.
-                    log.exception("intake batch failed; reading it again")
-                    await self.rewind(list(fetched))
-                    await asyncio.sleep(1)
+                except Exception as exc:
+                    failed_once = await self.recover(fetched, exc, failed_once)
+
+    async def recover(
+        self,
+        fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        exc: Exception,
+        failed_once: bool,
+    ) -> bool:
+        """After a failed batch (nothing of it committed): whether the batch now at the head of the
+        partitions has failed once already."""
+        await self.rewind(list(fetched))  # read again from the committed offsets
+        if is_store_error(exc):  # not the events' fault: none goes to a DLQ
+            self.health.store_failed("intake", exc)
+            return False
+        if failed_once and not is_transient(exc):
+            # Failed twice: one of its records, alone, fails it (a DLQ copy too large, say). Read
+            # one at a time, that record goes to its DLQ, the others on.
+            log.error("intake batch failed twice (%s); handling it record by record", exc)
+            return not await self.split(fetched)
+        log.error("intake batch failed; reading it again", exc_info=exc)
+        await asyncio.sleep(1)
+        return True
+
+    async def split(self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> bool:
+        """Handle a batch one record at a time (committing each); a record that fails alone goes to
+        its DLQ with the reason. False when stopped by a failure that is not a record's (a store, the
+        broker): the rest is read again from the committed offsets."""
+        metrics.INTAKE_BATCH_SPLITS.inc()
+        for tp, records in fetched.items():
+            for record in records:
+                if tp not in self.consumer.assignment():
+                    break  # revoked meanwhile: its next owner reads it
+                try:
+                    await self.handle({tp: [record]})
+                    continue
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    failure = exc
+                self.outbox.discard()
+                self.seen.forget([tp])  # its mark, if made: a replay from the DLQ is no duplicate
+                if is_store_error(failure):
+                    self.health.store_failed("intake", failure)
+                elif not is_transient(failure):
+                    log.error(
+                        "intake record failed alone (%s); sent to its DLQ",
+                        failure,
+                        extra={"topic": tp.topic, "partition": tp.partition, "offset": record.offset},
+                    )
+                    if await self.dead_letter_alone(tp, record, failure):
+                        continue
+                await self.rewind(list(fetched))
+                return False
+        for tp, records in fetched.items():  # rewound to the old commit: on past what was handled
+            if tp in self.consumer.assignment():
+                self.consumer.seek(tp, records[-1].offset + 1)
+        return True
+
+    async def dead_letter_alone(
+        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], error: BaseException
+    ) -> bool:
+        """The record on its DLQ (without its value if Kafka refuses the copy as too large), then
+        its offset committed. False if the DLQ could not be written (the broker away)."""
+        headers = [(k, bytes(v)) for k, v in record.headers]
+        out = outputs.dead_letter(
+            record.topic, record.partition, record.offset, record.key, record.value, headers, error
+        )
+        for attempt in (out, outputs.without_value(out)):
+            self.outbox.discard()
+            self.outbox.add(
+                attempt.topic,
+                attempt.key,
+                attempt.value or b"",
+                partition=attempt.partition,
+                headers=attempt.headers,
+            )
+            try:
+                await self.outbox.flush()
+            except (MessageSizeTooLargeError, RecordTooLargeError):
+                continue
+            except Exception:
+                log.warning("could not write the intake's DLQ; the record is read again", exc_info=True)
+                return False
+            await self.consumer.commit({tp: record.offset + 1})
+            metrics.INTAKE_COMMITTED[(tp.topic, tp.partition)] = record.offset + 1
+            return True
+        return False
 
     async def handle(self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         assigned = self.consumer.assignment()
