@@ -1,1 +1,6 @@
-pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.sandbox", "tests.fixtures.worker"]
+pytest_plugins = [
+    "tests.fixtures.kafka",
+    "tests.fixtures.registry",
+    "tests.fixtures.sandbox",
+    "tests.fixtures.worker",
+]
