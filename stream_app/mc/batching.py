@@ -42,7 +42,7 @@ class Coalescer(Generic[T, R]):
 
     def _start_calls(self) -> None:
         while self._waiting and self._in_flight < self.max_calls:
-            batch = []
+            batch: list[tuple[T, asyncio.Future[R]]] = []
             while self._waiting and len(batch) < self.max_items:
                 item, future = self._waiting.popleft()
                 if not future.cancelled():  # its caller stopped waiting (a worker stop): not sent

@@ -87,6 +87,34 @@ class SendLogRow:
     subscriber_key: str | None
 
 
+@dataclass(frozen=True)
+class TriggeredEmail:
+    """One email of a batched SOAP Create: its own definition, sender name, recipient, attributes."""
+
+    definition_key: str
+    to: str
+    subscriber_key: str
+    from_name: str | None = None
+    from_address: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TriggeredResult:
+    """MC's answer for one TriggeredSend object of a Create (by its OrdinalID): queued, or why not."""
+
+    ok: bool
+    request_id: str
+    code: int | None = None
+    message: str = ""
+    subscriber_code: int | None = None
+
+    def error(self) -> PermanentMCError:
+        return PermanentMCError(
+            self.message or "TriggeredSend refused", self.code, subscriber_code=self.subscriber_code
+        )
+
+
 class _Transport(AsyncTransport):
     """zeep transport over the shared httpx client.
 
@@ -260,6 +288,57 @@ class SoapClient:
                         str(getattr(result, "StatusMessage", None) or ""),
                     )
                 )
+        return results
+
+    async def send_triggered(self, emails: Sequence[TriggeredEmail]) -> list[TriggeredResult]:
+        """Up to 50 emails in one synchronous Create, one TriggeredSend object each (MC's batch for
+        classic triggered sends, reference §2.6): each keeps its own Owner.FromName and attributes,
+        and each object's result (matched by OrdinalID) speaks for that email alone. A fault or an
+        HTTP failure raises for all of them."""
+        if len(emails) > _MAX_OBJECTS_PER_CREATE:
+            raise ValueError(f"at most {_MAX_OBJECTS_PER_CREATE} emails per Create, not {len(emails)}")
+        await self.start()
+        assert self._client is not None
+        send_type = self._client.get_type(f"{{{_NS}}}TriggeredSend")
+        objects = []
+        for email in emails:
+            owner = {"FromName": email.from_name, "FromAddress": email.from_address}
+            subscriber = {
+                "Owner": {k: v for k, v in owner.items() if v} or None,
+                "EmailAddress": email.to,
+                "Attributes": [{"Name": k, "Value": v} for k, v in email.attributes.items()] or None,
+                "SubscriberKey": email.subscriber_key,
+            }
+            objects.append(
+                send_type(
+                    TriggeredSendDefinition={"CustomerKey": email.definition_key}, Subscribers=[subscriber]
+                )
+            )
+        response = await self._call("Create", Options={}, Objects=objects)
+        request_id = str(getattr(response, "RequestID", None) or "")
+        by_ordinal = {
+            _int(getattr(r, "OrdinalID", None)): r for r in (getattr(response, "Results", None) or [])
+        }
+        results = []
+        for ordinal in range(len(emails)):
+            result = by_ordinal.get(ordinal)
+            if result is None:
+                results.append(TriggeredResult(False, request_id, None, "no result for this email"))
+                continue
+            failures = getattr(result, "SubscriberFailures", None) or []
+            subscriber_code = _int(getattr(failures[0], "ErrorCodeID", None)) if failures else None
+            message = str(getattr(result, "StatusMessage", None) or "")
+            if failures:
+                message = f"{message} {getattr(failures[0], 'ErrorDescription', '') or ''}".strip()
+            results.append(
+                TriggeredResult(
+                    str(getattr(result, "StatusCode", "")) == "OK",
+                    request_id,
+                    _int(getattr(result, "ErrorCode", None)),
+                    message,
+                    subscriber_code,
+                )
+            )
         return results
 
     async def send_log(self, data_extension: str, notification_id: str) -> list[SendLogRow]:

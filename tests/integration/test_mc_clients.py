@@ -29,6 +29,7 @@ from stream_app.mc import (
     TransientMCError,
     error_report_path,
 )
+from stream_app.mc.soap import TriggeredEmail
 from stream_app.mc.transport import AiohttpTransport
 from stream_app.settings import Settings
 
@@ -355,3 +356,49 @@ async def test_sms_attributes_reach_the_sms_send_log(mc: MarketingCloud, admin: 
     assert sms["attributes"] == {"NotificationId": notification_id}
     rows = await wait_send_log(mc, "SMSSendLog", notification_id)
     assert rows == [SendLogRow(notification_id, None, "M1001")]
+
+
+async def test_a_soap_create_carries_many_emails_each_with_its_own_sender_and_result(
+    mc: MarketingCloud, admin: httpx.AsyncClient
+) -> None:
+    """MC's batch for classic triggered sends (issue 23): one Create, one TriggeredSend object per
+    email, each with its own Owner.FromName and attributes, each answered by its own result."""
+    await import_subscribers(mc, "subscribers_it_batch.csv")
+    ids = [f"n-{uuid.uuid4()}" for _ in range(3)]
+    emails = [
+        TriggeredEmail(
+            "packet-drawn-drawer",
+            "ez@example.com",
+            "M1001",
+            "TABLE via EZTABLE",
+            None,
+            {"DrawerName": "EZ", "NotificationId": ids[0]},
+        ),
+        TriggeredEmail(
+            "packet-drawn-giver",
+            "other@example.com",
+            "M1001",
+            "EZ via EZTABLE",
+            None,
+            {"GiverName": "TABLE", "NotificationId": ids[1]},
+        ),  # not M1001's address
+        TriggeredEmail(
+            "packet-drawn-giver",
+            "table@example.com",
+            "M2002",
+            "EZ via EZTABLE",
+            None,
+            {"GiverName": "TABLE", "NotificationId": ids[2]},
+        ),
+    ]
+    before = len((await admin.get("/_sandbox/messages")).json())
+    results = await mc.soap.send_triggered(emails)
+    assert [r.ok for r in results] == [True, False, True]
+    assert results[1].code == 180008 and results[1].subscriber_code is not None
+    assert len({r.request_id for r in results}) == 1  # one call
+    messages = (await admin.get("/_sandbox/messages")).json()[before:]
+    assert sorted((m["from_name"], m["to"]) for m in messages) == [
+        ("EZ via EZTABLE", "table@example.com"),
+        ("TABLE via EZTABLE", "ez@example.com"),
+    ]
+    assert await wait_send_log(mc, "SendLog", ids[2]) == [SendLogRow(ids[2], None, "M2002")]
