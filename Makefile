@@ -35,4 +35,5 @@ lint: $(STAMP)
 	exit $$status
 
 clean:
-	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache broker/lib broker/lib.tmp
+	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache broker/lib broker/lib.tmp \
+		registry/app registry/app.tmp registry/target

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from fastavro import parse_schema, schemaless_writer
 
 from stream_app.contract.registry import CONTENT_TYPE, topic_schemas
 from stream_app.contract.wire import frame
-from stream_app.localkafka import EmbeddedKafka
+from stream_app.localkafka import EmbeddedKafka, free_port, port_accepts
 from stream_app.localkafka.registry import LocalRegistry
 from tests.fixtures.sandbox import SandboxProcess
 from tests.fixtures.worker import start_worker
@@ -33,7 +34,6 @@ from tests.integration.helpers import drawn_event, eventually, messages, private
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.registry,
-    pytest.mark.asyncio(loop_scope="session"),
     # The registry's first use builds it with Maven (a minute or two on a new machine).
     pytest.mark.timeout(900),
 ]
@@ -108,6 +108,7 @@ def shape(event: dict[str, Any], sent: list[dict[str, Any]]) -> list[tuple[str, 
     )
 
 
+@pytest.mark.asyncio(loop_scope="session")
 async def test_avro_events_through_the_registry_are_sent_like_their_json_twins(
     own_stack: tuple[EmbeddedKafka, SandboxProcess], schema_registry: LocalRegistry, tmp_path: Path
 ) -> None:
@@ -188,3 +189,31 @@ async def _all_sent(bootstrap: str, event_id: str, count: int) -> list[dict[str,
 
 async def _dead_letters(bootstrap: str) -> list[tuple[bytes, dict[str, bytes]]]:
     return [(r.value, dict(r.headers)) for r in await read_all(bootstrap, "packet.drawn.dlq")]
+
+
+def test_the_registry_command_runs_in_the_foreground_until_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "STATE_DIR": str(tmp_path), "SCHEMA_REGISTRY_URL": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream_app", "registry", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = ""
+        while "ready at" not in line:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "the registry command ended before it was ready"
+        url = f"http://127.0.0.1:{port}/apis/ccompat/v7"
+        assert f"SCHEMA_REGISTRY_URL={url}" in line and "Apicurio Registry 2.4.2.Final" in line
+        assert httpx.get(f"{url}/schemas/types", timeout=10).json() == ["JSON", "PROTOBUF", "AVRO"]
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends; the command stops its JVM by PID
+        assert proc.wait(60) == 0
+        assert not port_accepts("127.0.0.1", port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
