@@ -60,6 +60,7 @@ from stream_app.domain.subscribers import SUPPRESSED_REASON, is_suppressed
 from stream_app.domain.templates import localized
 from stream_app.mc import AuthError, PermanentMCError, SendReceipt, SubscriberRow, TransientMCError
 from stream_app.ops import metrics
+from stream_app.runtime.health import is_store_error
 from stream_app.runtime.outputs import Outputs, headers_of
 
 if TYPE_CHECKING:
@@ -117,7 +118,8 @@ def upstream_steps(headers: dict[str, bytes]) -> dict[str, Any] | None:
 
 
 class Revoked(Exception):
-    """The record's partition went to another worker mid-send: leave the record unacked to it."""
+    """The record's partition went to another worker mid-send, or the worker is stopping and its
+    grace ran out: leave the record unacked to the partition's next owner."""
 
 
 def first_produced_at(event: EventT, headers: dict[str, bytes]) -> tuple[int, int]:
@@ -199,7 +201,9 @@ class Senders:
                     await manual.ack(event)
             except Revoked as exc:
                 log.info(
-                    "partition revoked mid-send; left to its new owner", extra={"notification_id": str(exc)}
+                    "send not finished (partition revoked, or the worker stopping); left uncommitted to the "
+                    "partition's next owner",
+                    extra={"notification_id": str(exc)},
                 )
 
     @asynccontextmanager
@@ -425,6 +429,10 @@ class Senders:
         except Revoked:
             raise
         except Exception as exc:  # never lose the record: it waits in the DLQ for a replay
+            if self.in_hand.stopping:  # the stop's grace ran out mid-send: not the record's fault
+                raise Revoked(ready.notification_id) from exc
+            if is_store_error(exc):  # the ledger's store failed: stop here, unacked (runtime/health.py)
+                await self.runtime.health.halt("senders", exc)
             log.exception("send failed", extra={"notification_id": ready.notification_id})
             await self.out.dead_letter(event, exc)
 

@@ -327,3 +327,56 @@ async def test_a_dlq_write_is_retried_and_a_too_large_copy_goes_without_its_valu
     headers = dict(sent["headers"])
     assert sent["topic"] == "stream_app.intents.dlq" and sent["value"] == b""
     assert headers["error.message"].startswith(b"bad; value left out (50 bytes")
+
+
+# --- the senders on a stop, and on a failed ledger store --------------------------------------------
+
+
+def senders_with(failure: BaseException) -> tuple[Any, Spy, Any]:
+    from stream_app.stages.senders import Senders
+
+    runtime = Runtime(Settings())
+    runtime.health.pause_faust = lambda: None  # type: ignore[method-assign]
+    senders: Any = Senders(runtime)
+    spy = Spy()
+    senders.out = spy
+    senders.home_partition = lambda notification_id: 0
+
+    async def deliver(*args: Any) -> None:
+        raise failure
+
+    senders.deliver = deliver
+    ready = {
+        "notification_id": "d-1:packet-drawn-drawer",
+        "event_id": "d-1",
+        "event_type": "packet.drawn",
+        "channel": "email",
+        "template": "packet-drawn-drawer",
+        "subscriber_key": "M1",
+        "email": "ez@example.com",
+        "attributes": {"EventId": "d-1", "DrawerName": "EZ"},
+    }
+    value = orjson.dumps(ready)
+    message = SimpleNamespace(
+        topic="subscriber.ready", partition=0, offset=3, key=b"k", value=value, headers=[]
+    )
+    return senders, spy, SimpleNamespace(value=value, message=message, headers={})
+
+
+async def test_a_send_cut_short_by_the_stop_stays_uncommitted_not_dead_lettered() -> None:
+    from stream_app.stages.senders import Revoked
+
+    senders, spy, event = senders_with(RuntimeError("Cannot send a request, as the client has been closed."))
+    await senders.handle(event)  # a failure while running: the DLQ keeps the record
+    assert len(spy.dead) == 1
+    senders.in_hand.stopping = True  # the stop's grace ran out, then the MC client closed
+    with pytest.raises(Revoked):
+        await senders.handle(event)
+    assert len(spy.dead) == 1
+
+
+async def test_a_ledger_store_error_stops_the_senders_instead_of_dead_lettering() -> None:
+    senders, spy, event = senders_with(Exception("IO error: No space left on device"))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(senders.handle(event), 0.2)
+    assert not spy.dead and not senders.runtime.health.healthy
