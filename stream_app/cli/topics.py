@@ -51,6 +51,15 @@ def replication_problems(factor: int, brokers: int, existing: dict[str, int]) ->
     return errors, warnings
 
 
+def cluster_brokers(live: set[int], replicas: set[int]) -> tuple[int, list[int]]:
+    """(the cluster's broker count, the ids of those down) from the brokers the metadata lists (`live`:
+    KRaft lists only brokers up and unfenced) and the node ids holding replicas of existing topics. A
+    broker that is down (a crash, a restart, maintenance) is still one of the cluster's: counting only
+    the live ones would stop every worker (re)started meanwhile, a rolling deploy included, with
+    "factor above the broker count" while the cluster still takes writes (min ISR 2 of 3)."""
+    return len(live | replicas), sorted(replicas - live)
+
+
 async def ensure_topics(
     settings: Settings,
     counts: dict[str, int],
@@ -70,7 +79,15 @@ async def ensure_topics(
         ours = sorted(name for name, _, _ in wanted if name in existing)
         described = await admin.describe_topics(ours) if ours else []
         factors = {d["topic"]: len(d["partitions"][0]["replicas"]) for d in described if d["partitions"]}
-        brokers = len((await admin.describe_cluster())["brokers"])
+        live = {int(b["node_id"]) for b in (await admin.describe_cluster())["brokers"]}
+        replicas = {int(r) for d in described for p in d["partitions"] for r in p["replicas"]}
+        brokers, down = cluster_brokers(live, replicas)
+        if down:
+            log.warning(
+                "broker(s) %s hold replicas but are not up: their partitions are under-replicated "
+                "until they return",
+                ", ".join(map(str, down)),
+            )
         errors, warnings = replication_problems(factor, brokers, factors)
         for warning in warnings:
             log.warning(warning)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream_app.cli.topics import replication_problems
+from stream_app.cli.topics import cluster_brokers, replication_problems
 from stream_app.settings import Settings
 
 
@@ -23,3 +23,13 @@ def test_topics_at_the_factor_on_a_big_enough_cluster_are_fine() -> None:
 
 def test_min_insync_replicas_is_two_from_a_factor_of_three() -> None:
     assert [Settings(topic_replication_factor=n).min_insync_replicas for n in (1, 2, 3, 5)] == [1, 1, 2, 2]
+
+
+def test_a_broker_that_is_down_still_counts_as_one_of_the_cluster() -> None:
+    """KRaft's metadata lists only the brokers up: with one of three down, the replicas of existing
+    topics still name it, and a worker (re)started meanwhile must not find "factor above brokers"."""
+    brokers, down = cluster_brokers(live={1, 3}, replicas={1, 2, 3})
+    assert (brokers, down) == (3, [2])
+    assert replication_problems(3, brokers, {"subscriber.ready": 3}) == ([], [])
+    # A new cluster (no topics yet) with fewer brokers than the factor is still an error.
+    assert replication_problems(3, cluster_brokers(live={1, 2}, replicas=set())[0], {})[0]
