@@ -13,7 +13,8 @@ The default is off: the bench drives the sandbox far beyond MC's figures on purp
 
 Calls are counted whether or not a budget is set: ``GET /_sandbox/calls`` shows, per family, the
 calls of the last sliding minute, the busiest sliding minute seen (``peak_per_minute``: what a suite
-would need MC to allow), the throttled and blocked ones, and per calendar minute.
+would need MC to allow), the throttled and blocked ones, and per calendar minute. ``POST
+/_sandbox/calls`` changes the budget of a running sandbox (a test lifting a block, say).
 """
 
 from __future__ import annotations
@@ -145,3 +146,23 @@ BUDGET: web.AppKey[CallBudget] = web.AppKey("call_budget", CallBudget)
 async def calls_handler(request: web.Request) -> web.Response:
     """``GET /_sandbox/calls``: per family, the calls counted (see the module's docstring)."""
     return web.json_response(request.app[BUDGET].report())
+
+
+async def configure_handler(request: web.Request) -> web.Response:
+    """``POST /_sandbox/calls``: change the budget of a running sandbox, as MC lifts a block or a
+    contract changes: ``{"calls_per_minute": "rest=60" | "mc" | "off", "max_concurrent_calls": N}``
+    (either; a field left out stays). Counts are kept."""
+    budget = request.app[BUDGET]
+    try:
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise BudgetError("expected a JSON object")
+        if "calls_per_minute" in body:
+            per_minute = parse_per_minute(str(body["calls_per_minute"]))
+            for name, fam in budget.families.items():
+                fam.limit = per_minute.get(name)
+        if "max_concurrent_calls" in body:
+            budget.max_concurrent = max(0, int(body["max_concurrent_calls"]))
+    except (BudgetError, ValueError, TypeError) as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    return web.json_response(budget.report())

@@ -193,6 +193,7 @@ def build_app(sb: Sandbox) -> web.Application:
     r.add_get("/platform/v1/ens-subscriptions-by-cb/{cb}", ens.subscriptions_by_callback)
     inspection.add_routes(app)
     r.add_get("/_sandbox/calls", call_budget.calls_handler)
+    r.add_post("/_sandbox/calls", call_budget.configure_handler)
     # Service.asmx is matched case-insensitively in the middleware; this catch-all lets it get there.
     r.add_route("*", "/{tail:.*}", not_found)
     return app

@@ -55,6 +55,19 @@ class TransactionalDefinition:
     status: str = "Active"  # Inactive: messages stay queued (EmailQueued) until it is Active
     keyword: str = ""  # sms: the keyword the definition subscribes numbers to
     short_code: str = ""
+    # email: the sender profile's From Name. This API takes no From in its send body (reference
+    # §3.2); a per-message sender name comes from an attribute through AMPscript in the From Name,
+    # FROM_NAME_AMPSCRIPT below, which the sandbox evaluates as: the attribute if not empty, else
+    # the default.
+    from_name_attribute: str = ""
+    from_name_default: str = ""
+
+    def from_name(self, attributes: dict[str, str]) -> str | None:
+        if self.channel != "email":
+            return None
+        lowered = {k.lower(): v for k, v in attributes.items()}
+        value = lowered.get(self.from_name_attribute.lower(), "") if self.from_name_attribute else ""
+        return value.strip() or self.from_name_default or None
 
     @property
     def definition_id(self) -> str:
@@ -144,12 +157,24 @@ SMS_DEFINITIONS: dict[str, SmsDefinition] = {
     )
 }
 
+# The sender profile From Name of the transactional email definitions: the FromName attribute
+# ("X via EZTABLE", stream_app's senders set it), else EZTABLE.
+FROM_NAME_AMPSCRIPT = '%%=IIF(Empty(AttributeValue("FromName")), "EZTABLE", AttributeValue("FromName"))=%%'
+
 TX_DEFINITIONS: dict[str, dict[str, TransactionalDefinition]] = {
     "email": {
         d.key: d
         for d in (
             *(
-                TransactionalDefinition(t.key, t.name, "email", t.text, subject=t.subject)
+                TransactionalDefinition(
+                    t.key,
+                    t.name,
+                    "email",
+                    t.text,
+                    subject=t.subject,
+                    from_name_attribute="FromName",
+                    from_name_default="EZTABLE",
+                )
                 for t in EMAIL_DEFINITIONS.values()
             ),
             TransactionalDefinition(

@@ -18,7 +18,9 @@ some failed); a ``messageKey`` used in the prior 72 hours, or twice in one reque
 acceptance) a Held subscriber is not sent to (``EmailNotSent``, statusCode 2); an Unsubscribed one is
 (a transactional classification); an inactive definition keeps its messages queued. The address's fate
 follows as for classic sends (outcomes.py). SMS: a number that STOPped the definition's keyword is not
-sent to unless ``subscriptions.resubscribe``; one with no subscription is added.
+sent to unless ``subscriptions.resubscribe``; one with no subscription is added. An email's From.Name
+is its definition's sender profile From Name, which reads the ``FromName`` attribute
+(templates.FROM_NAME_AMPSCRIPT); an SMS's ``content.message`` overrides the definition's text.
 
 Everything that happens is reported through ENS (ens_events.py) and the status route; nothing is
 written to the send logs or the SOAP tracking objects.
@@ -155,6 +157,7 @@ def _accept(
     key: str,
     shared: dict[str, str],
     resubscribe: bool,
+    content: str = "",
 ) -> None:
     state = sb.state
     contact = str(ci_field(recipient, "contactKey"))
@@ -170,9 +173,9 @@ def _accept(
         definition_key=definition.key,
         subscriber_key=contact,
         to=to,
-        from_name=None,
+        from_name=definition.from_name(merged),
         attributes=attrs,
-        text=render(definition.text, merged),
+        text=render(content or definition.text, merged),
         api="transactional" if channel == "email" else "transactional-sms",
     )
     state.messages.append(msg)
@@ -289,6 +292,12 @@ async def _body(request: web.Request) -> tuple[dict[str, Any] | None, web.Respon
     return body, None
 
 
+def _content(channel: str, body: dict[str, Any]) -> str:
+    """SMS: ``content.message`` overrides the definition's text (reference §3.2)."""
+    value = ci_field(ci_field(body, "content"), "message") if channel == "sms" else None
+    return value if isinstance(value, str) else ""
+
+
 def _resubscribe(body: dict[str, Any]) -> bool:
     value = ci_field(ci_field(body, "subscriptions"), "resubscribe")
     return value is True or (isinstance(value, str) and value.lower() == "true")
@@ -315,7 +324,7 @@ async def send_one(request: web.Request) -> web.Response:
         response = {"messageKey": key, "errorcode": refused.errorcode, "message": refused.message}
         return _answer(request_id, [response], 1, single=True)
     shared = _attributes(ci_field(body, "attributes"))
-    _accept(sb, channel, definition, recipient, key, shared, _resubscribe(body))
+    _accept(sb, channel, definition, recipient, key, shared, _resubscribe(body), _content(channel, body))
     return _answer(request_id, [{"messageKey": key}], 0, single=True)
 
 
@@ -362,7 +371,7 @@ async def send_many(request: web.Request) -> web.Response:
             continue
         seen.add(key)
         assert isinstance(recipient, dict)
-        _accept(sb, channel, definition, recipient, key, shared, resubscribe)
+        _accept(sb, channel, definition, recipient, key, shared, resubscribe, _content(channel, body))
         responses.append({"messageKey": key})
     return _answer(request_id, responses, refused_count, single=False)
 

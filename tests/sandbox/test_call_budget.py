@@ -108,3 +108,26 @@ def test_unlimited_by_default_but_counted(clean_sandbox: SandboxProcess) -> None
     rest = get_json(base, "_sandbox/calls")["rest"]
     assert rest["limit_per_minute"] is None and rest["throttled_total"] == 0
     assert rest["last_minute"] >= 30 and rest["peak_per_minute"] >= 30
+
+
+def test_the_budget_of_a_running_sandbox_can_be_changed(tmp_path: Path) -> None:
+    """`POST /_sandbox/calls`, as MC lifting a block: a test of a worker's circuit breaker blocks the
+    account's calls, then lets them through again."""
+    sp = start_sandbox(tmp_path, "--max-concurrent-calls", "1")
+    try:
+        base = sp.http_url
+        changed = httpx.post(
+            f"{base}_sandbox/calls",
+            json={"max_concurrent_calls": 0, "calls_per_minute": "rest=60"},
+            timeout=10,
+        )
+        assert changed.status_code == 200
+        rest = changed.json()["rest"]
+        assert (rest["max_concurrent"], rest["limit_per_minute"]) == (None, 60)
+        assert changed.json()["soap"]["limit_per_minute"] is None
+        for wrong in ({"calls_per_minute": "ftp=1"}, {"max_concurrent_calls": "many"}, ["x"]):
+            assert httpx.post(f"{base}_sandbox/calls", json=wrong, timeout=10).status_code == 400
+        off = httpx.post(f"{base}_sandbox/calls", json={"calls_per_minute": "off"}, timeout=10).json()
+        assert off["rest"]["limit_per_minute"] is None and off["rest"]["max_concurrent"] is None
+    finally:
+        sp.stop()

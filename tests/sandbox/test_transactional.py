@@ -59,6 +59,29 @@ def test_single_send_status_and_duplicate_key(tx: httpx.Client) -> None:
     assert get_json(str(tx.base_url), "_sandbox/send-log")["SendLog"] == []
 
 
+def test_the_from_name_comes_from_the_fromname_attribute_as_the_sender_profile_says(
+    tx: httpx.Client,
+) -> None:
+    """This API takes no From.Name in its body: the definitions' sender profile reads the FromName
+    attribute (templates.FROM_NAME_AMPSCRIPT), falling back to the profile's own name."""
+    named = _one("fn-1", "F1", "f1@example.com", DrawerName="EZ", FromName="TABLE via EZTABLE")
+    assert tx.post(f"{EMAIL}fn-1", json=named).status_code == 202
+    assert (
+        tx.post(f"{EMAIL}fn-2", json=_one("fn-2", "F2", "f2@example.com", DrawerName="EZ")).status_code == 202
+    )
+    sms = {
+        "definitionKey": "packet-drawn-welcome",
+        "recipient": {"contactKey": "F3", "to": "886912000111", "attributes": {"GiverName": "T"}},
+        "content": {"message": "the worker's own text"},
+    }
+    assert tx.post(f"{SMS}fn-3", json=sms).status_code == 202
+    by_key = {m["id"]: m for m in get_json(str(tx.base_url), "_sandbox/messages")}
+    assert by_key["fn-1"]["from_name"] == "TABLE via EZTABLE"
+    assert by_key["fn-2"]["from_name"] == "EZTABLE"
+    # An SMS's content.message overrides the definition's text; an SMS has no sender name.
+    assert by_key["fn-3"]["text"] == "the worker's own text" and by_key["fn-3"]["from_name"] is None
+
+
 def test_single_send_refusals(tx: httpx.Client) -> None:
     cases = [
         ({"definitionKey": "packet-drawn-drawer", "recipient": {"to": "a@example.com"}}, 109105),
