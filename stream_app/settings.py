@@ -71,6 +71,10 @@ def plain_http_problem(name: str, url: str) -> str | None:
     return None
 
 
+EMAIL_APIS = ("triggered", "transactional")
+SMS_APIS = ("mobileconnect", "transactional")
+
+
 class SettingsError(ValueError):
     """A setting a worker refuses to start with."""
 
@@ -124,6 +128,27 @@ class Settings:
     )
     mc_sftp_folder: str = field(default_factory=lambda: _env("MC_SFTP_FOLDER", "/Import"))
     mc_from_address: str = field(default_factory=lambda: _env("MC_FROM_ADDRESS", "noreply@eztable.com"))
+    # How emails go to MC: `triggered` (classic triggered sends, messageDefinitionSends, the sender
+    # name as From.Name) or `transactional` (the Transactional Messaging API: a messageKey per
+    # notification, MC's own idempotency, status lookups and ENS feedback; the sender name rides
+    # as the FromName attribute the definition's sender profile uses). See the README.
+    mc_email_api: str = field(default_factory=lambda: _env("MC_EMAIL_API", "triggered").strip().lower())
+    # How the welcome SMS goes to MC: `mobileconnect` (messageContact, which honours quiet hours
+    # through blackoutWindow) or `transactional` (/messaging/v1/sms/messages, which has no
+    # blackoutWindow: only with SMS_QUIET_HOURS empty).
+    mc_sms_api: str = field(default_factory=lambda: _env("MC_SMS_API", "mobileconnect").strip().lower())
+    # Client-side pace of every MC call of this worker, REST and SOAP together (a token bucket,
+    # 0 = off). 20/s is 1,200 calls a minute: the two workers of docker-compose.yml together stay
+    # under MC's ~2,500 REST and ~2,000 SOAP calls a minute per account (reference §6). A fleet of
+    # N workers: the account's budget divided by N.
+    mc_max_requests_per_second: float = field(
+        default_factory=lambda: _env_float("MC_MAX_REQUESTS_PER_SECOND", 20.0)
+    )
+    # MC's account-level block (errorcode 50200) stops every MC call of the worker for this long,
+    # then one call probes; a block met again doubles the pause (up to 15 min).
+    mc_blocked_pause_seconds: float = field(
+        default_factory=lambda: _env_float("MC_BLOCKED_PAUSE_SECONDS", 60.0)
+    )
 
     batch_window_seconds: float = field(default_factory=lambda: _env_float("BATCH_WINDOW_SECONDS", 2.0))
     batch_max_rows: int = field(default_factory=lambda: _env_int("BATCH_MAX_ROWS", 1000))
@@ -263,6 +288,20 @@ class Settings:
             self.quiet_hours  # noqa: B018 - parsed for its error
         except SettingsError as exc:
             found.append(str(exc))
+        if self.mc_email_api not in EMAIL_APIS:
+            found.append(f"MC_EMAIL_API={self.mc_email_api!r}: expected one of {', '.join(EMAIL_APIS)}")
+        if self.mc_sms_api not in SMS_APIS:
+            found.append(f"MC_SMS_API={self.mc_sms_api!r}: expected one of {', '.join(SMS_APIS)}")
+        elif self.mc_sms_api == "transactional" and self.sms_quiet_hours.strip():
+            found.append(
+                "MC_SMS_API=transactional cannot keep SMS_QUIET_HOURS: the Transactional Messaging API "
+                "has no blackoutWindow (reference §3.2). Set SMS_QUIET_HOURS= (empty) or use "
+                "MC_SMS_API=mobileconnect"
+            )
+        if self.mc_max_requests_per_second < 0:
+            found.append("MC_MAX_REQUESTS_PER_SECOND must be 0 (off) or more")
+        if self.mc_blocked_pause_seconds <= 0:
+            found.append("MC_BLOCKED_PAUSE_SECONDS must be more than 0")
         problem = plain_http_problem("MC_AUTH_URL", self.mc_auth_url)
         if problem:
             found.append(problem)

@@ -14,6 +14,7 @@ partition's ledger sees every copy of a notification, whichever producer or part
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import asdict, dataclass
 
 import orjson
@@ -54,6 +55,14 @@ def ledger_key(notification_id: str, resend_of: tuple[int, int] | None) -> str:
         return notification_id
     partition, offset = resend_of
     return f"{notification_id}#resend@{partition}:{offset}"
+
+
+def message_key(key: str) -> str:
+    """The Transactional Messaging `messageKey` of a ledger entry: the hex SHA-256 of its ledger key
+    (64 characters; MC takes at most 100). MC refuses a key used in the prior 72 hours (109110), so
+    every copy and every retry of one notification is one message at MC, while a deliberate resend,
+    a ledger entry of its own, is a message of its own."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def decide(entry: Entry | None) -> Decision:

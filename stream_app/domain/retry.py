@@ -8,10 +8,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from stream_app.mc import TransientMCError
+from stream_app.mc import PACING_ERRORS, TransientMCError
 from stream_app.settings import Settings
 
 T = TypeVar("T")
+# The least a call held back for MC's pace waits before it is made again.
+PACING_FLOOR_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,15 @@ async def call_with_retries(
     call: Callable[[int], Awaitable[T]],
     policy: RetryPolicy,
     on_retry: Callable[[int, TransientMCError, float], Awaitable[None]] | None = None,
+    *,
+    pace: Callable[[], Awaitable[object]] | None = None,
 ) -> tuple[T, int]:
     """Run `call(attempt)` until it succeeds; permanent errors pass through at once.
+
+    With `pace` (the MC client's `Pacer.ready`), MC's answers about the pace rather than the
+    request (a 429 or SOAP rate fault, the 50200 block, a call the circuit breaker held back) are
+    not counted as attempts: the call waits for MC's pace and is made again, however long MC
+    blocks (the mc_blocked alert says so). Without it they count like any transient failure.
 
     Returns the result and the number of attempts it took.
     """
@@ -58,6 +67,12 @@ async def call_with_retries(
         try:
             return await call(attempt), attempt
         except TransientMCError as exc:
+            if pace is not None and isinstance(exc, PACING_ERRORS):
+                # MC's Retry-After is also the pacer's not-before; the floor keeps a client
+                # without a paced transport from spinning.
+                await asyncio.sleep(max(exc.retry_after or 0.0, PACING_FLOOR_SECONDS))
+                await pace()
+                continue
             if attempt >= policy.max_attempts:
                 raise RetriesExhausted(attempt, exc) from exc
             wait = policy.delay(attempt, exc.retry_after)

@@ -9,8 +9,18 @@ from __future__ import annotations
 import httpx
 
 from stream_app.mc.auth import TokenManager
-from stream_app.mc.errors import AuthError, MCError, PermanentMCError, TransientMCError
-from stream_app.mc.rest import RestClient, SendReceipt, verify_ens_signature
+from stream_app.mc.errors import (
+    PACING_ERRORS,
+    AuthError,
+    BlockedMCError,
+    DuplicateMessageKeyError,
+    MCError,
+    PermanentMCError,
+    ThrottledMCError,
+    TransientMCError,
+)
+from stream_app.mc.pacing import PacedTransport, Pacer
+from stream_app.mc.rest import RestClient, SendReceipt, TransactionalStatus, verify_ens_signature
 from stream_app.mc.sftp import SftpUploader, attempt_name, error_report_path
 from stream_app.mc.soap import (
     ImportSummary,
@@ -23,10 +33,14 @@ from stream_app.mc.transport import AiohttpTransport
 from stream_app.settings import Settings
 
 __all__ = [
+    "PACING_ERRORS",
     "AuthError",
+    "BlockedMCError",
+    "DuplicateMessageKeyError",
     "ImportSummary",
     "MCError",
     "MarketingCloud",
+    "Pacer",
     "PermanentMCError",
     "RestClient",
     "SendLogRow",
@@ -34,7 +48,9 @@ __all__ = [
     "SftpUploader",
     "SoapClient",
     "SubscriberRow",
+    "ThrottledMCError",
     "TokenManager",
+    "TransactionalStatus",
     "TransientMCError",
     "UpsertResult",
     "attempt_name",
@@ -49,9 +65,14 @@ class MarketingCloud:
     def __init__(self, settings: Settings, *, http: httpx.AsyncClient | None = None) -> None:
         self._owns_http = http is None
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=32, keepalive_expiry=60)
+        # One pace for all of this worker's REST and SOAP calls (mc/pacing.py); a client passed in
+        # (tests) is not paced unless its transport is a PacedTransport of this pacer.
+        self.pacer = Pacer(
+            settings.mc_max_requests_per_second, blocked_pause=settings.mc_blocked_pause_seconds
+        )
         self.http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(settings.mc_request_timeout_seconds, connect=10.0),
-            transport=AiohttpTransport(limits),
+            transport=PacedTransport(AiohttpTransport(limits), self.pacer),
         )
         self.tokens = TokenManager(settings, self.http)
         self.rest = RestClient(self.tokens, self.http, from_address=settings.mc_from_address)

@@ -29,6 +29,17 @@ class TransientMCError(MCError):
         return f"TransientMCError({self.reason!r}, retry_after={self.retry_after!r})"
 
 
+class ThrottledMCError(TransientMCError):
+    """MC asked for a slower pace: REST 429 (errorcode 50100, `Retry-After`) or the SOAP "Rate
+    Limited" fault (code 17). Says nothing about the request itself: not worth one of its tries."""
+
+
+class BlockedMCError(TransientMCError):
+    """MC blocks the account's calls: errorcode 50200 "Your requests are temporarily blocked." (too
+    many concurrent requests, no Retry-After), or the client's circuit breaker held the call back
+    for it (mc/pacing.py). Nothing was sent; not worth one of the request's tries either."""
+
+
 class PermanentMCError(MCError):
     """MC refused the request itself; sending it again unchanged gives the same answer.
 
@@ -74,3 +85,12 @@ def parse_retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class DuplicateMessageKeyError(PermanentMCError):
+    """Transactional Messaging refused the messageKey as used within the prior 72 hours (109110
+    MCMS_UTM_Validation_DuplicateMessageKey): MC already has this very message."""
+
+
+# Whether an error is about MC's pace rather than the request (not counted as one of its tries).
+PACING_ERRORS = (ThrottledMCError, BlockedMCError)

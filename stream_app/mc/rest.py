@@ -1,4 +1,5 @@
-"""MC REST: classic triggered email sends, MobileConnect SMS, and ENS callback registration."""
+"""MC REST: classic triggered email sends, MobileConnect SMS, Transactional Messaging (email and SMS)
+and ENS callback registration."""
 
 from __future__ import annotations
 
@@ -14,7 +15,15 @@ from urllib.parse import quote
 import httpx
 
 from stream_app.mc.auth import TokenManager
-from stream_app.mc.errors import AuthError, PermanentMCError, TransientMCError, parse_retry_after
+from stream_app.mc.errors import (
+    AuthError,
+    BlockedMCError,
+    DuplicateMessageKeyError,
+    PermanentMCError,
+    ThrottledMCError,
+    TransientMCError,
+    parse_retry_after,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +33,34 @@ class SendReceipt:
     """MC's acknowledgement of one send.
 
     For email `request_id` is MC's requestId and `recipient_send_id` the id of the delivery record;
-    for SMS `request_id` is the MobileConnect tokenId.
+    for SMS `request_id` is the MobileConnect tokenId. Through Transactional Messaging (either
+    channel) `request_id` is the request's requestId and `recipient_send_id` the messageKey.
     """
 
     request_id: str
     recipient_send_id: str = ""
+    # Transactional Messaging: MC refused the messageKey as already used (109110) and its status
+    # route says it has the message: an earlier request (a crashed worker's, a timed-out try) sent it.
+    already_sent: bool = False
+
+
+# Transactional Messaging's refusal of a messageKey used within the prior 72 hours (reference §3.2).
+DUPLICATE_MESSAGE_KEY = "109110"
+
+
+@dataclass(frozen=True)
+class TransactionalStatus:
+    """`GET /messaging/v1/{channel}/messages/{messageKey}`: `state` is Sent, NotSent or Queued."""
+
+    state: str
+    request_id: str = ""
+    status_code: str = ""
+    status_message: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        """MC has the message and sends it (Queued) or sent it."""
+        return self.state in ("Sent", "Queued")
 
 
 class RestClient:
@@ -109,6 +141,65 @@ class RestClient:
             raise PermanentMCError("SMS send answered without a tokenId", code=response.status_code)
         log.debug("SMS accepted for subscriber %s", subscriber_key)
         return SendReceipt(request_id=str(token_id))
+
+    async def send_transactional(
+        self,
+        channel: str,
+        definition_key: str,
+        message_key: str,
+        *,
+        to: str,
+        contact_key: str,
+        attributes: Mapping[str, str] | None = None,
+        text: str | None = None,
+    ) -> SendReceipt:
+        """One message through the Transactional Messaging API (`POST /messaging/v1/{email|sms}/
+        messages/{messageKey}`, reference §3.2). `messageKey` is the caller's idempotency key: MC
+        refuses a key used in the prior 72 hours with 109110, raised as DuplicateMessageKeyError.
+        `text` (SMS) overrides the definition's content; for SMS `to` is the mobile number."""
+        if channel == "sms":
+            to = to.strip().removeprefix("+")
+            if not to.isdigit():
+                raise PermanentMCError("mobile number is not E.164 digits", code="InvalidPhoneNumber")
+        recipient: dict[str, Any] = {"contactKey": contact_key, "to": to}
+        if attributes:
+            recipient["attributes"] = dict(attributes)
+        body: dict[str, Any] = {"definitionKey": definition_key, "recipient": recipient}
+        if text is not None:
+            body["content"] = {"message": text}
+        path = f"messaging/v1/{channel}/messages/{quote(message_key, safe='')}"
+        try:
+            response = await self._request("POST", path, body)
+        except PermanentMCError as exc:
+            if str(exc.code) == DUPLICATE_MESSAGE_KEY:
+                raise DuplicateMessageKeyError(exc.reason, exc.code) from exc
+            raise
+        return _transactional_receipt(_json(response), message_key)
+
+    async def transactional_status(self, channel: str, message_key: str) -> TransactionalStatus | None:
+        """The message's status at MC, or None when MC has no message with this key (404)."""
+        path = f"messaging/v1/{channel}/messages/{quote(message_key, safe='')}"
+        try:
+            payload = _json(await self._request("GET", path, None))
+        except PermanentMCError as exc:
+            if exc.code in (404, 30003, "30003"):
+                return None
+            raise
+        if not isinstance(payload, dict):
+            raise TransientMCError("message status answered with an unexpected body")
+        category = str(payload.get("eventCategoryType") or "").rsplit(".", 1)[-1]
+        state = category.removeprefix("Email").removeprefix("SMS").removeprefix("Sms")
+        if state not in ("Sent", "NotSent", "Queued"):
+            raise TransientMCError(f"message status {category!r} not understood")
+        info = payload.get("info")
+        if not isinstance(info, dict):
+            info = {}  # a queued message's status has none
+        return TransactionalStatus(
+            state=state,
+            request_id=str(payload.get("requestId") or ""),
+            status_code=str(info.get("statusCode") or ""),
+            status_message=str(info.get("statusMessage") or ""),
+        )
 
     async def register_callback(self, name: str, url: str, *, max_batch_size: int = 1000) -> tuple[str, str]:
         """Register an ENS callback; returns (callbackId, signatureKey).
@@ -201,7 +292,12 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if retry_after is None:
             retry_after = body_retry
-        raise TransientMCError(f"{what}: HTTP {status} {message}".rstrip(), retry_after=retry_after)
+        reason = f"{what}: HTTP {status} {message}".rstrip()
+        if status == 429 and str(code) == "50200":  # the account's calls blocked (reference §6)
+            raise BlockedMCError(reason)
+        if status == 429:
+            raise ThrottledMCError(reason, retry_after=retry_after)
+        raise TransientMCError(reason, retry_after=retry_after)
     raise PermanentMCError(
         f"{what}: HTTP {status} {message}".rstrip(), code=code if code is not None else status
     )
@@ -245,6 +341,25 @@ def _email_receipt(payload: Any) -> SendReceipt:
     return SendReceipt(
         request_id=request_id, recipient_send_id=str(item.get("recipientSendId") or request_id)
     )
+
+
+def _transactional_receipt(payload: Any, message_key: str) -> SendReceipt:
+    if not isinstance(payload, dict):
+        raise PermanentMCError("transactional send answered with an unexpected body")
+    responses = payload.get("responses")
+    item = responses[0] if isinstance(responses, list) and responses else {}
+    if isinstance(item, dict):
+        # The docs' examples spell the per-response code `errorcode`, the OpenAPI spec `errorCode`.
+        code = item.get("errorcode", item.get("errorCode"))
+        if code not in (None, 0, "0"):
+            reason = str(item.get("message") or f"transactional send refused ({code})")
+            if str(code) == DUPLICATE_MESSAGE_KEY:
+                raise DuplicateMessageKeyError(reason, code)
+            raise PermanentMCError(reason, code=code)
+    request_id = str(payload.get("requestId") or "")
+    if not request_id:
+        raise PermanentMCError("transactional send answered without a requestId")
+    return SendReceipt(request_id=request_id, recipient_send_id=message_key)
 
 
 def _send_refusal(item: Mapping[str, Any]) -> PermanentMCError:

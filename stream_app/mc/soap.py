@@ -23,7 +23,7 @@ from zeep.transports import AsyncTransport
 from zeep.wsdl import Document
 
 from stream_app.mc.auth import TokenManager
-from stream_app.mc.errors import PermanentMCError, TransientMCError, parse_retry_after
+from stream_app.mc.errors import PermanentMCError, ThrottledMCError, TransientMCError, parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -429,13 +429,17 @@ def _classify_fault(operation: str, message: str, code: str) -> Exception:
     lowered = message.lower()
     # "Rate Limited" arrives as a soap:Server fault too; any server-side fault is worth a retry,
     # while a soap:Client fault means the request itself is wrong.
-    if "rate limit" in lowered or "token expired" in lowered or code.lower().endswith("server"):
+    if "rate limit" in lowered:  # MC's throttle (fault code 17, reference §6): a pace, not a fault
+        return ThrottledMCError(f"SOAP {operation}: {message}")
+    if "token expired" in lowered or code.lower().endswith("server"):
         return TransientMCError(f"SOAP {operation}: {message}")
     return PermanentMCError(f"SOAP {operation}: {message}", code=code or "Fault")
 
 
 def _classify_status(operation: str, status: int | None, retry_after: str | None = None) -> Exception:
-    if status is None or status >= 500 or status in (408, 429):
+    if status == 429:
+        return ThrottledMCError(f"SOAP {operation}: HTTP 429", retry_after=parse_retry_after(retry_after))
+    if status is None or status >= 500 or status == 408:
         return TransientMCError(
             f"SOAP {operation}: HTTP {status}", retry_after=parse_retry_after(retry_after)
         )
