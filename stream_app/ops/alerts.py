@@ -1,4 +1,4 @@
-"""Alerts: five rules over this worker's figures, POSTed to a Slack-compatible webhook.
+"""Alerts: six rules over this worker's figures, POSTed to a Slack-compatible webhook.
 
 The rules (`Alerter.evaluate`) are pure: a snapshot and a clock in, notices out, so they are tested
 without a worker. A timer builds the snapshot from `stream_app.metrics` every ALERT_INTERVAL_SECONDS
@@ -29,7 +29,8 @@ DLQ_GROWING = "dlq_growing"
 IMPORT_STUCK = "import_stuck"
 PARTITION_STALLED = "partition_stalled"
 SENDS_PENDING = "sends_pending"
-RULES = (FAILURE_BURST, DLQ_GROWING, IMPORT_STUCK, PARTITION_STALLED, SENDS_PENDING)
+MC_BLOCKED = "mc_blocked"
+RULES = (FAILURE_BURST, DLQ_GROWING, IMPORT_STUCK, PARTITION_STALLED, SENDS_PENDING, MC_BLOCKED)
 WEBHOOK_TIMEOUT_SECONDS = 5.0
 
 
@@ -63,6 +64,7 @@ class Snapshot:
     pending_imports: Mapping[str, float] = field(default_factory=dict)  # file -> waiting since
     partitions: Mapping[tuple[str, int], tuple[int, int]] = field(default_factory=dict)  # (end, committed)
     stale_pending: Mapping[str, int] = field(default_factory=dict)  # channel -> ledger entries
+    mc_block: Mapping[str, Any] = field(default_factory=dict)  # since, detail: while MC blocks calls
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class Alerter:
             IMPORT_STUCK: self._import_stuck(snap, now),
             PARTITION_STALLED: self._partition_stalled(snap, now),
             SENDS_PENDING: self._sends_pending(snap, now),
+            MC_BLOCKED: self._mc_blocked(snap, now),
         }
         notices: list[Notice] = []
         for rule, problem in checks.items():
@@ -194,6 +197,16 @@ class Alerter:
             return f"sends left pending (outcome unknown, being settled with MC's send log): {counts}"
         return None
 
+    def _mc_blocked(self, snap: Snapshot, now: float) -> str | None:
+        if not snap.mc_block:
+            return None
+        since = float(snap.mc_block.get("since") or now)
+        return (
+            f"MC answered errorcode 50200 (the account's calls temporarily blocked) {now - since:.0f} s "
+            f"ago: every MC call of this worker is held and its records wait uncommitted "
+            f"({snap.mc_block.get('detail', '')}). If it lasts, MC says to contact Salesforce support"
+        )
+
 
 def snapshot_from_metrics() -> Snapshot:
     return Snapshot(
@@ -202,6 +215,7 @@ def snapshot_from_metrics() -> Snapshot:
         pending_imports={name: p.started for name, p in metrics.PENDING.items()},
         partitions={tp: (o.end, o.committed) for tp, o in metrics.PARTITIONS.items()},
         stale_pending=dict(metrics.STALE_PENDING_COUNTS),
+        mc_block=dict(metrics.MC_BLOCK),
     )
 
 

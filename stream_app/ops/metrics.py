@@ -111,6 +111,25 @@ MC_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
     registry=REGISTRY,
 )
+MC_BLOCKED = Gauge(
+    "stream_app_mc_blocked",
+    "1 while MC blocks this worker's calls (errorcode 50200) and its circuit breaker holds every MC call",
+    registry=REGISTRY,
+)
+MC_THROTTLED = Counter(
+    "stream_app_mc_throttled",
+    "MC's answers asking this worker to slow down, by API family and answer "
+    "(rate_limited: REST 429 or the SOAP Rate Limited fault; blocked: errorcode 50200)",
+    ["family", "answer"],
+    registry=REGISTRY,
+)
+MC_PACED_SECONDS = Counter(
+    "stream_app_mc_paced_seconds",
+    "Seconds MC calls waited before going out, by reason (rate_limit: MC_MAX_REQUESTS_PER_SECOND; "
+    "retry_after: MC's Retry-After or rate fault; blocked: the circuit breaker)",
+    ["reason"],
+    registry=REGISTRY,
+)
 CONSUMER_LAG = Gauge(
     "stream_app_consumer_lag",
     "End offset minus committed offset, per assigned topic-partition",
@@ -137,6 +156,30 @@ STALE_PENDING_COUNTS: dict[str, int] = {}
 def stale_pending(channel: str, count: int) -> None:
     STALE_PENDING_COUNTS[channel] = count
     STALE_PENDING.labels(channel=channel).set(count)
+
+
+# While MC blocks this worker's calls: since when (wall clock) and what the breaker says, for the
+# mc_blocked alert. Empty when MC is not blocking.
+MC_BLOCK: dict[str, Any] = {}
+
+
+def mc_blocked(since: float | None, detail: str) -> None:
+    """The MC circuit breaker opened (`since`: when the block began) or closed (None)."""
+    if since is None:
+        MC_BLOCK.clear()
+        MC_BLOCKED.set(0)
+    else:
+        MC_BLOCK.update(since=since, detail=detail)
+        MC_BLOCKED.set(1)
+
+
+def mc_throttled(family: str, answer: str) -> None:
+    MC_THROTTLED.labels(family=family, answer=answer).inc()
+
+
+def mc_paced(reason: str, seconds: float) -> None:
+    if seconds > 0:
+        MC_PACED_SECONDS.labels(reason=reason).inc(seconds)
 
 
 FAILED_STATUSES = frozenset({"failed", "invalid"})
@@ -318,7 +361,14 @@ class _MarketingCloudLike(Protocol):
 
 # Every MC operation on the pipeline's path; token fetches are timed inside these calls.
 MC_OPERATIONS = {
-    "rest": ("send_email", "send_sms", "register_callback", "subscribe"),
+    "rest": (
+        "send_email",
+        "send_sms",
+        "send_transactional",
+        "transactional_status",
+        "register_callback",
+        "subscribe",
+    ),
     "soap": ("import_summary", "send_log", "upsert_subscribers"),
     "sftp": ("upload", "read_file"),
 }
@@ -327,13 +377,19 @@ M = TypeVar("M", bound=_MarketingCloudLike)
 
 
 def instrument_mc(mc: M) -> M:
-    """Time every MC call of this client set, at one place instead of at every call site."""
+    """Time every MC call of this client set, at one place instead of at every call site, and
+    count what its pacer (mc/pacing.py) holds back."""
     for part, operations in MC_OPERATIONS.items():
         client = getattr(mc, part)
         for name in operations:
             method = getattr(client, name, None)
             if method is not None and not hasattr(method, "__wrapped__"):
                 setattr(client, name, timed(f"{part}.{name}", method))
+    pacer = getattr(mc, "pacer", None)
+    if pacer is not None:
+        pacer.listener.blocked = mc_blocked
+        pacer.listener.throttled = mc_throttled
+        pacer.listener.waited = mc_paced
     return mc
 
 
@@ -366,3 +422,4 @@ def reset_for_tests() -> None:
     PARTITIONS.clear()
     DLQ_SIZES.clear()
     STALE_PENDING_COUNTS.clear()
+    MC_BLOCK.clear()

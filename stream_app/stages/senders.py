@@ -49,6 +49,7 @@ from stream_app.domain.ledger import (
     Entry,
     decide,
     ledger_key,
+    message_key,
     sent_per_log,
     settle_at,
     stale,
@@ -58,7 +59,15 @@ from stream_app.domain.quiet_hours import hold_note
 from stream_app.domain.retry import RetriesExhausted, RetryPolicy, call_with_retries
 from stream_app.domain.subscribers import SUPPRESSED_REASON, is_suppressed
 from stream_app.domain.templates import localized
-from stream_app.mc import AuthError, PermanentMCError, SendReceipt, SubscriberRow, TransientMCError
+from stream_app.mc import (
+    AuthError,
+    DuplicateMessageKeyError,
+    PermanentMCError,
+    SendReceipt,
+    SubscriberRow,
+    TransactionalStatus,
+    TransientMCError,
+)
 from stream_app.ops import metrics
 from stream_app.runtime.health import is_store_error
 from stream_app.runtime.outputs import Outputs, headers_of
@@ -76,6 +85,20 @@ CHANNEL_TEMPLATES = {
 RESYNC_CODES = {13, 14}
 # The send attribute MC's send log records each send under (a field of the same name in the log).
 NOTIFICATION_ATTRIBUTE = "NotificationId"
+# Transactional Messaging has no per-message From.Name: the sender name ("X via EZTABLE") rides as
+# this attribute, which the definition's sender profile reads (README, "The two email APIs").
+FROM_NAME_ATTRIBUTE = "FromName"
+
+
+# The outcome `sent` of a notification whose messageKey MC already had (see send_transactional).
+ALREADY_AT_MC = "already sent: MC refused its messageKey as a duplicate (109110) and has the message"
+
+
+def not_sent_reason(found: TransactionalStatus) -> str:
+    """Why MC did not send a message it accepted (its status NotSent)."""
+    code = f"statusCode {found.status_code}" if found.status_code else ""
+    detail = ", ".join(x for x in (found.status_message, code) if x)
+    return f"MC did not send it (NotSent: {detail or 'no reason given'})"
 
 
 class BadReadyRecord(ValueError):
@@ -175,6 +198,12 @@ class Senders:
         # SMS quiet hours, passed to MobileConnect with every SMS: MC holds what it gets inside them.
         self.quiet_hours = runtime.settings.quiet_hours
         self.blackout_window = self.quiet_hours.blackout_window() if self.quiet_hours else None
+        # Per channel: through the Transactional Messaging API (MC_EMAIL_API, MC_SMS_API), else the
+        # classic routes (triggered sends, MobileConnect).
+        self.transactional = {
+            "email": runtime.settings.mc_email_api == "transactional",
+            "sms": runtime.settings.mc_sms_api == "transactional",
+        }
         # Two copies of one notification in flight on this worker (concurrent slots) wait in turn.
         self._inflight: dict[str, asyncio.Lock] = {}
         # Ledger keys (per table) that may still be `pending` here: those this worker marked, and
@@ -221,6 +250,8 @@ class Senders:
         # The notification keeps its logical template; MC gets the definition in its language.
         definition_key = localized(ready.template, ready.locale).definition_key
         try:
+            if self.transactional[ready.channel]:
+                return await self.send_transactional(ready, key, definition_key)
             if ready.channel == "email":
                 assert ready.email is not None
                 return await mc.rest.send_email(
@@ -241,6 +272,52 @@ class Senders:
             )
         except AuthError as exc:  # credentials refused: wait for ops rather than fail every message
             raise TransientMCError(str(exc)) from exc
+
+    async def send_transactional(self, ready: SubscriberReady, key: str, definition_key: str) -> SendReceipt:
+        """One notification through Transactional Messaging, as the message `message_key(key)`. MC
+        refusing that key as used (109110) means an earlier request of this very notification (a
+        crashed worker's, a try that timed out) reached MC: its status says whether MC sent it."""
+        rest = self.runtime.marketing_cloud().rest
+        attributes = {**ready.attributes, NOTIFICATION_ATTRIBUTE: key}
+        text: str | None = None
+        if ready.channel == "email":
+            assert ready.email is not None
+            to = ready.email
+            if ready.from_name:
+                attributes[FROM_NAME_ATTRIBUTE] = ready.from_name
+        else:
+            assert ready.mobile is not None
+            to, text = ready.mobile, sms_text(ready.attributes, ready.locale)  # as MobileConnect's
+        mkey = message_key(key)
+        try:
+            return await rest.send_transactional(
+                ready.channel,
+                definition_key,
+                mkey,
+                to=to,
+                contact_key=ready.subscriber_key,
+                attributes=attributes,
+                text=text,
+            )
+        except DuplicateMessageKeyError:
+            found = await rest.transactional_status(ready.channel, mkey)
+            if found is not None and not found.accepted:
+                raise PermanentMCError(not_sent_reason(found), code=found.status_code or "NotSent") from None
+            # Sent or queued; or (None) past the 3 days MC keeps a status, while the key's 72 h hold.
+            request_id = found.request_id if found is not None else ""
+            return SendReceipt(request_id=request_id, recipient_send_id=mkey, already_sent=True)
+
+    async def status_at_mc(self, ready: SubscriberReady, key: str) -> TransactionalStatus | None:
+        """MC's status of this notification's message (None: MC has no message with its key)."""
+        rest = self.runtime.marketing_cloud().rest
+
+        async def lookup(number: int) -> TransactionalStatus | None:
+            return await rest.transactional_status(ready.channel, message_key(key))
+
+        found, _ = await call_with_retries(
+            lookup, RetryPolicy.from_settings(self.settings), pace=self.runtime.marketing_cloud().pacer.ready
+        )
+        return found
 
     async def resync_subscriber(self, ready: SubscriberReady) -> None:
         assert ready.email is not None
@@ -308,7 +385,26 @@ class Senders:
                     upstream=upstream,
                 )
                 return
-            if decision is Decision.RECONCILE:
+            if decision is Decision.RECONCILE and self.transactional[ready.channel]:
+                # By the message's status at MC, at once: had the crashed worker's request reached
+                # MC after this lookup, the send below would be refused as a duplicate key (109110).
+                assert entry is not None
+                found = await self.status_at_mc(ready, key)
+                if found is not None:
+                    state, reason = (SENT, "") if found.accepted else (FAILED, not_sent_reason(found))
+                    ledger[key] = Entry(
+                        state, time.time(), entry.attempts, mc_request_id=found.request_id, reason=reason
+                    ).dumps()
+                    await self.out.status(
+                        ready,
+                        "sent" if found.accepted else "failed",
+                        reason=reason or f"MC's status of the message after a restart: {found.state}",
+                        mc_request_id=found.request_id,
+                        attempts=entry.attempts,
+                        upstream=upstream,
+                    )
+                    return
+            elif decision is Decision.RECONCILE:
                 assert entry is not None
                 if await self.logged_by_mc(ready, key, entry):
                     ledger[key] = Entry(SENT, time.time(), entry.attempts, reason="in MC's send log").dumps()
@@ -324,14 +420,21 @@ class Senders:
                 await self.out.status(ready, "suppressed", reason=SUPPRESSED_REASON, upstream=upstream)
                 return
 
+            # While MC throttles or blocks this worker's calls nothing is marked: a worker killed
+            # meanwhile leaves no pending send to settle.
+            pacer = self.runtime.marketing_cloud().pacer
+            if await pacer.ready() and event.message.tp not in self.app.consumer.assignment():
+                raise Revoked(ready.notification_id)
             await self.mark_pending(ledger, key, event.message.partition, event.message.value or b"")
             policy = RetryPolicy.from_settings(self.settings)
 
             resynced = False
+            calls = 0
 
             async def attempt(number: int) -> SendReceipt:
-                nonlocal resynced
-                if number > 1 and event.message.tp not in self.app.consumer.assignment():
+                nonlocal resynced, calls
+                calls += 1
+                if calls > 1 and event.message.tp not in self.app.consumer.assignment():
                     # Revoked while waiting to retry: the partition's new owner settles this send.
                     raise Revoked(ready.notification_id)
                 try:
@@ -354,7 +457,8 @@ class Senders:
                 )
 
             try:
-                receipt, attempts = await call_with_retries(attempt, policy, on_retry)
+                # MC's pace (429, rate faults, the 50200 block) is waited out, not counted as a try.
+                receipt, attempts = await call_with_retries(attempt, policy, on_retry, pace=pacer.ready)
             except PermanentMCError as exc:
                 ledger[key] = Entry(FAILED, time.time(), 1, reason=exc.reason).dumps()
                 await self.out.status(
@@ -372,7 +476,7 @@ class Senders:
             await self.out.status(
                 ready,
                 "sent",
-                reason=self.held_reason(ready),
+                reason=ALREADY_AT_MC if receipt.already_sent else self.held_reason(ready),
                 mc_request_id=receipt.request_id,
                 attempts=attempts,
                 upstream=upstream,

@@ -177,6 +177,7 @@ async def test_dashboard_page_and_its_data(ops_kafka: KafkaBroker, ops_worker: W
         "import_stuck",
         "partition_stalled",
         "sends_pending",
+        "mc_blocked",
     }
 
 
