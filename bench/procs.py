@@ -57,6 +57,10 @@ class Stack:
             "LOG_FORMAT": "text",
             # The bench measures the flow, not the night: MC would hold every SMS in quiet hours.
             "SMS_QUIET_HOURS": "",
+            # The worker's own MC pace off (MC_MAX_REQUESTS_PER_SECOND, default 20/s): the phases
+            # measure the flow against a sandbox that takes any rate; a phase that keeps MC's budget
+            # sets its own.
+            "MC_MAX_REQUESTS_PER_SECOND": os.environ.get("MC_MAX_REQUESTS_PER_SECOND", "0"),
             **extra_env,
         }
         module_args: tuple[str, ...] = worker_launch.WORKER_ARGS
