@@ -25,22 +25,21 @@ from stream_app.localkafka import (
     KafkaCluster,
     PartitionState,
     describe_cluster,
-    free_port,
     port_accepts,
     run_blocking,
 )
-from tests.integration.helpers import Output, assert_all_gone, descendants, eventually, started
+from tests.integration.helpers import (
+    Output,
+    assert_all_gone,
+    descendants,
+    eventually,
+    free_ports,
+    started,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 HOST = "127.0.0.1"
-
-
-def free_ports(n: int) -> list[int]:
-    ports: set[int] = set()
-    while len(ports) < n:
-        ports.add(free_port())
-    return sorted(ports)
 
 
 def properties(path: Path) -> dict[str, str]:
