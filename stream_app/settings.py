@@ -161,7 +161,12 @@ class Settings:
     session_timeout_seconds: float = field(
         default_factory=lambda: _env_float("SESSION_TIMEOUT_SECONDS", 10.0)
     )
-    send_concurrency: int = field(default_factory=lambda: _env_int("SEND_CONCURRENCY", 32))
+    send_concurrency: int = field(default_factory=lambda: _env_int("SEND_CONCURRENCY", 128))
+    # Classic emails per MC call: up to 50 TriggeredSend objects in one SOAP Create (MC's synchronous
+    # batch), formed while MC is busy and never waited for when a sender is idle (mc/batching.py);
+    # 1: one REST call per email. MC_CALLS_IN_FLIGHT such calls at once per worker.
+    mc_send_batch: int = field(default_factory=lambda: _env_int("MC_SEND_BATCH", 50))
+    mc_calls_in_flight: int = field(default_factory=lambda: _env_int("MC_CALLS_IN_FLIGHT", 4))
     retry_max_attempts: int = field(default_factory=lambda: _env_int("RETRY_MAX_ATTEMPTS", 8))
     retry_base_seconds: float = field(default_factory=lambda: _env_float("RETRY_BASE_SECONDS", 2.0))
     retry_max_seconds: float = field(default_factory=lambda: _env_float("RETRY_MAX_SECONDS", 900.0))
@@ -298,6 +303,10 @@ class Settings:
                 "has no blackoutWindow (reference §3.2). Set SMS_QUIET_HOURS= (empty) or use "
                 "MC_SMS_API=mobileconnect"
             )
+        if not 1 <= self.mc_send_batch <= 50:
+            found.append("MC_SEND_BATCH must be 1 to 50 (MC takes 50 objects per synchronous Create)")
+        if self.mc_calls_in_flight < 1:
+            found.append("MC_CALLS_IN_FLIGHT must be 1 or more")
         if self.mc_max_requests_per_second < 0:
             found.append("MC_MAX_REQUESTS_PER_SECOND must be 0 (off) or more")
         if self.mc_blocked_pause_seconds <= 0:

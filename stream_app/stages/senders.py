@@ -68,6 +68,8 @@ from stream_app.mc import (
     TransactionalStatus,
     TransientMCError,
 )
+from stream_app.mc.batching import TriggeredEmails
+from stream_app.mc.soap import TriggeredEmail
 from stream_app.ops import metrics
 from stream_app.runtime.health import is_store_error
 from stream_app.runtime.outputs import Outputs, headers_of
@@ -195,6 +197,7 @@ class Senders:
             "sms": runtime.table("ledger-sms", retained=True),
         }
         self.in_hand = InHand()
+        self._triggered_emails: TriggeredEmails | None = None
         # SMS quiet hours, passed to MobileConnect with every SMS: MC holds what it gets inside them.
         self.quiet_hours = runtime.settings.quiet_hours
         self.blackout_window = self.quiet_hours.blackout_window() if self.quiet_hours else None
@@ -244,6 +247,17 @@ class Senders:
         if not lock.locked():
             self._inflight.pop(key, None)
 
+    def triggered_emails(self) -> TriggeredEmails:
+        """Classic emails, many per SOAP Create while MC is busy (mc/batching.py); made on first use,
+        as the MC client is."""
+        if self._triggered_emails is None:
+            self._triggered_emails = TriggeredEmails(
+                self.runtime.marketing_cloud().soap,
+                max_items=self.settings.mc_send_batch,
+                max_calls=self.settings.mc_calls_in_flight,
+            )
+        return self._triggered_emails
+
     async def call_mc(self, ready: SubscriberReady, key: str) -> SendReceipt:
         """One send; `key` (the ledger key) rides along as `NotificationId` for MC's send log."""
         mc = self.runtime.marketing_cloud()
@@ -254,12 +268,23 @@ class Senders:
                 return await self.send_transactional(ready, key, definition_key)
             if ready.channel == "email":
                 assert ready.email is not None
+                attributes = {**ready.attributes, NOTIFICATION_ATTRIBUTE: key}
+                if self.settings.mc_send_batch > 1:
+                    email = TriggeredEmail(
+                        definition_key,
+                        ready.email,
+                        ready.subscriber_key,
+                        ready.from_name,
+                        self.settings.mc_from_address,
+                        attributes,
+                    )
+                    return await self.triggered_emails().send(email)
                 return await mc.rest.send_email(
                     definition_key,
                     to=ready.email,
                     subscriber_key=ready.subscriber_key,
                     from_name=ready.from_name,
-                    attributes={**ready.attributes, NOTIFICATION_ATTRIBUTE: key},
+                    attributes=attributes,
                 )
             assert ready.mobile is not None
             return await mc.rest.send_sms(
