@@ -21,7 +21,7 @@ from bench import report
 from bench.data import DRAWN_TOPIC, known_events
 from bench.harness import Harness, log
 from bench.kafka import PARTITIONS, create_topics
-from bench.phases import backlog, baseline, intake, latency, sends, uploads
+from bench.phases import backlog, baseline, intake, latency, mc_budget, sends, uploads
 from bench.procs import Stack
 
 
@@ -42,6 +42,7 @@ async def measure(h: Harness) -> None:
         if h.sampler is not None:
             h.figures["rss_mb_ready"] = round(h.sampler.peak_mb("worker-start"), 1)
         await latency.latency(h)
+        await latency.latency_split(h)
         # Without the senders from here to the sends phase: the warm-up's 20,000 sends would
         # slow its imports, and the intake is measured on its own (its sends join the sends phase).
         await h.start_worker(intake.INTAKE_STAGES)
@@ -53,6 +54,8 @@ async def measure(h: Harness) -> None:
         if h.opts.backlog:
             await backlog.backlog_rss(h)
         await uploads.uploads(h)
+        if h.opts.mc_budget:
+            await mc_budget.mc_budget(h)
     finally:
         await h.close()
 
@@ -70,6 +73,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--phase-timeout", type=float, default=240.0)
     p.add_argument("--intake-seconds", type=float, default=90.0, help="bound of the intake interval")
     p.add_argument("--faust-seconds", type=float, default=30.0, help="bound of the Faust agent interval")
+    p.add_argument(
+        "--no-mc-budget", dest="mc_budget", action="store_false", help="skip the MC call-budget phase"
+    )
     p.add_argument("--profile", type=Path, help="run the worker under pyinstrument, text report here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs) after the run")
     return p.parse_args(argv)

@@ -28,7 +28,9 @@ class Stack:
         self.kafka.start()
         return self.kafka
 
-    def start_sandbox(self, import_delay: float, message_cap: int) -> sandbox_launch.Launched:
+    def start_sandbox(
+        self, import_delay: float, message_cap: int, extra: tuple[str, ...] = ()
+    ) -> sandbox_launch.Launched:
         """`python -m mc_sandbox` on free ports, returned once it serves."""
         http_port, sftp_port = free_port(), free_port()
         while sftp_port == http_port:
@@ -38,7 +40,7 @@ class Stack:
             sftp_port,
             self.root / "sandbox",
             import_delay=import_delay,
-            extra=("--message-cap", str(message_cap)),
+            extra=("--message-cap", str(message_cap), *extra),
             cwd=REPO,
         )
         return self.sandbox

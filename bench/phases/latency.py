@@ -80,3 +80,36 @@ async def latency(h: Harness) -> None:
         h.figures[f"latency_sends_{name}"] = len(lat)
         p50, p99 = percentile(lat, 50), percentile(lat, 99)
         log(f"latency {name}: {len(lat)} sends, p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+
+
+async def latency_split(h: Harness) -> None:
+    """New-subscriber latency with the senders on a worker of their own (`WORKER_STAGES=senders`)
+    beside an `intake,batcher,imports` worker, both in the run's group: the deployment that scales
+    the senders apart (issue 17), measured beside the one-worker figure of `latency`."""
+    rate, seconds = h.opts.latency_rate, h.opts.latency_seconds
+    n = int(rate * seconds)
+    events = new_member_events(f"{h.run_id}-s", n, start=10 * n)  # members no phase has seen
+    await h.stop_worker()
+    await h.set_phase("latency-split")
+    workers = [h.stack.start_worker(h.app_id, WORKER_STAGES=s) for s in ("intake,batcher,imports", "senders")]
+    try:
+        await asyncio.gather(*(asyncio.to_thread(w.wait_ready) for w in workers))
+        base = await h.sent()
+        produced = await steady(h.bootstrap, events, rate)
+        expected = sum(e.notifications for e in events)
+
+        async def all_sent() -> bool:
+            return await h.sent() >= base + expected
+
+        await wait_for("latency-split sends", all_sent, timeout=60)
+    finally:
+        for worker in workers:
+            await asyncio.to_thread(worker.stop)
+    received = await received_at(h)
+    lat = [(at - t0) * 1000 for eid, t0 in produced.items() for at in received.get(eid, [])]
+    for q in (50, 95, 99):
+        h.figures[f"latency_ms_p{q}_new_split"] = round(percentile(lat, q), 1)
+    log(
+        f"latency new, senders apart: {len(lat)} sends, p50 {percentile(lat, 50):.0f} ms, "
+        f"p99 {percentile(lat, 99):.0f} ms"
+    )
