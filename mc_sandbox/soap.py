@@ -542,6 +542,7 @@ class Cursor:
     props: list[str]
     rows: list[Record]
     offset: int = 0
+    page_size: int = MAX_RETRIEVE
 
 
 def _subscriber_rows(sb: Sandbox) -> list[Record]:
@@ -826,7 +827,7 @@ def op_retrieve(ctx: Ctx, op: etree._Element) -> tuple[str, str]:
         )
 
     def page(request_id: str, cursor: Cursor) -> tuple[str, str]:
-        chunk = cursor.rows[cursor.offset : cursor.offset + MAX_RETRIEVE]
+        chunk = cursor.rows[cursor.offset : cursor.offset + cursor.page_size]
         cursor.offset += len(chunk)
         cursors.pop(request_id, None)
         status = "OK"
@@ -875,7 +876,19 @@ def op_retrieve(ctx: Ctx, op: etree._Element) -> tuple[str, str]:
         rows = [r for r in rtype.rows(ctx.sb) if keep(r)]
     except FilterError as exc:
         return reply(f"Error: {exc}")
-    return page(ctx.request_id, Cursor(rtype, shown, props, rows))
+    return page(ctx.request_id, Cursor(rtype, shown, props, rows, page_size=_batch_size(req)))
+
+
+def _batch_size(req: etree._Element | None) -> int:
+    """RetrieveOptions/BatchSize (WSDL): smaller pages when a client asks for them, never more than
+    MC's 2,500. Whether MC itself honours a smaller BatchSize is not documented [INF]; a client
+    that reads page by page works with either."""
+    raw = text(kid(req, "Options"), "BatchSize")
+    try:
+        size = int(raw) if raw else MAX_RETRIEVE
+    except ValueError:
+        size = MAX_RETRIEVE
+    return size if 0 < size <= MAX_RETRIEVE else MAX_RETRIEVE
 
 
 OPERATIONS: dict[str, Callable[[Ctx, etree._Element], tuple[str, str]]] = {

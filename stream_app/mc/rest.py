@@ -109,10 +109,15 @@ class RestClient:
         subscriber_key: str = "",
         attributes: Mapping[str, str] | None = None,
         blackout_window: Mapping[str, str] | None = None,
+        subscribe_keyword: str | None = None,
     ) -> SendReceipt:
         """Send `text` to one number. `attributes` (e.g. NotificationId, which MC then writes to the
         SMSSendLog data extension) travel only with a `subscriber_key`: MobileConnect takes
         attributes in its Subscribers form alone, and that form requires a key.
+
+        `subscribe_keyword`: `Subscribe: true` with this keyword, so MC subscribes a number that has
+        no subscription to the code yet (MobileConnect delivers only to subscribed numbers, §4.1). A
+        number that texted STOP stays unsubscribed: no `Resubscribe`.
 
         `blackout_window` (`{"UtcOffset", "WindowStart", "WindowEnd"}`, reference §4.1): MC holds a
         message sent inside the window and sends it when the window ends; the answer is the same
@@ -131,6 +136,9 @@ class RestClient:
         else:
             recipients = {"mobileNumbers": [digits]}
         body = {**recipients, "Override": True, "messageText": text}
+        if subscribe_keyword:
+            body["Subscribe"] = True
+            body["keyword"] = subscribe_keyword
         if blackout_window:
             body["blackoutWindow"] = dict(blackout_window)
         path = f"sms/v1/messageContact/{quote(message_id, safe='')}/send"
@@ -141,6 +149,17 @@ class RestClient:
             raise PermanentMCError("SMS send answered without a tokenId", code=response.status_code)
         log.debug("SMS accepted for subscriber %s", subscriber_key)
         return SendReceipt(request_id=str(token_id))
+
+    async def sms_deliveries(self, message_id: str, token_id: str) -> dict[str, Any]:
+        """MobileConnect's delivery status of one send (§4.2): `status` (New, Queuing, Started,
+        Finished, Error), `count` (the numbers minus the unsubscribed ones) and `tracking`, whose
+        entry with the highest standardStatusCode is the final state. An unknown token is a
+        PermanentMCError (400)."""
+        path = f"sms/v1/messageContact/{quote(message_id, safe='')}/deliveries/{quote(token_id, safe='')}"
+        payload = _json(await self._request("GET", path, None))
+        if not isinstance(payload, dict):
+            raise PermanentMCError("SMS deliveries answered with an unexpected body")
+        return payload
 
     async def send_transactional(
         self,

@@ -7,7 +7,7 @@ import logging
 import posixpath
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,6 +24,7 @@ from zeep.wsdl import Document
 
 from stream_app.mc.auth import TokenManager
 from stream_app.mc.errors import PermanentMCError, ThrottledMCError, TransientMCError, parse_retry_after
+from stream_app.mc.tracking import KIND_FIELDS, SEND_LOG_JOIN_FIELDS, SendLogEntry, TrackingEvent
 
 log = logging.getLogger(__name__)
 
@@ -366,6 +367,86 @@ class SoapClient:
                 )
             )
         return found
+
+    async def definition_object_id(self, customer_key: str) -> str | None:
+        """The ObjectID of the triggered send definition with this customer key (None: MC has none):
+        tracking objects name their definition by ObjectID only."""
+        rows = await self._retrieve(
+            "TriggeredSendDefinition",
+            ["ObjectID", "CustomerKey"],
+            self._simple("CustomerKey", "equals", customer_key),
+        )
+        found = [str(getattr(row, "ObjectID", None) or "") for row in rows]
+        return next((object_id for object_id in found if object_id), None)
+
+    async def tracking_pages(
+        self,
+        kind: str,
+        definition_object_id: str,
+        since: datetime,
+        until: datetime,
+        *,
+        batch_size: int | None = None,
+    ) -> AsyncIterator[list[TrackingEvent]]:
+        """The `kind` tracking events (SentEvent, NotSentEvent, BounceEvent, UnsubEvent) of one
+        definition whose EventDate is in [since, until] (MC's `between`: both ends included), one
+        list per page MC answers (2,500 rows; `batch_size`: ask for smaller pages)."""
+        await self.start()
+        assert self._client is not None
+        simple_type = self._client.get_type(f"{{{_NS}}}SimpleFilterPart")
+        filter_ = self._client.get_type(f"{{{_NS}}}ComplexFilterPart")(
+            LeftOperand=self._simple("TriggeredSendDefinitionObjectID", "equals", definition_object_id),
+            LogicalOperator="AND",
+            RightOperand=simple_type(
+                Property="EventDate", SimpleOperator="between", DateValue=[since, until]
+            ),
+        )
+        async for rows in self._pages(kind, KIND_FIELDS[kind], filter_, batch_size=batch_size):
+            yield [event for row in rows if (event := TrackingEvent.from_row(kind, row)) is not None]
+
+    async def send_log_entries(
+        self, data_extension: str, job_id: int, batch_ids: Iterable[int]
+    ) -> list[SendLogEntry]:
+        """The send log rows of these batches of one job (JobID = a tracking event's SendID): the
+        join from MC's ids to the NotificationId each send carried."""
+        await self.start()
+        assert self._client is not None
+        batches = sorted(set(batch_ids))
+        if not batches:
+            return []
+        filter_ = self._client.get_type(f"{{{_NS}}}ComplexFilterPart")(
+            LeftOperand=self._simple("JobID", "equals", str(job_id)),
+            LogicalOperator="AND",
+            RightOperand=self._client.get_type(f"{{{_NS}}}SimpleFilterPart")(
+                Property="BatchID", SimpleOperator="IN", Value=[str(b) for b in batches]
+            ),
+        )
+        rows = await self._retrieve(f"DataExtensionObject[{data_extension}]", SEND_LOG_JOIN_FIELDS, filter_)
+        return [SendLogEntry.from_values(_data_extension_values(row)) for row in rows]
+
+    async def _pages(
+        self, object_type: str, properties: Sequence[str], filter_: Any, *, batch_size: int | None = None
+    ) -> AsyncIterator[list[Any]]:
+        """A Retrieve's results page by page (MoreDataAvailable, then ContinueRequest), for a caller
+        that settles each page before asking for the next."""
+        await self.start()
+        assert self._client is not None
+        request: dict[str, Any] = {
+            "ObjectType": object_type,
+            "Properties": list(properties),
+            "Filter": filter_,
+        }
+        if batch_size:
+            request["Options"] = self._client.get_type(f"{{{_NS}}}RetrieveOptions")(BatchSize=batch_size)
+        while True:
+            response = await self._call("Retrieve", RetrieveRequest=request)
+            status = str(getattr(response, "OverallStatus", None) or "")
+            if status.startswith("Error"):
+                raise PermanentMCError(f"Retrieve {object_type}: {status}", code="Error")
+            yield list(getattr(response, "Results", None) or [])
+            if status != "MoreDataAvailable":
+                return
+            request = {"ObjectType": object_type, "ContinueRequest": getattr(response, "RequestID", None)}
 
     def _simple(
         self, prop: str, operator: str, value: str | None = None, *, date: datetime | None = None

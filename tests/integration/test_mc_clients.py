@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,12 @@ from stream_app.mc import (
     SendLogRow,
     SftpUploader,
     SoapClient,
+    SubscriberRow,
     TransientMCError,
     error_report_path,
 )
 from stream_app.mc.soap import TriggeredEmail
+from stream_app.mc.tracking import TrackingEvent
 from stream_app.mc.transport import AiohttpTransport
 from stream_app.settings import Settings
 
@@ -351,6 +354,8 @@ async def test_sms_attributes_reach_the_sms_send_log(mc: MarketingCloud, admin: 
         text="hi",
         subscriber_key="M1001",
         attributes={"NotificationId": notification_id},
+        # MC delivers (and logs) only to numbers subscribed to the keyword: the send subscribes it.
+        subscribe_keyword="EZTABLE",
     )
     (sms,) = [m for m in (await admin.get("/_sandbox/messages")).json() if m["channel"] == "sms"]
     assert sms["attributes"] == {"NotificationId": notification_id}
@@ -402,3 +407,76 @@ async def test_a_soap_create_carries_many_emails_each_with_its_own_sender_and_re
         ("TABLE via EZTABLE", "ez@example.com"),
     ]
     assert await wait_send_log(mc, "SendLog", ids[2]) == [SendLogRow(ids[2], None, "M2002")]
+
+
+async def test_tracking_events_come_page_by_page_and_join_the_send_log_on_mcs_ids(
+    mc: MarketingCloud, admin: httpx.AsyncClient
+) -> None:
+    """What the feedback stage reads (issue 18): BounceEvents of one definition in an EventDate range,
+    a page at a time (RetrieveOptions BatchSize), joined to the send log by JobID/BatchID/SubscriberKey."""
+    rows = [SubscriberRow(f"T{i}", f"t{i}@bounce.example") for i in range(7)]
+    assert all(r.ok for r in await mc.soap.upsert_subscribers(rows))
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    for i, row in enumerate(rows):
+        await mc.rest.send_email(
+            "packet-drawn-drawer",
+            to=row.email,
+            subscriber_key=row.subscriber_key,
+            attributes={"NotificationId": f"n-{i}"},
+        )
+    object_id = await mc.soap.definition_object_id("packet-drawn-drawer")
+    assert object_id and await mc.soap.definition_object_id("no-such-definition") is None
+
+    async def pages() -> list[list[TrackingEvent]] | None:
+        found = [
+            page
+            async for page in mc.soap.tracking_pages(
+                "BounceEvent", object_id, since, datetime.now(UTC) + timedelta(seconds=5), batch_size=3
+            )
+        ]
+        return found if sum(len(p) for p in found) == len(rows) else None
+
+    found = await wait_until(pages)
+    assert [len(p) for p in found] == [3, 3, 1]
+    events = [e for page in found for e in page]
+    assert {(e.event_type, e.smtp_code) for e in events} == {("HardBounce", "550")}
+    (job,) = {e.send_id for e in events}
+    assert job is not None
+    entries = {
+        e.message: e
+        for e in await mc.soap.send_log_entries("SendLog", job, (e.batch_id or 0 for e in events))
+    }
+    joined = [entries[e.message] for e in events if e.message is not None]
+    assert sorted(e.notification_id for e in joined) == sorted(f"n-{i}" for i in range(7))
+    assert all(e.email == f"t{e.notification_id[2:]}@bounce.example" for e in joined)
+    nothing = [p async for p in mc.soap.tracking_pages("UnsubEvent", object_id, since, datetime.now(UTC))]
+    assert nothing == [[]]
+
+
+async def test_sms_deliveries_say_where_the_message_got(mc: MarketingCloud) -> None:
+    receipt = await mc.rest.send_sms(
+        "packet-drawn-welcome",
+        mobile_e164="+886912345670",
+        text="hi",
+        subscriber_key="M1",
+        subscribe_keyword="EZTABLE",
+    )
+
+    async def finished() -> dict[str, Any] | None:
+        found = await mc.rest.sms_deliveries("packet-drawn-welcome", receipt.request_id)
+        return found if found["status"] == "Finished" else None
+
+    found = await wait_until(finished)
+    assert max(int(t["standardStatusCode"]) for t in found["tracking"]) == 4000
+    with pytest.raises(PermanentMCError):
+        await mc.rest.sms_deliveries("packet-drawn-welcome", "no-such-token")
+
+
+async def wait_until(check: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = await check()
+        if found:
+            return found
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{check.__name__}: not within {timeout} s")

@@ -258,6 +258,29 @@ def test_tracking_pages_of_2500(mc: Mc) -> None:
     assert keys == {k for k, _e in pairs}
 
 
+def test_a_client_may_ask_for_smaller_pages(mc: Mc) -> None:
+    """RetrieveOptions/BatchSize (WSDL): a page of at most that many rows, never more than 2,500 (how
+    MC itself takes it is not documented: a client reading page by page works either way)."""
+    pairs = [(f"S{i}", f"s{i}@example.com") for i in range(12)]
+    create_subscribers(mc.base, mc.tok, pairs)
+    triggered_send(mc.base, mc.tok, "packet-drawn-drawer", pairs)
+    wait_for(lambda: len(mc.events("SentEvent", ["SubscriberKey"])) == 12, what="sent")
+    body = (
+        f'<RetrieveRequestMsg xmlns="{NS}"><RetrieveRequest><ObjectType>SentEvent</ObjectType>'
+        "<Properties>SubscriberKey</Properties>"
+        '<Options xsi:type="RetrieveOptions"><BatchSize>5</BatchSize></Options>'
+        "</RetrieveRequest></RetrieveRequestMsg>"
+    )
+    pages = [soap(mc.base, mc.tok, body)]
+    while value(found(pages[-1], "RetrieveResponseMsg")[0], "OverallStatus") == "MoreDataAvailable":
+        request_id = value(found(pages[-1], "RetrieveResponseMsg")[0], "RequestID")
+        pages.append(retrieve(mc.base, mc.tok, "SentEvent", [], cont=request_id))
+    assert [len(rows(page)) for page in pages] == [5, 5, 2]
+    assert {r["SubscriberKey"] for page in pages for r in rows(page)} == {k for k, _e in pairs}
+    oversized = body.replace("<BatchSize>5<", "<BatchSize>9999<")
+    assert len(rows(soap(mc.base, mc.tok, oversized))) == 12  # capped at 2,500, not refused
+
+
 def test_domains_are_configuration(tmp_path: Path) -> None:
     sp = start_sandbox(
         tmp_path,
