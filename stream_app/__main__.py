@@ -13,6 +13,8 @@ commands:
   registry               a schema registry (Apicurio, in-memory) for Avro producers, in the foreground
   create-topics          create every topic with its partition count (idempotent)
   resend                 re-send one event's notifications, or replay a DLQ to its source
+  suppression lift ADDRESS --reason TEXT
+                         take an address off the suppression list (audited in the log)
   kafka-console-producer | kafka-console-consumer | kafka-topics | kafka-consumer-groups | kafka-configs
                          the Apache Kafka tools from the pinned jars
 """
@@ -48,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         from stream_app.cli.topics import main as topics_main
 
         return topics_main(rest)
+    if command == "suppression":
+        from stream_app.cli.suppression import main as suppression_main
+
+        return suppression_main(rest)
     if command == "resend":
         from stream_app.cli.resend import main as resend_main
 

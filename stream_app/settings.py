@@ -190,6 +190,23 @@ class Settings:
     stop_grace_seconds: float = field(default_factory=lambda: _env_float("STOP_GRACE_SECONDS", 20.0))
     # A ledger entry `pending` for longer than this is counted, alerted on and settled by the sweep.
     pending_stale_seconds: float = field(default_factory=lambda: _env_float("PENDING_STALE_SECONDS", 300.0))
+    # The keyword a welcome SMS subscribes its number to (MobileConnect delivers only to numbers
+    # subscribed to the message's code and keyword; a STOPped number stays unsubscribed).
+    mc_sms_keyword: str = field(default_factory=lambda: _env("MC_SMS_KEYWORD", "EZTABLE"))
+    # MC's feedback (stages/feedback.py): how often the tracking objects and SMS deliveries are read
+    # (0: never), how far behind now (MC writes a tracking row a while after its EventDate), and the
+    # page size asked of MC (0: MC's own 2,500 rows).
+    feedback_interval_seconds: float = field(
+        default_factory=lambda: _env_float("FEEDBACK_INTERVAL_SECONDS", 30.0)
+    )
+    feedback_lag_seconds: float = field(default_factory=lambda: _env_float("FEEDBACK_LAG_SECONDS", 60.0))
+    feedback_page_size: int = field(default_factory=lambda: _env_int("FEEDBACK_PAGE_SIZE", 0))
+    # MC's own rule for soft bounces (reference §2.6): an address is suppressed once it has
+    # SOFT_BOUNCE_LIMIT bounces spanning at least SOFT_BOUNCE_WINDOW_DAYS.
+    soft_bounce_limit: int = field(default_factory=lambda: _env_int("SOFT_BOUNCE_LIMIT", 3))
+    soft_bounce_window_days: float = field(
+        default_factory=lambda: _env_float("SOFT_BOUNCE_WINDOW_DAYS", 15.0)
+    )
 
     # Where MC's Event Notification Service reaches this worker (a URL of its own web server).
     ens_callback_url: str = field(default_factory=lambda: _env("ENS_CALLBACK_URL", ""))

@@ -77,6 +77,21 @@ class EmailBounced(faust.Record, include_metadata=False):
     bounce_code: str | None = None
     reason: str = ""
     definition_key: str | None = None
+    mc_event: str | None = None  # MC's identity of the event: a soft bounce is counted once
+    event_date: str | None = None  # when MC recorded it
+    notification_id: str | None = None
+
+
+class SmsWatch(faust.Record, include_metadata=False):
+    """stream_app.feedback: an SMS MobileConnect accepted, whose delivery the feedback stage follows."""
+
+    token_id: str
+    message_id: str  # the MobileConnect message (definition) the tokenId belongs to
+    ledger_key: str  # the NotificationId the send carried
+    subscriber_key: str
+    channel: str = "sms"
+    locale: str | None = None
+    sent_at: float = 0.0
 
 
 class BatcherInput(faust.Record, include_metadata=False):

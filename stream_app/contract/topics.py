@@ -14,8 +14,18 @@ BOUNCED_TOPIC = "email.bounced"
 INTENTS_TOPIC = "stream_app.intents"
 BATCHES_TOPIC = "stream_app.batches"
 TRACE_TOPIC = "stream_app.trace"
+# One partition: the feedback stage follows MC once per fleet, on the worker that owns it.
+FEEDBACK_TOPIC = "stream_app.feedback"
 # The topics whose unprocessable records go to `<topic>.dlq`: every topic a stage reads.
-DLQ_SOURCES = (*INPUT_TOPICS, READY_TOPIC, INTENTS_TOPIC, BATCHES_TOPIC, BOUNCED_TOPIC, TRACE_TOPIC)
+DLQ_SOURCES = (
+    *INPUT_TOPICS,
+    READY_TOPIC,
+    INTENTS_TOPIC,
+    BATCHES_TOPIC,
+    BOUNCED_TOPIC,
+    TRACE_TOPIC,
+    FEEDBACK_TOPIC,
+)
 
 # A fast-path subscriber.ready record's header: the intake's steps for the event view.
 INTAKE_HEADER = "stream_app.intake"
@@ -43,6 +53,7 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
     counts = {name: n for name in (*INPUT_TOPICS, READY_TOPIC, STATUS_TOPIC, INTENTS_TOPIC, BATCHES_TOPIC)}
     counts[TRACE_TOPIC] = n
     counts[BOUNCED_TOPIC] = 1
+    counts[FEEDBACK_TOPIC] = 1
     counts.update({dlq_name(t): 1 for t in DLQ_SOURCES})
     return counts
 

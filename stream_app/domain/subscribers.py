@@ -27,8 +27,8 @@ def needs_import(email: str | None, mobile: str | None, known: bytes | None) -> 
 
 
 def is_suppressed(ready: SubscriberReady, suppressed: Container[str]) -> bool:
-    """An email to an address on the suppression list (it bounced) is not sent."""
+    """An email to an address on the suppression list (it bounced or unsubscribed) is not sent."""
     return ready.channel == "email" and bool(ready.email) and (ready.email or "").lower() in suppressed
 
 
-SUPPRESSED_REASON = "address on the suppression list (bounced)"
+SUPPRESSED_REASON = "address on the suppression list (bounced or unsubscribed)"

@@ -32,7 +32,8 @@ SAMPLE_INTERVAL_SECONDS = 2.0
 
 # (key, title, the rate window shown (metrics.stage_rate), unit). Each counts, since this worker
 # started: intake, input records read; batched, notifications put into a window; rows-imported, rows
-# of completed imports MC imported (rows-rejected beside it); outcome, notification.status records.
+# of completed imports MC imported (rows-rejected beside it); outcome, notification.status records
+# (the senders' outcomes, and those MC's feedback adds after `sent`: stages/feedback.py).
 STAGES = (
     ("intake", "Intake", "intake", "events/s"),
     ("batcher", "Subscriber batcher", "batched", "rows/s into windows"),
@@ -297,6 +298,10 @@ function fill(tbodyId, rows, columns, emptyText) {
     const tr = body.insertRow(); for (const [text, cls] of cols) cell(tr, text, cls); }
 }
 function age(s) { return s < 60 ? s.toFixed(0) + " s" : (s / 60).toFixed(1) + " min"; }
+// Outcome pills: the send's (failed, invalid bad; sent ok) and MC's feedback after it (delivered ok;
+// bounced, not_sent, unsubscribed, undeliverable: the recipient's, not the service's, trouble).
+const PILL = {failed: "bad", invalid: "bad", sent: "ok", delivered: "ok",
+  bounced: "warn", not_sent: "warn", unsubscribed: "warn", undeliverable: "warn"};
 function render(d) {
   $("worker").textContent = d.worker.app_id + " on :" + d.worker.web_port + ", up " + age(d.worker.uptime_s);
   for (const s of d.stages) { const el = $("rate-" + s.key); if (el) el.textContent = s.rate.toFixed(2); }
@@ -308,8 +313,7 @@ function render(d) {
   $("scope").textContent = "figures: " + d.worker.scope;
   const out = $("outcomes"); out.replaceChildren();
   for (const [status, n] of Object.entries(d.outcomes)) {
-    const span = document.createElement("span"); span.className = "pill " +
-      (status === "failed" || status === "invalid" ? "bad" : status === "sent" ? "ok" : "");
+    const span = document.createElement("span"); span.className = "pill " + (PILL[status] || "");
     span.textContent = status + " " + n; out.appendChild(span); }
   $("lag-total").textContent = d.lag.total;
   fill("lag", Object.entries(d.lag.by_topic).map(([t, n]) => [[t], [n, "num " + (n > 0 ? "warn" : "")]]), 2,

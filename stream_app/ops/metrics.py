@@ -79,6 +79,13 @@ STALE_PENDING = Gauge(
     ["channel"],
     registry=REGISTRY,
 )
+FEEDBACK_EVENTS = Counter(
+    "stream_app_feedback_events",
+    "MC tracking events the feedback stage read, by tracking object and whether MC's send log named "
+    "their notification (matched) or not (unmatched: not this service's send, or send logging off)",
+    ["kind", "result"],
+    registry=REGISTRY,
+)
 STAGE_STEPS = Counter(
     "stream_app_stage_steps",
     "Trace steps written, by stage (received, batched, ...)",
@@ -151,6 +158,10 @@ PENDING_IMPORTS = Gauge(
 
 # The STALE_PENDING gauge's values, for the alert rules (a gauge cannot be read back cleanly).
 STALE_PENDING_COUNTS: dict[str, int] = {}
+
+
+def feedback_event(kind: str, result: str) -> None:
+    FEEDBACK_EVENTS.labels(kind=kind, result=result).inc()
 
 
 def stale_pending(channel: str, count: int) -> None:
@@ -368,8 +379,9 @@ MC_OPERATIONS = {
         "transactional_status",
         "register_callback",
         "subscribe",
+        "sms_deliveries",
     ),
-    "soap": ("import_summary", "send_log", "upsert_subscribers"),
+    "soap": ("import_summary", "send_log", "upsert_subscribers", "definition_object_id", "send_log_entries"),
     "sftp": ("upload", "read_file"),
 }
 

@@ -14,7 +14,10 @@ from stream_app.settings import STAGES
 if TYPE_CHECKING:
     from stream_app.runtime.app import Runtime
 
-FLOW = {stage: f"stream_app.stages.{stage}" for stage in STAGES}
+FLOW: dict[str, tuple[str, ...]] = {stage: (f"stream_app.stages.{stage}",) for stage in STAGES}
+# MC's feedback on the sends (stages/feedback.py) goes with the senders: the workers that talk to MC
+# for sends, whose SMS it follows; one of them (the owner of its one-partition topic) polls for all.
+FLOW["senders"] += ("stream_app.stages.feedback",)
 # Bounces feed the suppression list every sender and batcher reads; traces, the web views,
 # /metrics, the dashboard and the alerts answer for whatever stages the worker runs.
 EVERY_WORKER = (
@@ -26,5 +29,5 @@ EVERY_WORKER = (
 
 
 def install(runtime: Runtime, stages: tuple[str, ...]) -> None:
-    for module in (*(FLOW[stage] for stage in stages), *EVERY_WORKER):
+    for module in (*(module for stage in stages for module in FLOW[stage]), *EVERY_WORKER):
         importlib.import_module(module).install(runtime)

@@ -73,6 +73,7 @@ from stream_app.mc.soap import TriggeredEmail
 from stream_app.ops import metrics
 from stream_app.runtime.health import is_store_error
 from stream_app.runtime.outputs import Outputs, headers_of
+from stream_app.stages.feedback import sms_watch
 
 if TYPE_CHECKING:
     from stream_app.runtime.app import Runtime
@@ -294,6 +295,8 @@ class Senders:
                 subscriber_key=ready.subscriber_key,
                 attributes={NOTIFICATION_ATTRIBUTE: key},
                 blackout_window=self.blackout_window,
+                # The welcome SMS subscribes its number: MobileConnect delivers to subscribed ones only.
+                subscribe_keyword=self.settings.mc_sms_keyword,
             )
         except AuthError as exc:  # credentials refused: wait for ops rather than fail every message
             raise TransientMCError(str(exc)) from exc
@@ -497,6 +500,9 @@ class Senders:
                     ready, "failed", reason=str(exc), attempts=exc.attempts, upstream=upstream
                 )
                 return
+            if ready.channel == "sms" and not self.transactional["sms"]:
+                # MobileConnect's tokenId, whose delivery the feedback stage follows (stages/feedback.py).
+                await self.out.emit(sms_watch(ready, key, receipt.request_id))
             ledger[key] = Entry(SENT, time.time(), attempts, mc_request_id=receipt.request_id).dumps()
             await self.out.status(
                 ready,

@@ -1,4 +1,10 @@
-"""Suppression: addresses MC reported as bounced are never uploaded or mailed again.
+"""Suppression: addresses MC reported as bounced or unsubscribed are never uploaded or mailed again.
+
+`email.bounced` feeds the `suppressed` global table (every worker holds all of it): the bounces and
+unsubscribes the feedback stage reads from MC's tracking objects (stages/feedback.py), those ENS
+reports (Transactional Messaging sends), and an operator's `suppression lift`. A hard bounce or an
+unsubscribe suppresses at once; soft bounces are counted per address (the `soft-bounces` table) and
+suppress once they meet MC's own rule (domain/suppression.py).
 
 At start-up the worker registers an Event Notification Service (ENS) callback with MC, as any ENS
 client does: register, answer MC's verification POST, verify, subscribe to `EmailBounced`. Each
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import mode
@@ -28,6 +35,7 @@ from faust.web import Request, Response, View
 from stream_app.contract.internal import decode_record, encode_record
 from stream_app.contract.records import EmailBounced
 from stream_app.contract.topics import BOUNCED_TOPIC
+from stream_app.domain import suppression as rules
 from stream_app.domain.notifications import mask_email
 from stream_app.mc import MCError, verify_ens_signature
 from stream_app.runtime.health import is_store_error
@@ -58,6 +66,8 @@ def bounces_from(batch: Any) -> list[EmailBounced]:
         address = str(info.get("to") or "").strip().lower()
         if not address:
             continue
+        # ENS's own dedupe key (reference §7.4): a soft bounce delivered twice counts once.
+        mc_event = f"ens:{item.get('eventCategoryType')}:{info.get('messageKey')}:{item.get('timestampUTC')}"
         bounces.append(
             EmailBounced(
                 email=address,
@@ -67,9 +77,69 @@ def bounces_from(batch: Any) -> list[EmailBounced]:
                 reason=str(info.get("bounceMessage") or info.get("smtpReason") or ""),
                 definition_key=item.get("definitionKey"),
                 at=now_rfc3339(),
+                mc_event=mc_event,
+                event_date=_ens_date(item.get("timestampUTC")),
             )
         )
     return bounces
+
+
+def _ens_date(timestamp_ms: Any) -> str | None:
+    try:
+        return datetime.fromtimestamp(float(timestamp_ms) / 1000, UTC).isoformat().replace("+00:00", "Z")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+class SuppressionList:
+    """The `suppressed` global table and the soft bounces per address, fed by `email.bounced`
+    (domain/suppression.py says who goes on the list)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.settings = runtime.settings
+        self.suppressed = runtime.suppressed
+        # One partition, like email.bounced that writes it: on the worker of the suppression agent.
+        self.soft_bounces: Any = runtime.table("soft-bounces", partitions=1)
+
+    def apply(self, bounce: EmailBounced) -> None:
+        address = bounce.email.strip().lower()
+        what = rules.action(bounce.kind, bounce.bounce_code)
+        if what == rules.LIFT:
+            was = self.suppressed.pop(address, None)
+            self.soft_bounces.pop(address, None)
+            # The audit trail: who asked is in the reason (`suppression lift --reason`).
+            log.warning(
+                "suppression lifted" if was is not None else "suppression lift for an address not suppressed",
+                extra={"email": mask_email(address), "reason": bounce.reason[:300]},
+            )
+            return
+        if what == rules.SOFT:
+            identity = bounce.mc_event or f"{bounce.definition_key}:{bounce.event_date or bounce.at}"
+            raw, added = rules.add_soft_bounce(
+                self.soft_bounces.get(address), identity, bounce.event_date or bounce.at
+            )
+            if not added:
+                return
+            self.soft_bounces[address] = raw
+            limit, days = self.settings.soft_bounce_limit, self.settings.soft_bounce_window_days
+            if not rules.soft_rule_met(raw, limit, days) or address in self.suppressed:
+                return
+            bounce = EmailBounced(
+                email=address,
+                kind=bounce.kind,
+                at=bounce.at,
+                subscriber_key=bounce.subscriber_key,
+                bounce_code=bounce.bounce_code,
+                reason=f"{limit} soft bounces spanning {days:g}+ days (MC's rule); last: {bounce.reason}",
+                definition_key=bounce.definition_key,
+                mc_event=bounce.mc_event,
+                event_date=bounce.event_date,
+                notification_id=bounce.notification_id,
+            )
+        elif address in self.suppressed:
+            return  # the first reason stays (a repeated bounce or a later unsubscribe changes nothing)
+        self.suppressed[address] = encode_record(bounce)
+        log.info("address suppressed", extra={"email": mask_email(address), "kind": bounce.kind})
 
 
 class EnsRegistration:
@@ -247,12 +317,13 @@ def install(runtime: Runtime) -> None:
             await listener[0].listening.wait()
         await registration.register_until_done()
 
+    suppression_list = SuppressionList(runtime)
+
     @app.agent(bounced_topic, name="suppression")
     async def suppression(stream: StreamT) -> None:
         async for event in stream.events():
             try:
-                bounce = decode_record(EmailBounced, event.value, BOUNCED_TOPIC)
-                suppressed[bounce.email.lower()] = encode_record(bounce)
+                suppression_list.apply(decode_record(EmailBounced, event.value, BOUNCED_TOPIC))
             except Exception as exc:  # keep the bounce: email.bounced.dlq replays it
                 if is_store_error(exc):  # not the bounce's fault: stop, unacked (runtime/health.py)
                     await runtime.health.halt("suppression", exc)

@@ -134,7 +134,8 @@ def changed(value: dict[str, Any], path: str, new: Any) -> dict[str, Any]:
         (
             "notification.status",
             {**STATUS, "status": "lost"},
-            "status: 'lost' is not one of sent, failed, suppressed, duplicate, invalid",
+            "status: 'lost' is not one of sent, failed, suppressed, duplicate, invalid, bounced, not_sent, "
+            "unsubscribed, delivered, undeliverable",
         ),
         (
             "stream_app.intents",
