@@ -32,9 +32,11 @@ def action(kind: str, bounce_code: str | None) -> str:
         return LIFT
     if kind in SOFT_KINDS:
         return SOFT
-    if kind == ENS_BOUNCE and (bounce_code or "").upper() != "HARD":
+    if kind == ENS_BOUNCE and (bounce_code or "").upper() == "SOFT":
         return SOFT
-    return SUPPRESS  # hard bounces, unsubscribes, and any kind this version does not know
+    # Hard bounces, unsubscribes, an ENS bounce saying no code (as every bounce suppressed before
+    # soft ones were counted), and any kind this version does not know.
+    return SUPPRESS
 
 
 def _when(text: str) -> datetime | None:

@@ -171,6 +171,7 @@ def test_sms_delivery_status(payload: Any, expected: tuple[str, str | None] | No
         ("EmailUnsubscribe", None, suppression.SUPPRESS),
         ("EmailBounced", "HARD", suppression.SUPPRESS),
         ("EmailBounced", "SOFT", suppression.SOFT),
+        ("EmailBounced", None, suppression.SUPPRESS),
         ("SoftBounce", "SOFT", suppression.SOFT),
         ("OtherBounce", "OTHER", suppression.SOFT),
         ("Lifted", None, suppression.LIFT),
