@@ -161,12 +161,13 @@ class Settings:
     session_timeout_seconds: float = field(
         default_factory=lambda: _env_float("SESSION_TIMEOUT_SECONDS", 10.0)
     )
-    send_concurrency: int = field(default_factory=lambda: _env_int("SEND_CONCURRENCY", 128))
+    send_concurrency: int = field(default_factory=lambda: _env_int("SEND_CONCURRENCY", 256))
     # Classic emails per MC call: up to 50 TriggeredSend objects in one SOAP Create (MC's synchronous
     # batch), formed while MC is busy and never waited for when a sender is idle (mc/batching.py);
-    # 1: one REST call per email. MC_CALLS_IN_FLIGHT such calls at once per worker.
+    # 1: one REST call per email. MC_CALLS_IN_FLIGHT such calls at once per worker; with
+    # SEND_CONCURRENCY 256 that fills ~30 emails a call at load (`make bench`, mc budget phase).
     mc_send_batch: int = field(default_factory=lambda: _env_int("MC_SEND_BATCH", 50))
-    mc_calls_in_flight: int = field(default_factory=lambda: _env_int("MC_CALLS_IN_FLIGHT", 4))
+    mc_calls_in_flight: int = field(default_factory=lambda: _env_int("MC_CALLS_IN_FLIGHT", 2))
     retry_max_attempts: int = field(default_factory=lambda: _env_int("RETRY_MAX_ATTEMPTS", 8))
     retry_base_seconds: float = field(default_factory=lambda: _env_float("RETRY_BASE_SECONDS", 2.0))
     retry_max_seconds: float = field(default_factory=lambda: _env_float("RETRY_MAX_SECONDS", 900.0))
