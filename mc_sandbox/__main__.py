@@ -35,21 +35,6 @@ def parse_args(argv: list[str] | None = None) -> Config:
     fate.add_argument(
         "--unsub-domains", default="unsub.example", help="delivered, then unsubscribed; '' = none"
     )
-    legacy = p.add_argument_group(
-        "legacy kindness MC does not have (the defaults, until the pipeline's switch)"
-    )
-    legacy.add_argument(
-        "--ens-classic-sends",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="ENS also reports classic triggered sends (MC reports Transactional Messaging sends only)",
-    )
-    legacy.add_argument(
-        "--mobileconnect-open-numbers",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="every number counts as subscribed (MC delivers to numbers subscribed to the keyword only)",
-    )
     budget = p.add_argument_group(
         "MC's API call budget (off unless asked for, see mc_sandbox/call_budget.py)"
     )
@@ -79,8 +64,6 @@ def parse_args(argv: list[str] | None = None) -> Config:
         hard_bounce_domains=parse_domains(a.hard_bounce_domains),
         soft_bounce_domains=parse_domains(a.soft_bounce_domains),
         unsub_domains=parse_domains(a.unsub_domains),
-        ens_classic_sends=a.ens_classic_sends,
-        mobileconnect_open_numbers=a.mobileconnect_open_numbers,
         calls_per_minute={} if a.no_call_budget else per_minute,
         max_concurrent_calls=0 if a.no_call_budget else max(0, a.max_concurrent_calls),
     )

@@ -2,8 +2,8 @@
 
 Modelling choice: the sandbox accepts ``http://127.0.0.1:<port>`` (and ``localhost``) callback URLs,
 where real MC demands HTTPS with no port. Which sends produce which events is in ens_events.py (only
-Transactional Messaging API sends, unless ``--ens-classic-sends``); delivery, signing, retries and
-suspension are in ens_manager.py.
+Transactional Messaging API sends, as MC's); delivery, signing, retries and suspension are in
+ens_manager.py.
 """
 
 from __future__ import annotations

@@ -4,10 +4,6 @@ The rule, as MC's: ENS reports **Transactional Messaging API** sends only (trans
 triggered sends (REST ``messageDefinitionSends``, SOAP ``Create TriggeredSend``) and MobileConnect
 ``messageContact`` sends produce no callback; their feedback is polled from the SOAP tracking objects
 (tracking.py) and the delivery-record routes.
-
-``Config.ens_classic_sends`` (``--ens-classic-sends``, the legacy default while the pipeline's
-suppression list is fed by ENS bounces of classic sends) makes classic *email* sends publish the same
-events a transactional send would. ``--no-ens-classic-sends`` is MC's behaviour.
 """
 
 from __future__ import annotations
@@ -29,16 +25,13 @@ SMS_NOT_SENT = "TransactionalSendEvents.SmsNotSent"
 SMS_DELIVERED = "TransactionalSendEvents.SmsDelivered"
 
 TRANSACTIONAL_APIS = frozenset({"transactional", "transactional-sms"})
-CLASSIC_EMAIL_APIS = frozenset({"rest", "soap"})
 LIST_ID = str(_LIST_ID)
 EMAIL_ID = "297967"
 
 
 def reported(sb: Sandbox, msg: Message) -> bool:
-    """Whether ENS reports this message at all."""
-    if msg.api in TRANSACTIONAL_APIS:
-        return True
-    return sb.config.ens_classic_sends and msg.api in CLASSIC_EMAIL_APIS
+    """Whether ENS reports this message at all: Transactional Messaging sends only, as MC's."""
+    return msg.api in TRANSACTIONAL_APIS
 
 
 def emit(

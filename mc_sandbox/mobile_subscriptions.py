@@ -14,10 +14,6 @@ status's ``count`` leaves them out (§4.2). A number becomes or stops being subs
   of the code.
 - a Transactional Messaging SMS send (transactional.py): its definition adds a number with no
   subscription; a STOPped one only with ``subscriptions.resubscribe``.
-
-``Config.mobileconnect_open_numbers`` (``--mobileconnect-open-numbers``, the legacy default while the
-pipeline never subscribes numbers) makes every number count as subscribed to every keyword for
-``messageContact`` sends. ``--no-mobileconnect-open-numbers`` is MC's behaviour.
 """
 
 from __future__ import annotations
@@ -46,5 +42,5 @@ def stop(state: State, number: str, keywords: set[str]) -> None:
 
 
 def deliverable(state: State, number: str, keyword: str) -> bool:
-    """Whether a ``messageContact`` send reaches the number (honours the open-numbers flag)."""
-    return state.config.mobileconnect_open_numbers or status(state, number, keyword) == SUBSCRIBED
+    """Whether a ``messageContact`` send reaches the number: only one subscribed to the keyword."""
+    return status(state, number, keyword) == SUBSCRIBED

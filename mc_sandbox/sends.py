@@ -8,7 +8,7 @@
 3. The address's fate, ``Config.bounce_delay`` after the send (outcomes.py): a BounceEvent or an
    UnsubEvent, and the subscriber status MC sets.
 
-ENS hears of none of it unless ``--ens-classic-sends`` (ens_events.py).
+ENS hears of none of it (ens_events.py): MC reports classic sends through the tracking objects only.
 """
 
 from __future__ import annotations

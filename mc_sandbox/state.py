@@ -91,12 +91,6 @@ class Config:
     hard_bounce_domains: tuple[str, ...] = ("bounce.example",)
     soft_bounce_domains: tuple[str, ...] = ("soft.example",)
     unsub_domains: tuple[str, ...] = ("unsub.example",)
-    # Legacy kindness, on until the pipeline reads MC's real feedback (see ens_events.py): ENS also
-    # reports classic triggered sends, which real ENS never does.
-    ens_classic_sends: bool = True
-    # Legacy kindness, on until the pipeline subscribes numbers (see mobile_subscriptions.py): every
-    # number counts as subscribed to every keyword, where MC delivers only to subscribed ones.
-    mobileconnect_open_numbers: bool = True
     # MC's call budget (call_budget.py): calls per sliding minute by API family (none = not limited),
     # and REST calls in flight at once (0 = no bound).
     calls_per_minute: dict[str, int] = field(default_factory=dict)

@@ -4,7 +4,8 @@ counts (the sandbox's own records, the Kafka topics read with a client, the grou
 A broker, a sandbox and a worker of this test's own, so that every figure since the worker started
 is this test's traffic: new and known subscribers, an invalid address, a row MC's import rejects
 (a one-letter top-level domain, which the service's validator lets through), a non-JSON record, a
-bounced address mailed again, and an operator's resend.
+bounced address mailed again, an operator's resend, and MC's feedback on them (the bounce, the SMS
+deliveries: outcomes after `sent`, counted like the others).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 
 from tests.fixtures.worker import REPO, WorkerProcess, start_worker
 from tests.integration.helpers import (
+    FEEDBACK_STATUSES,
     drawn_event,
     end_offsets,
     eventually,
@@ -159,14 +161,25 @@ async def test_every_dashboard_figure_equals_an_independent_count(tmp_path: Path
 
             async def settled() -> bool:
                 statuses = await _statuses(kafka.bootstrap)
-                resent = sum(1 for s in statuses if s["event_id"] == run["first"]["event_id"])
-                return resent == 6 and any(s["event_id"] == run["again"]["event_id"] for s in statuses)
+                first = [s["status"] for s in statuses if s["event_id"] == run["first"]["event_id"]]
+                resent = sum(1 for status in first if status not in FEEDBACK_STATUSES)
+                # MC's feedback is in too: the first event's two welcome SMS (its resend's included)
+                # delivered, and the bounced address's bounce.
+                feedback = Counter(s["status"] for s in statuses if s["status"] in FEEDBACK_STATUSES)
+                return (
+                    resent == 6
+                    and first.count("delivered") == 2
+                    and feedback["bounced"] == 1
+                    and any(s["event_id"] == run["again"]["event_id"] for s in statuses)
+                )
 
             await eventually(settled, timeout=60)
             truth = await _independent(kafka.bootstrap, sandbox)
             # The run is the mix it claims to be (else the comparison below proves little).
             assert truth["rows_rejected"] == 1 and truth["rows_imported"] >= 5, truth
-            assert {"sent", "invalid", "failed", "suppressed"} <= set(truth["outcomes"]), truth
+            assert {"sent", "invalid", "failed", "suppressed", "bounced", "delivered"} <= set(
+                truth["outcomes"]
+            )
             assert await _count(kafka.bootstrap, "packet.drawn.dlq") == 1
 
             # Figures are sampled (offsets every 2 s): await agreement, and show what disagrees.

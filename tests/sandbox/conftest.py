@@ -34,11 +34,9 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess
         sp.stop()
 
 
-# MC's behaviour where the defaults are still kinder (see mc_sandbox/ens_events.py and
-# mobile_subscriptions.py), a short send delay, and one more hard-bounce domain than the default.
+# A short send delay, and one more hard-bounce domain than the default (MC's behaviour everywhere is
+# the sandbox's only behaviour: no legacy kindness is left to switch off).
 TRUTHFUL_ARGS = (
-    "--no-ens-classic-sends",
-    "--no-mobileconnect-open-numbers",
     "--send-log-delay",
     "0.3",
     "--hard-bounce-domains",

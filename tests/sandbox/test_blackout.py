@@ -73,6 +73,9 @@ def _send(c: httpx.Client, number: str, window: Any = None) -> httpx.Response:
         ],
         "Override": True,
         "messageText": "hi",
+        # MobileConnect delivers only to numbers subscribed to the keyword (the pipeline asks so).
+        "Subscribe": True,
+        "keyword": "EZTABLE",
     }
     if window is not None:
         body["blackoutWindow"] = window

@@ -1,7 +1,6 @@
 """MobileConnect delivers only to numbers subscribed to the message's keyword (reference §4).
 
-These run against the truthful sandbox (``--no-mobileconnect-open-numbers``); the default sandbox's
-open numbers are what test_rest_sms.py and test_send_log.py rely on.
+The sandbox's only behaviour: a number not subscribed is accepted (202) but gets nothing.
 """
 
 from __future__ import annotations

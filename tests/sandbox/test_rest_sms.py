@@ -160,7 +160,11 @@ def test_sms_send_and_deliveries(clean_sandbox: SandboxProcess) -> None:
                         "subscriberKey": "M1001",
                         "attributes": {"GiverName": "TABLE", "Amount": "250"},
                     }
-                ]
+                ],
+                # MobileConnect delivers to numbers subscribed to the keyword only (field names in
+                # any case, as MC's .NET binding takes them).
+                "subscribe": "true",
+                "KEYWORD": "EZTABLE",
             },
         )
         assert r.status_code == 202

@@ -18,6 +18,8 @@ from .helpers import client, get_json, header, token, wait_for
 DELAY = 0.5  # --send-log-delay of this module's sandbox
 SEND = "messaging/v1/messageDefinitionSends/key:{}/send"
 SMS = "sms/v1/messageContact/packet-drawn-welcome/send"
+# MobileConnect delivers (and logs) only numbers subscribed to the message's keyword.
+SUBSCRIBE = {"Subscribe": True, "keyword": "EZTABLE"}
 EMAIL_FIELDS = [
     "JobID",
     "BatchID",
@@ -171,7 +173,7 @@ def test_sms_subscribers_carry_their_attributes(mc: Mc) -> None:
         {"MobileNumber": "886912000001", "SubscriberKey": "K1", "Attributes": {"NotificationId": "n-sms-1"}},
         {"MobileNumber": "886912000002", "SubscriberKey": "K2", "Attributes": {"GiverName": "T"}},
     ]
-    token_id = mc.sms({"Subscribers": subscribers, "Override": True, "messageText": "hi"})
+    token_id = mc.sms({"Subscribers": subscribers, **SUBSCRIBE, "Override": True, "messageText": "hi"})
     (row,) = mc.wait_rows("SMSSendLog", "n-sms-1")
     assert row == {
         "MobileNumber": "886912000001",
@@ -259,7 +261,7 @@ def test_paging_over_more_than_2500_rows(mc: Mc) -> None:
             subscribers.append(
                 {"MobileNumber": f"8869{n:08d}", "SubscriberKey": f"P{n}", "Attributes": attrs}
             )
-        mc.sms({"Subscribers": subscribers, "Override": True, "messageText": "hi"})
+        mc.sms({"Subscribers": subscribers, **SUBSCRIBE, "Override": True, "messageText": "hi"})
     wait_for(
         lambda: len(get_json(mc.base, "_sandbox/send-log")["SMSSendLog"]) == len(expected),
         timeout=15,

@@ -206,7 +206,9 @@ def test_smsmt_event_retrieve(soap: Soap) -> None:
                         "SubscriberKey": "M7",
                         "Attributes": {"GiverName": "TABLE", "Amount": "88"},
                     }
-                ]
+                ],
+                "Subscribe": True,  # MobileConnect delivers to subscribed numbers only
+                "keyword": "EZTABLE",
             },
         )
         assert r.status_code == 202

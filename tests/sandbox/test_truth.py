@@ -1,12 +1,12 @@
-"""The truth switches (issue 18): ENS reports Transactional Messaging sends only, and MobileConnect
-delivers to subscribed numbers only. Both are behind legacy flags whose defaults are still the kinder
-behaviour; these tests pin both sides and the defaults."""
+"""The truth (issue 18): ENS reports Transactional Messaging sends only, and MobileConnect delivers
+to subscribed numbers only. No legacy flag brings the kinder behaviour back."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import httpx
+import pytest
 
 from mc_sandbox.__main__ import parse_args
 from tests.fixtures.sandbox import SandboxProcess
@@ -26,12 +26,17 @@ def _events(rec: Receiver) -> list[dict[str, Any]]:
     return [e for batch, _raw, _h in rec.events() for e in batch]
 
 
-def test_the_defaults_are_the_legacy_kindness_until_the_pipeline_reads_real_feedback() -> None:
-    legacy = parse_args([])
-    assert legacy.ens_classic_sends is True and legacy.mobileconnect_open_numbers is True
-    truthful = parse_args(["--no-ens-classic-sends", "--no-mobileconnect-open-numbers"])
-    assert truthful.ens_classic_sends is False and truthful.mobileconnect_open_numbers is False
-    assert legacy.hard_bounce_domains == ("bounce.example",) and legacy.unsub_domains == ("unsub.example",)
+@pytest.mark.parametrize("flag", ["--ens-classic-sends", "--mobileconnect-open-numbers"])
+def test_the_legacy_kindness_is_gone(flag: str) -> None:
+    with pytest.raises(SystemExit):
+        parse_args([flag])
+
+
+def test_the_address_fates_are_configured_by_domain() -> None:
+    defaults = parse_args([])
+    assert not hasattr(defaults, "ens_classic_sends") and not hasattr(defaults, "mobileconnect_open_numbers")
+    assert defaults.hard_bounce_domains == ("bounce.example",)
+    assert defaults.unsub_domains == ("unsub.example",)
     assert parse_args(["--soft-bounce-domains", " A.example, b.example ,"]).soft_bounce_domains == (
         "a.example",
         "b.example",
@@ -67,24 +72,3 @@ async def test_classic_sends_produce_no_ens_callback(clean_truthful: SandboxProc
         await until(lambda: len(_events(rec)) >= 2)
         keys = {e["info"].get("messageKey") for e in _events(rec)}
         assert keys == {"t-1"}
-
-
-async def test_legacy_default_reports_classic_sends_too(clean_sandbox: SandboxProcess) -> None:
-    """What today's pipeline relies on (its suppression list hears of classic bounces through ENS)."""
-    base = clean_sandbox.http_url
-    tok = token(base)
-    create_subscribers(base, tok, [("L1", "l@soft.example"), ("L2", "l@unsub.example")])
-    async with (
-        Receiver() as rec,
-        httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {tok}"}) as c,
-    ):
-        await ens_subscribe(c, rec, CATEGORIES)
-        sent = []
-        for key, email in [("L1", "l@soft.example"), ("L2", "l@unsub.example")]:
-            r = await c.post(CLASSIC, json={"To": {"Address": email, "SubscriberKey": key}})
-            sent.append(r.json()["responses"][0]["recipientSendId"])
-        await until(lambda: len(_events(rec)) >= 4)
-        kinds = sorted(e["eventCategoryType"].split(".")[1] for e in _events(rec))
-        assert kinds == ["EmailBounced", "EmailSent", "EmailSent", "EmailUnsubscribe"]
-        bounce = next(e for e in _events(rec) if e["eventCategoryType"].endswith("EmailBounced"))
-        assert bounce["info"]["bounceCode"] == "SOFT" and bounce["info"]["messageKey"] == sent[0]
