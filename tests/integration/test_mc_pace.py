@@ -40,6 +40,7 @@ async def test_the_worker_keeps_under_mcs_call_budget_and_sends_everything(tmp_p
             tmp_path / "worker",
             APP_ID="paced",
             MC_MAX_REQUESTS_PER_SECOND="0.9",
+            MC_SEND_BATCH="1",  # one REST call per email: the family whose budget binds here
             # Only the sends and ENS spend the budget here (MC's feedback polls would share the pace).
             FEEDBACK_INTERVAL_SECONDS="0",
         )
@@ -79,6 +80,7 @@ async def test_mcs_block_stops_the_senders_and_alerts_then_they_resume(tmp_path:
             APP_ID="blocked",
             FEEDBACK_INTERVAL_SECONDS="0",  # MC's feedback is not what this test counts
             MC_BLOCKED_PAUSE_SECONDS="1",
+            MC_SEND_BATCH="1",  # emails over REST, where MC's concurrency block applies
             RETRY_MAX_ATTEMPTS="2",
             ALERT_INTERVAL_SECONDS="0.5",
         )
