@@ -144,6 +144,11 @@ class Settings:
     mc_max_requests_per_second: float = field(
         default_factory=lambda: _env_float("MC_MAX_REQUESTS_PER_SECOND", 20.0)
     )
+    # The whole fleet's pace towards MC (0: off, each worker uses MC_MAX_REQUESTS_PER_SECOND): each
+    # worker takes this divided by the members of its consumer group (ops/fleet_share.py).
+    mc_fleet_requests_per_second: float = field(
+        default_factory=lambda: _env_float("MC_FLEET_REQUESTS_PER_SECOND", 0.0)
+    )
     # MC's account-level block (errorcode 50200) stops every MC call of the worker for this long,
     # then one call probes; a block met again doubles the pause (up to 15 min).
     mc_blocked_pause_seconds: float = field(

@@ -25,6 +25,7 @@ EVERY_WORKER = (
     "stream_app.stages.tracking",
     "stream_app.ops.web",
     "stream_app.ops.dashboard",
+    "stream_app.ops.fleet_share",
 )
 
 

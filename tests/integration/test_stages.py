@@ -163,7 +163,13 @@ async def test_senders_on_a_worker_of_their_own_beside_an_upstream_worker(
     order = [first, *(name for name in stages if name != first)]
     workers = {}
     for name in order:
-        workers[name] = start_worker(kafka, sandbox, tmp_path / name, WORKER_STAGES=stages[name])
+        workers[name] = start_worker(
+            kafka,
+            sandbox,
+            tmp_path / name,
+            WORKER_STAGES=stages[name],
+            MC_FLEET_REQUESTS_PER_SECOND="20",  # each of the two takes half (ops/fleet_share.py)
+        )
         workers[name].wait_ready()
     upstream, senders = workers["upstream"], workers["senders"]
     try:
@@ -177,6 +183,8 @@ async def test_senders_on_a_worker_of_their_own_beside_an_upstream_worker(
         await eventually(lambda: len(messages(sandbox)) >= 30, timeout=60)
         sent = [m["attributes"]["NotificationId"] for m in messages(sandbox)]
         assert len(sent) == len(set(sent)) == 30
+        for worker in (upstream, senders):
+            await eventually(lambda w=worker: "10.00/s of the fleet's 20.00/s (2 workers)" in w.log_tail(400))
     finally:
         upstream.stop()
         senders.stop()
