@@ -146,7 +146,7 @@ async def test_zeep_refuses_a_dtd_and_parses_strictly() -> None:
 
     zs = _zeep_settings()
     assert zs.forbid_dtd and zs.forbid_entities and zs.strict
-    from tests.unit.test_mc_soap import WSDL, FakeSoap, retrieve_response
+    from tests.fixtures.fake_soap import WSDL, FakeSoap, retrieve_response
 
     if WSDL is None:
         pytest.skip("etframework.wsdl not available")

@@ -7,9 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import httpx
 import pytest
@@ -23,67 +21,7 @@ from stream_app.mc import (
     TransientMCError,
     verify_ens_signature,
 )
-from stream_app.settings import Settings
-
-Handler = Callable[[httpx.Request], httpx.Response]
-SETTINGS = replace(Settings(), mc_auth_url="https://mcTEST.auth.marketingcloudapis.com")
-
-
-class FakeMC:
-    """Answers the token route itself and hands every other request to `api`."""
-
-    def __init__(
-        self, api: Handler | None = None, *, expires_in: int = 1079, bare_urls: bool = False
-    ) -> None:
-        self.api = api or (lambda request: httpx.Response(404))
-        self.expires_in = expires_in
-        self.bare_urls = bare_urls
-        self.token_requests: list[dict[str, Any]] = []
-        self.api_requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v2/token":
-            body = json.loads(request.content)
-            self.token_requests.append(body)
-            if body["client_secret"] != SETTINGS.mc_client_secret:
-                return httpx.Response(
-                    401,
-                    json={"error": "invalid_client", "error_description": "Client authentication failed."},
-                )
-            rest, soap = "mcTEST.rest.marketingcloudapis.com", "mcTEST.soap.marketingcloudapis.com"
-            if not self.bare_urls:
-                rest, soap = f"https://{rest}/", f"https://{soap}/"
-            return httpx.Response(
-                200,
-                json={
-                    "access_token": f"tok-{len(self.token_requests)}",
-                    "token_type": "Bearer",
-                    "expires_in": self.expires_in,
-                    "rest_instance_url": rest,
-                    "soap_instance_url": soap,
-                },
-            )
-        self.api_requests.append(request)
-        return self.api(request)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make(
-    fake: FakeMC, settings: Settings = SETTINGS, clock: Clock | None = None
-) -> tuple[TokenManager, RestClient]:
-    http = httpx.AsyncClient(transport=httpx.MockTransport(fake))
-    tokens = TokenManager(settings, http, clock=clock or Clock())
-    return tokens, RestClient(tokens, http, from_address="noreply@eztable.com")
-
-
-# --- tokens -----------------------------------------------------------------------------------
+from tests.fixtures.fake_rest import SETTINGS, Clock, FakeMC, make
 
 
 async def test_token_is_cached_and_request_is_client_credentials() -> None:

@@ -28,7 +28,7 @@ from stream_app.mc.pacing import CLOSED, HALF_OPEN, OPEN, PacedTransport, Pacer,
 from stream_app.ops import metrics
 from stream_app.ops.alerts import MC_BLOCKED, AlertConfig, Alerter, Snapshot
 from stream_app.settings import Settings
-from tests.unit.test_mc_auth_rest import SETTINGS, FakeMC
+from tests.fixtures.fake_rest import SETTINGS, FakeMC
 
 
 class Clock:

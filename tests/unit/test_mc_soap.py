@@ -3,98 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import replace
-from pathlib import Path
 
-import httpx
 import pytest
 from lxml import etree
 
-from stream_app.mc import PermanentMCError, SoapClient, SubscriberRow, TokenManager, TransientMCError
-from stream_app.settings import Settings
-
-ROOT = Path(__file__).resolve().parents[2]
-WSDL_CANDIDATES = [
-    ROOT / "mc_sandbox" / "wsdl" / "etframework.wsdl",
-    Path("/work/shared/reference/etframework.wsdl"),
-]
-WSDL = next((p for p in WSDL_CANDIDATES if p.is_file()), None)
-pytestmark = pytest.mark.skipif(WSDL is None, reason="etframework.wsdl not available")
-
-NS = {
-    "soap": "http://schemas.xmlsoap.org/soap/envelope/",
-    "et": "http://exacttarget.com/wsdl/partnerAPI",
-    "xsi": "http://www.w3.org/2001/XMLSchema-instance",
-}
-SETTINGS = replace(Settings(), mc_auth_url="https://auth.mc.test/")
-
-
-def envelope(body: str) -> str:
-    return f"""<?xml version="1.0" encoding="utf-8"?>
-<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"
-    xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsd="http://www.w3.org/2001/XMLSchema">
-  <soap:Header/>
-  <soap:Body>{body}</soap:Body>
-</soap:Envelope>"""
-
-
-def retrieve_response(results: str = "", status: str = "OK") -> str:
-    return envelope(f"""<RetrieveResponseMsg xmlns="http://exacttarget.com/wsdl/partnerAPI">
-      <OverallStatus>{status}</OverallStatus><RequestID>f37fa7f0-0203-4f45-9cde-4eec947d13bd</RequestID>
-      {results}</RetrieveResponseMsg>""")
-
-
-def fault(text: str, code: str = "soap:Server") -> str:
-    return envelope(f"""<soap:Fault><faultcode>{code}</faultcode><faultstring>{text}</faultstring>
-      <detail><apifault xmlns="urn:fault.partner.exacttarget.com"><Code>17</Code>
-      <Message>{text}</Message></apifault>
-      </detail></soap:Fault>""")
-
-
-IMPORT_ROW = """<Results xsi:type="ImportResultsSummary">
-    <PartnerKey xsi:nil="true"/><ObjectID>f7471f20-6f0e-de11-b30f-001cc494ae9e</ObjectID>
-    <ImportDefinitionCustomerKey>subscribers_w123.csv</ImportDefinitionCustomerKey>
-    <StartDate>1/10/2025 3:01:12 AM</StartDate><EndDate>1/10/2025 3:01:40 AM</EndDate>
-    <DestinationID>1234</DestinationID><NumberSuccessful>998</NumberSuccessful>
-    <NumberDuplicated>0</NumberDuplicated><NumberErrors>2</NumberErrors><TotalRows>1000</TotalRows>
-    <ImportType>Lists</ImportType><ImportStatus>Completed</ImportStatus><TaskResultID>130040236</TaskResultID>
-  </Results>"""
-
-
-class FakeSoap:
-    def __init__(self, answer: Callable[[etree._Element, int], tuple[int, str]]) -> None:
-        self.answer = answer
-        self.calls: list[etree._Element] = []
-        self.token_requests = 0
-        self.wsdl_requests = 0
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v2/token":
-            self.token_requests += 1
-            return httpx.Response(
-                200,
-                json={
-                    "access_token": f"tok-{self.token_requests}",
-                    "expires_in": 1079,
-                    "rest_instance_url": "https://rest.mc.test/",
-                    "soap_instance_url": "https://soap.mc.test/",
-                },
-            )
-        if request.url.path == "/etframework.wsdl":
-            self.wsdl_requests += 1
-            assert WSDL is not None
-            return httpx.Response(200, content=WSDL.read_bytes())
-        assert str(request.url) == "https://soap.mc.test/Service.asmx"
-        doc = etree.fromstring(request.content)
-        self.calls.append(doc)
-        status, text = self.answer(doc, len(self.calls))
-        return httpx.Response(status, text=text, headers={"Content-Type": "text/xml; charset=utf-8"})
-
-
-def make(fake: FakeSoap) -> SoapClient:
-    http = httpx.AsyncClient(transport=httpx.MockTransport(fake))
-    return SoapClient(TokenManager(SETTINGS, http), http)
+from stream_app.mc import PermanentMCError, SubscriberRow, TransientMCError
+from tests.fixtures.fake_soap import (
+    IMPORT_ROW,
+    NS,
+    FakeSoap,
+    envelope,
+    fault,
+    make,
+    retrieve_response,
+)
 
 
 def body_root(doc: etree._Element) -> etree._Element:
