@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import shlex
@@ -198,18 +197,15 @@ class DevStack:
         )
 
     def start_sandbox(self) -> None:
+        # The sandbox's own launcher (one command line and one notion of ready, shared with the
+        # tests and the bench); imported here: `stream_app` itself never depends on `mc_sandbox`.
+        from mc_sandbox import launch
+
         auth = urlparse(self.sandbox_url)
         host, http_port = auth.hostname or "127.0.0.1", auth.port or 80
         sftp_port = self.settings.mc_sftp_port
-        stats = f"{self.sandbox_url}_sandbox/stats"
-        if _http_answers(stats) == 200:
+        if launch.answers(self.sandbox_url):
             self.notes.append(f"  sandbox   {self.sandbox_url}  (already running: used as is, not stopped)")
-            return
-        if importlib.util.find_spec("mc_sandbox") is None:
-            print(
-                "warning: mc_sandbox is not installed; starting without the Marketing Cloud sandbox",
-                flush=True,
-            )
             return
         if port_accepts(host, http_port) or port_accepts(host, sftp_port):
             raise DevStackError(f"sandbox ports {host}:{http_port}/{sftp_port} are taken by something else")
@@ -217,28 +213,14 @@ class DevStack:
         # The worker must trust the host key this sandbox writes, wherever STATE_DIR points.
         self.env.setdefault("MC_SFTP_KNOWN_HOSTS", str(sandbox_state / "known_hosts"))
         print(f"starting the sandbox on {self.sandbox_url} ...", flush=True)
-        child = self._spawn(
-            "sandbox",
-            [
-                sys.executable,
-                "-m",
-                "mc_sandbox",
-                "--http-port",
-                str(http_port),
-                "--sftp-port",
-                str(sftp_port),
-                "--import-delay",
-                "1",
-                "--state-dir",
-                str(sandbox_state),
-            ],
-        )
+        command = launch.command(http_port, sftp_port, sandbox_state, import_delay=1, python=sys.executable)
+        child = self._spawn("sandbox", command)
         log = child.log_path
         assert log is not None
 
         def ready() -> bool:
-            printed = log.is_file() and "mc_sandbox ready" in log.read_text(errors="replace")
-            return printed or _http_answers(stats) == 200
+            lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+            return any(launch.is_ready_line(line) for line in lines) or launch.answers(self.sandbox_url)
 
         self.await_condition("the sandbox", ready, SANDBOX_READY_TIMEOUT, log)
         self.notes.append(f"  sandbox   {self.sandbox_url}  sftp {host}:{sftp_port}  (log {_shown(log)})")
