@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import avro_decode, report
 from bench.data import DRAWN_TOPIC, known_events
 from bench.harness import Harness, log
 from bench.kafka import PARTITIONS, create_topics
@@ -31,6 +31,8 @@ async def measure(h: Harness) -> None:
     await create_topics(h.bootstrap, dict.fromkeys(topics, PARTITIONS))
     await h.start()
     try:
+        # Per-event decode cost of an Avro input record beside its JSON twin (in this process).
+        h.figures.update(await asyncio.to_thread(avro_decode.measure))
         events = list(known_events(f"{h.run_id}-i", h.opts.events, seed=3))
         h.figures["events"] = len(events)
         await baseline.raw_loop(h, events)
