@@ -392,8 +392,17 @@ class Senders:
         log_name = (
             self.settings.mc_send_log_email if ready.channel == "email" else self.settings.mc_send_log_sms
         )
-        rows = await self.runtime.marketing_cloud().soap.send_log(log_name, key)
-        return sent_per_log([row.error_code for row in rows])
+        mc = self.runtime.marketing_cloud()
+
+        async def read(number: int) -> list[str | None]:
+            return [row.error_code for row in await mc.soap.send_log(log_name, key)]
+
+        # A failed read is retried like a send: giving up here would dead-letter a send MC may
+        # well have made (found by the chaos test once it failed SOAP calls too).
+        codes, _ = await call_with_retries(
+            read, RetryPolicy.from_settings(self.settings), pace=mc.pacer.ready
+        )
+        return sent_per_log(codes)
 
     async def deliver(self, event: EventT, ready: SubscriberReady, ledger: TableT) -> None:
         headers = headers_of(event)

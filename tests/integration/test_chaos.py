@@ -58,6 +58,8 @@ class Stack:
             RETRY_BASE_SECONDS="0.2",
             RETRY_MAX_SECONDS="2",
             SESSION_TIMEOUT_SECONDS="6",
+            # Paced under MC's budget, which the sandbox keeps here (emails batched, the default).
+            MC_MAX_REQUESTS_PER_SECOND="30",
         )
         self.workers[name] = worker
         return worker
@@ -70,7 +72,8 @@ class Stack:
 
 @pytest.fixture
 def chaos_stack(tmp_path: Path) -> Any:
-    with private_stack(tmp_path, "--message-cap", "100000", import_delay=0.5) as (kafka, sandbox):
+    budget = ("--calls-per-minute", "mc")  # MC's 2,500 REST and 2,000 SOAP calls a minute
+    with private_stack(tmp_path, "--message-cap", "100000", *budget, import_delay=0.5) as (kafka, sandbox):
         stack = Stack(kafka, sandbox, tmp_path)
         try:
             yield stack
@@ -100,8 +103,10 @@ async def test_kills_and_mc_failures_lose_nothing_and_send_nothing_twice(chaos_s
         expected |= notification_ids(event)
         records.append((event["packet_id"].encode(), orjson.dumps(event)))
 
-    # MC misbehaves throughout: a share of REST and SMS calls fail, and one SFTP session drops.
+    # MC misbehaves throughout: a share of REST, SOAP (batched emails among them) and SMS calls
+    # fail, and one SFTP session drops.
     fault(stack.sandbox, target="rest", mode="error500", probability=0.08)
+    fault(stack.sandbox, target="soap", mode="error500", probability=0.05)
     fault(stack.sandbox, target="sms", mode="error429", probability=0.1)
     fault(stack.sandbox, target="sftp", mode="disconnect", count=1)
 
@@ -131,6 +136,7 @@ async def test_kills_and_mc_failures_lose_nothing_and_send_nothing_twice(chaos_s
     duplicates = {k: n for k, n in counts.items() if n > 1}
     unexpected = set(counts) - expected
     stats = httpx.get(f"{stack.sandbox.http_url}_sandbox/stats", timeout=10).json()
+    calls = httpx.get(f"{stack.sandbox.http_url}_sandbox/calls", timeout=10).json()
     dlq_keys = {r.key for r in await read_all(stack.kafka.bootstrap, "packet.drawn.dlq")}
     report = {
         "events": len(records),
@@ -144,6 +150,8 @@ async def test_kills_and_mc_failures_lose_nothing_and_send_nothing_twice(chaos_s
         "bad_in_dlq": len(bad_keys & dlq_keys),
         "faults_injected": stats.get("faults_injected"),
         "sftp_uploads": stats.get("sftp_uploads"),
+        "mc_calls_peak_per_min": {f: c["peak_per_minute"] for f, c in calls.items()},
+        "mc_throttled": sum(c["throttled_total"] for c in calls.values()),
     }
     print("CHAOS", orjson.dumps(report).decode())
     assert stack.kills >= 3
