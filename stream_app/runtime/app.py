@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -131,7 +132,7 @@ class Runtime:
         app.on_before_shutdown.connect(self._close_marketing_cloud)  # type: ignore[arg-type]
 
     @property
-    def worker_dir(self) -> Any:
+    def worker_dir(self) -> Path:
         return self.settings.state_dir / f"worker-{self.settings.web_port}"
 
     def table(self, name: str, *, retained: bool = False, **options: Any) -> Any:
