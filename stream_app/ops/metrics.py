@@ -381,7 +381,14 @@ MC_OPERATIONS = {
         "subscribe",
         "sms_deliveries",
     ),
-    "soap": ("import_summary", "send_log", "upsert_subscribers", "definition_object_id", "send_log_entries"),
+    "soap": (
+        "import_summary",
+        "send_log",
+        "send_triggered",
+        "upsert_subscribers",
+        "definition_object_id",
+        "send_log_entries",
+    ),
     "sftp": ("upload", "read_file"),
 }
 
