@@ -91,6 +91,17 @@ async def faults_delete(request: web.Request) -> web.Response:
     return web.json_response([])
 
 
+async def held_get(request: web.Request) -> web.Response:
+    """Answers held by ``hold_answer`` faults (faults.py): each call's accepted sends, and whether its
+    answer is still held; a test awaits this rather than sleeping into the window."""
+    return web.json_response([h.to_json() for h in sandbox_of(request).faults.held])
+
+
+async def held_delete(request: web.Request) -> web.Response:
+    """Let every held answer go now."""
+    return web.json_response({"released": sandbox_of(request).faults.release_all()})
+
+
 async def reset(request: web.Request) -> web.Response:
     sandbox_of(request).reset()
     return web.json_response({"reset": True})
@@ -158,6 +169,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/_sandbox/faults", faults_get)
     app.router.add_post("/_sandbox/faults", faults_post)
     app.router.add_delete("/_sandbox/faults", faults_delete)
+    app.router.add_get("/_sandbox/held", held_get)
+    app.router.add_delete("/_sandbox/held", held_delete)
     app.router.add_post("/_sandbox/reset", reset)
     app.router.add_post("/_sandbox/tokens/expire", expire_tokens)
     app.router.add_get("/_sandbox/ens", ens)

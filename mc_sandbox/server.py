@@ -15,7 +15,7 @@ from aiohttp import web
 from . import auth, call_budget, ens, inspection, rest, sms, soap, transactional
 from .context import SANDBOX, Sandbox
 from .ens_manager import EnsManager
-from .faults import FaultRegistry, RateLimiter
+from .faults import FaultRegistry, RateLimiter, accepted_since
 from .http import DOC_URL
 from .imports import ImportManager
 from .sftp import empty_folders, load_host_key, start_sftp, write_known_hosts
@@ -138,6 +138,18 @@ async def _faulted(request: web.Request, handler: Handler, sb: Sandbox, target: 
         await asyncio.sleep(fault.seconds)
         if fault.mode == "timeout":
             return web.json_response({"message": "Gateway Timeout", "errorcode": 0}, status=504)
+    if sb.faults.holds_for(target):
+        # The body in hand first: the handler then runs to its answer without yielding, so the
+        # messages added meanwhile are this call's own (faults.py, hold_answer).
+        await request.read()
+        last = sb.state.messages[-1] if sb.state.messages else None
+        response = await _answer(request, handler, target)
+        await sb.faults.hold(target, accepted_since(sb.state.messages, last))
+        return response
+    return await _answer(request, handler, target)
+
+
+async def _answer(request: web.Request, handler: Handler, target: str) -> web.StreamResponse:
     if target == "soap":
         if request.method == "POST":
             return await soap.soap_handler(request)

@@ -1,14 +1,28 @@
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.fixtures.sandbox import SandboxProcess
 
-from .helpers import client, get_json, imports_by_file, sftp, token, upload, wait_for
+from .helpers import (
+    NS,
+    client,
+    create_subscribers,
+    found,
+    get_json,
+    imports_by_file,
+    sftp,
+    soap,
+    token,
+    upload,
+    wait_for,
+)
 
 SMS = "sms/v1/messageContact/packet-drawn-welcome/send"
 OK_SMS = {"mobileNumbers": ["886912345678"]}
@@ -93,3 +107,86 @@ def test_import_fault_ends_in_error(clean_sandbox: SandboxProcess, tmp_path: Pat
     job = wait_for(lambda: [j for j in imports_by_file(base, "broken.csv") if j["status"] == "Error"])[0]
     assert job["status"] == "Error"
     assert get_json(base, "_sandbox/subscribers") == []
+
+
+def _batch(base: str, tok: str, sends: list[tuple[str, str, str]]) -> Any:
+    """One SOAP Create of a triggered send to (key, email, NotificationId) each, as the service's."""
+    subs = "".join(
+        f"<Subscribers><EmailAddress>{email}</EmailAddress><SubscriberKey>{key}</SubscriberKey>"
+        f"<Attributes><Name>NotificationId</Name><Value>{nid}</Value></Attributes></Subscribers>"
+        for key, email, nid in sends
+    )
+    body = (
+        f'<CreateRequest xmlns="{NS}"><Options/><Objects xsi:type="TriggeredSend">'
+        f"<TriggeredSendDefinition><CustomerKey>packet-drawn-drawer</CustomerKey></TriggeredSendDefinition>"
+        f"{subs}</Objects></CreateRequest>"
+    )
+    return soap(base, tok, body)
+
+
+def test_hold_answer_makes_the_sends_then_holds_the_answer(clean_sandbox: SandboxProcess) -> None:
+    """MC accepted the batch, made and logged its sends, and its answer is late: the caller cannot
+    know, the sandbox can say so. A call that accepted fewer sends than min_items, or none (a
+    Retrieve), goes by at once and leaves the fault armed."""
+    base = clean_sandbox.http_url
+    tok = token(base)
+    people = [(f"H{i}", f"h{i}@example.com") for i in range(3)]
+    create_subscribers(base, tok, people)
+    _fault(base, target="soap", mode="hold_answer", min_items=2, seconds=30)
+    assert get_json(base, "_sandbox/faults")[0]["min_items"] == 2
+    assert (
+        httpx.post(f"{base}_sandbox/faults", json={"target": "auth", "mode": "hold_answer"}).status_code
+        == 400
+    )
+
+    alone = _batch(base, tok, [(*people[0], "n-alone")])  # one send: not held, fault still armed
+    assert [e.text for e in found(alone, "OverallStatus")] == ["OK"]
+    assert get_json(base, "_sandbox/held") == [] and len(get_json(base, "_sandbox/faults")) == 1
+
+    answer: dict[str, Any] = {}
+
+    def call() -> None:
+        answer["doc"] = _batch(base, tok, [(*people[1], "n-1"), (*people[2], "n-2")])
+        answer["at"] = time.monotonic()
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    held: dict[str, Any] = wait_for(lambda: _first(get_json(base, "_sandbox/held")), what="a held answer")
+    assert held["items"] == 2 and held["notification_ids"] == ["n-1", "n-2"] and held["holding"]
+    assert get_json(base, "_sandbox/faults") == []  # used up
+    # Accepted and sent while the answer is held: the send log has both, the caller has nothing yet.
+    logged = wait_for(lambda: _logged(base, "n-1", "n-2"), what="the held batch in the send log")
+    assert all(not row["ErrorCode"] for row in logged)
+    assert caller.is_alive() and "doc" not in answer
+
+    released_at = time.monotonic()
+    assert httpx.delete(f"{base}_sandbox/held").json() == {"released": 1}
+    caller.join(timeout=10)
+    assert answer["at"] >= released_at
+    assert [e.text for e in found(answer["doc"], "OverallStatus")] == ["OK"]
+    assert not get_json(base, "_sandbox/held")[0]["holding"]
+    ids = [m["attributes"].get("NotificationId") for m in get_json(base, "_sandbox/messages")]
+    assert ids == ["n-alone", "n-1", "n-2"]  # each once
+
+
+def _first(items: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return items[0] if items else None
+
+
+def _logged(base: str, *notification_ids: str) -> list[dict[str, Any]] | None:
+    """The SendLog rows of these notifications once each has one."""
+    log = get_json(base, "_sandbox/send-log")["SendLog"]
+    rows = [r for r in log if r["NotificationId"] in notification_ids]
+    return rows if sorted(r["NotificationId"] for r in rows) == sorted(notification_ids) else None
+
+
+def test_hold_answer_of_an_sms_lets_go_at_its_seconds(clean_sandbox: SandboxProcess) -> None:
+    base = clean_sandbox.http_url
+    _fault(base, target="sms", mode="hold_answer", seconds=0.5)
+    with client(base) as c:
+        t0 = time.monotonic()
+        r = c.post(SMS, json=OK_SMS)
+        assert r.status_code == 202 and r.json()["tokenId"]
+        assert time.monotonic() - t0 >= 0.5
+    (held,) = get_json(base, "_sandbox/held")
+    assert held["target"] == "sms" and held["items"] == 1 and not held["holding"]
