@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 
-from stream_app.localkafka import free_port
 from stream_app.mc import (
     ImportSummary,
     MarketingCloud,
@@ -35,55 +31,25 @@ from stream_app.mc.soap import TriggeredEmail
 from stream_app.mc.tracking import TrackingEvent
 from stream_app.mc.transport import AiohttpTransport
 from stream_app.settings import Settings
+from tests.fixtures.sandbox import SandboxProcess, start_sandbox
 
 # Fixtures live on the session loop; the tests must run on it too.
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@dataclass
-class _Sandbox:
-    http_url: str
-    sftp_port: int
-    known_hosts: Path
-
-
 @pytest.fixture(scope="module")
-def mc_box(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def mc_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
     """A sandbox of our own: these tests reset it and inject faults, which the shared one must not see."""
-    if not (ROOT / "mc_sandbox" / "__main__.py").is_file():
-        pytest.skip("mc_sandbox is not available")
-    state = tmp_path_factory.mktemp("mc_sandbox")
-    http_port, sftp_port = free_port(), free_port()
-    cmd = [sys.executable, "-m", "mc_sandbox", "--http-port", str(http_port), "--sftp-port", str(sftp_port)]
-    cmd += ["--import-delay", "0.3", "--state-dir", str(state)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    url = f"http://127.0.0.1:{http_port}/"
+    sandbox = start_sandbox(tmp_path_factory.mktemp("mc_sandbox"))
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if (
-                    httpx.get(f"{url}_sandbox/health", timeout=1).status_code == 200
-                    and (state / "known_hosts").is_file()
-                ):
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("mc_sandbox did not start")
-            time.sleep(0.1)
-        yield _Sandbox(url, sftp_port, state / "known_hosts")
+        yield sandbox
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        sandbox.stop()
 
 
 @pytest.fixture(scope="module")
-def settings(mc_box: Any) -> Settings:
+def settings(mc_box: SandboxProcess) -> Settings:
     return replace(
         Settings(),
         mc_auth_url=mc_box.http_url,
@@ -94,7 +60,7 @@ def settings(mc_box: Any) -> Settings:
 
 
 @pytest.fixture
-async def admin(mc_box: Any) -> AsyncIterator[httpx.AsyncClient]:
+async def admin(mc_box: SandboxProcess) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=mc_box.http_url, timeout=10) as client:
         await client.post("/_sandbox/reset")
         await client.delete("/_sandbox/faults")
