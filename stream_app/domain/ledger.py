@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import orjson
 
@@ -38,13 +38,23 @@ class Entry:
     # While `pending`: the subscriber.ready record, so that a send whose record will not be read
     # again (already committed past) can still be settled by the sweep.
     record: str = ""
+    # Once `sent`: the per-message id MC answered with beside its request id (mc/rest.py SendReceipt:
+    # a classic REST send's delivery record id, a transactional send's messageKey; none from a SOAP
+    # Create or MobileConnect). For support and MC's per-message routes; never for settling a crash:
+    # a crash before MC's answer leaves no such id, which is why the send log is keyed by our own id.
+    recipient_send_id: str = ""
 
     def dumps(self) -> bytes:
         return orjson.dumps(asdict(self))
 
     @classmethod
     def loads(cls, raw: bytes | None) -> Entry | None:
-        return None if raw is None else cls(**orjson.loads(raw))
+        """Rows of older versions load (fields added since have defaults), and so do rows of newer
+        ones during a rolling deploy (fields this version does not know are left out)."""
+        if raw is None:
+            return None
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in orjson.loads(raw).items() if k in known})
 
 
 def ledger_key(notification_id: str, resend_of: tuple[int, int] | None) -> str:

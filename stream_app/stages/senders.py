@@ -93,6 +93,16 @@ NOTIFICATION_ATTRIBUTE = "NotificationId"
 FROM_NAME_ATTRIBUTE = "FromName"
 
 
+# The outcome `sent` of a notification left `pending` by a crash and found in MC's send log (by its
+# NotificationId, which we supply, so the row exists even when the crash came before MC's answer).
+FOUND_IN_SEND_LOG = "found in MC's send log after a restart"
+# The same for a MobileConnect SMS, whose delivery is then not followed: deliveries are read by the
+# send's tokenId (reference §4.2), which only MC's lost answer carried. MC documents no tokenId in
+# the SMSSendLog (§2.8 names the template, not a TokenID field), and a match by number and time
+# would be a guess.
+FOUND_IN_SEND_LOG_SMS = (
+    f"{FOUND_IN_SEND_LOG}; its delivery is not followed (the tokenId was in MC's answer, lost in the crash)"
+)
 # The outcome `sent` of a notification whose messageKey MC already had (see send_transactional).
 ALREADY_AT_MC = "already sent: MC refused its messageKey as a duplicate (109110) and has the message"
 
@@ -430,7 +440,12 @@ class Senders:
                 if found is not None:
                     state, reason = (SENT, "") if found.accepted else (FAILED, not_sent_reason(found))
                     ledger[key] = Entry(
-                        state, time.time(), entry.attempts, mc_request_id=found.request_id, reason=reason
+                        state,
+                        time.time(),
+                        entry.attempts,
+                        mc_request_id=found.request_id,
+                        reason=reason,
+                        recipient_send_id=message_key(key),
                     ).dumps()
                     await self.out.status(
                         ready,
@@ -444,13 +459,11 @@ class Senders:
             elif decision is Decision.RECONCILE:
                 assert entry is not None
                 if await self.logged_by_mc(ready, key, entry):
-                    ledger[key] = Entry(SENT, time.time(), entry.attempts, reason="in MC's send log").dumps()
+                    # An SMS settled here gets no delivery watch: see FOUND_IN_SEND_LOG_SMS.
+                    found_reason = FOUND_IN_SEND_LOG_SMS if ready.channel == "sms" else FOUND_IN_SEND_LOG
+                    ledger[key] = Entry(SENT, time.time(), entry.attempts, reason=found_reason).dumps()
                     await self.out.status(
-                        ready,
-                        "sent",
-                        reason="found in MC's send log after a restart",
-                        attempts=entry.attempts,
-                        upstream=upstream,
+                        ready, "sent", reason=found_reason, attempts=entry.attempts, upstream=upstream
                     )
                     return
             if is_suppressed(ready, self.suppressed):
@@ -512,7 +525,13 @@ class Senders:
             if ready.channel == "sms" and not self.transactional["sms"]:
                 # MobileConnect's tokenId, whose delivery the feedback stage follows (stages/feedback.py).
                 await self.out.emit(sms_watch(ready, key, receipt.request_id))
-            ledger[key] = Entry(SENT, time.time(), attempts, mc_request_id=receipt.request_id).dumps()
+            ledger[key] = Entry(
+                SENT,
+                time.time(),
+                attempts,
+                mc_request_id=receipt.request_id,
+                recipient_send_id=receipt.recipient_send_id,
+            ).dumps()
             await self.out.status(
                 ready,
                 "sent",

@@ -35,6 +35,7 @@ from tests.integration.helpers import (
     messages,
     private_stack,
     produce,
+    read_all,
     sample,
     statuses,
     unique,
@@ -337,3 +338,105 @@ def _stat(sandbox: SandboxProcess, name: str) -> int:
 
 async def _settled(kafka: EmbeddedKafka, event_id: str) -> bool:
     return len([s for s in await statuses(kafka.bootstrap, event_id) if s["status"] == "sent"]) >= 3
+
+
+async def test_a_worker_killed_while_mc_holds_its_answer_to_a_batch_sends_each_notification_once(
+    own_stack: tuple[EmbeddedKafka, SandboxProcess], tmp_path: Path
+) -> None:
+    """Issues 23 and 18: MC accepted a batch of emails (two of them one giver's, one template, seconds
+    apart) and a welcome SMS, made and logged every send, and the worker was SIGKILLed before MC's
+    answers came back (the sandbox's hold_answer fault holds them). The next worker settles each
+    `pending` entry by MC's send log, by NotificationId: each notification is sent exactly once, the
+    held ones `sent` as found in the log, the rest sent now. (Classic emails only: Transactional
+    Messaging sends are not batched in this version.)"""
+    kafka, sandbox = own_stack
+    app_id = "heldbatch"
+    await ensure_topics(Settings(broker_url=kafka.url), topic_partitions(Settings()))
+
+    giver = (unique("G"), f"{unique('giver')}@example.com")
+    people = [(unique("M"), f"{unique('b')}@example.com") for _ in range(12)]
+    client = mc_client(sandbox)
+    try:
+        assert all(
+            r.ok for r in await client.soap.upsert_subscribers(SubscriberRow(*p) for p in [giver, *people])
+        )
+    finally:
+        await client.close()
+    opener = ready_record(unique("d"), *people[0])
+    gifts = [ready_record(unique("d"), *giver, template="packet-drawn-giver") for _ in range(2)]
+    batch = [*gifts, *(ready_record(unique("d"), *p) for p in people[1:])]
+    sms = ready_record(unique("d"), *people[1], template="packet-drawn-welcome", mobile="+886912345678")
+    records = [opener, *batch, sms]
+
+    env = {"APP_ID": app_id, "MC_REQUEST_TIMEOUT_SECONDS": "15", "SEND_LOG_LAG_SECONDS": "2"}
+    # One MC call in flight: what arrives while MC holds a call waits for the next, together.
+    worker = start_worker(kafka, sandbox, tmp_path / "w1", MC_CALLS_IN_FLIGHT="1", **env)
+    try:
+        worker.wait_ready()
+        # MC slow to answer the opener's call: the batch forms behind it...
+        fault(sandbox, target="soap", mode="hold_answer", min_items=1, seconds=120)
+        await produce(kafka.bootstrap, "subscriber.ready", opener, key=opener["notification_id"].encode())
+        opened = await eventually(lambda: _holding(sandbox, "soap", 1), timeout=60)
+        # ...and the call that carries it, like the SMS's, is accepted in full and never answered.
+        fault(sandbox, target="soap", mode="hold_answer", min_items=2, seconds=120)
+        fault(sandbox, target="sms", mode="hold_answer", min_items=1, seconds=120)
+        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+        await producer.start()
+        try:
+            for record in [*batch, sms]:  # within a second: the giver's two well inside 30 s
+                await producer.send(
+                    "subscriber.ready", orjson.dumps(record), key=record["notification_id"].encode()
+                )
+            await producer.flush()
+        finally:
+            await producer.stop()
+        await eventually(lambda: _pending(kafka, app_id, [*batch, sms]), timeout=60)
+        release = httpx.delete(f"{sandbox.http_url}_sandbox/held", params={"id": opened["id"]}, timeout=10)
+        assert release.json() == {"released": 1}  # the opener's answer, now
+        held_batch = await eventually(lambda: _holding(sandbox, "soap", 2), timeout=60)
+        held_sms = await eventually(lambda: _holding(sandbox, "sms", 1), timeout=60)
+    finally:
+        worker.kill()
+    held = set(held_batch["notification_ids"]) | set(held_sms["notification_ids"])
+    assert {g["notification_id"] for g in gifts} <= set(held_batch["notification_ids"])
+    assert sms["notification_id"] in held
+
+    clear_faults(sandbox)  # the held answers go out to a dead socket
+    worker = start_worker(kafka, sandbox, tmp_path / "w2", **env)
+    try:
+        worker.wait_ready()
+        await eventually(lambda: _outcomes(kafka, *records), timeout=120)
+    finally:
+        worker.stop()
+
+    outcomes: dict[str, list[dict[str, Any]]] = {r["notification_id"]: [] for r in records}
+    for record in records:
+        for status in await statuses(kafka.bootstrap, record["event_id"]):
+            if status["status"] != "duplicate":
+                outcomes[record["notification_id"]].append(status)
+    assert {n: [s["status"] for s in found] for n, found in outcomes.items() if n in held} == {
+        n: ["sent"] for n in held
+    }
+    assert all("found in MC's send log" in outcomes[n][0]["reason"] for n in held)
+    assert "delivery is not followed" in outcomes[sms["notification_id"]][0]["reason"]
+    assert all(s["status"] == "sent" for found in outcomes.values() for s in found)  # none lost
+    sent = [m["attributes"].get("NotificationId") for m in messages(sandbox)]
+    assert sorted(sent) == sorted(r["notification_id"] for r in records)  # each exactly once
+    gift_emails = [m for m in messages(sandbox) if m["subscriber_key"] == giver[0]]
+    assert len(gift_emails) == 2 and {m["definition_key"] for m in gift_emails} == {"packet-drawn-giver"}
+
+
+def _holding(sandbox: SandboxProcess, target: str, at_least: int) -> dict[str, Any] | None:
+    """A call to `target` that the sandbox accepted with at least `at_least` sends and is holding."""
+    held = httpx.get(f"{sandbox.http_url}_sandbox/held", timeout=10).json()
+    return next((h for h in held if h["target"] == target and h["holding"] and h["items"] >= at_least), None)
+
+
+async def _pending(kafka: EmbeddedKafka, app_id: str, records: list[dict[str, Any]]) -> bool:
+    """Whether every record's ledger entry was marked `pending` (in its table's changelog)."""
+    marked: set[str] = set()
+    for channel in ("email", "sms"):
+        for r in await read_all(kafka.bootstrap, f"{app_id}-ledger-{channel}-changelog"):
+            if r.value and orjson.loads(r.value)["state"] == PENDING:
+                marked.add(orjson.loads(r.key))
+    return {r["notification_id"] for r in records} <= marked

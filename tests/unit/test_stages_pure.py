@@ -248,9 +248,16 @@ def test_a_pending_entry_keeps_its_record_and_older_entries_still_load() -> None
 
 
 def test_ledger_entry_round_trip() -> None:
-    entry = Entry(SENT, 12.5, 2, mc_request_id="abc")
+    entry = Entry(SENT, 12.5, 2, mc_request_id="abc", recipient_send_id="rsid-1")
     assert Entry.loads(entry.dumps()) == entry
     assert Entry.loads(None) is None
+
+
+def test_a_sent_entry_keeps_mcs_recipient_send_id_and_rows_of_other_versions_load() -> None:
+    older = b'{"state": "sent", "at": 2.0, "attempts": 1, "mc_request_id": "r", "reason": "", "record": ""}'
+    assert Entry.loads(older) == Entry(SENT, 2.0, 1, mc_request_id="r", recipient_send_id="")
+    newer = b'{"state": "sent", "at": 2.0, "recipient_send_id": "k", "a_field_of_later": 1}'
+    assert Entry.loads(newer) == Entry(SENT, 2.0, recipient_send_id="k")
 
 
 # --- retry -------------------------------------------------------------------------------------
