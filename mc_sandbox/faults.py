@@ -9,8 +9,8 @@ It fires only for a request that accepted at least ``min_items`` sends (default 
 a refused send goes by untouched and does not use the fault up), so a test can wait for a *batch*.
 Each held answer is listed by ``GET /_sandbox/held`` (how many sends it accepted, their message ids
 and ``NotificationId`` attributes, whether it is still held), so a test awaits the window instead of
-sleeping into it; ``DELETE /_sandbox/held`` lets every held answer go now. Clearing the faults (or a
-reset) lets them go too and forgets them.
+sleeping into it; ``DELETE /_sandbox/held`` lets every held answer go now (``?id=N``: that one).
+Clearing the faults (or a reset) lets them go too and forgets them.
 """
 
 from __future__ import annotations
@@ -167,9 +167,9 @@ class FaultRegistry:
         finally:
             held.holding = False
 
-    def release_all(self) -> int:
-        """Let every held answer go now; returns how many were held."""
-        holding = [h for h in self.held if h.holding]
+    def release_all(self, held_id: int | None = None) -> int:
+        """Let every held answer go now (or the one with ``held_id``); returns how many were held."""
+        holding = [h for h in self.held if h.holding and held_id in (None, h.id)]
         for held in holding:
             held.release.set()
         return len(holding)

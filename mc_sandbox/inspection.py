@@ -98,8 +98,12 @@ async def held_get(request: web.Request) -> web.Response:
 
 
 async def held_delete(request: web.Request) -> web.Response:
-    """Let every held answer go now."""
-    return web.json_response({"released": sandbox_of(request).faults.release_all()})
+    """Let every held answer go now, or only the one named by ``?id=``."""
+    raw = request.query.get("id")
+    if raw is not None and not raw.isdigit():
+        return web.json_response({"error": "id must be a held answer's id"}, status=400)
+    held_id = int(raw) if raw is not None else None
+    return web.json_response({"released": sandbox_of(request).faults.release_all(held_id)})
 
 
 async def reset(request: web.Request) -> web.Response:

@@ -159,8 +159,10 @@ def test_hold_answer_makes_the_sends_then_holds_the_answer(clean_sandbox: Sandbo
     assert all(not row["ErrorCode"] for row in logged)
     assert caller.is_alive() and "doc" not in answer
 
+    assert httpx.delete(f"{base}_sandbox/held", params={"id": held["id"] + 1}).json() == {"released": 0}
+    assert caller.is_alive()
     released_at = time.monotonic()
-    assert httpx.delete(f"{base}_sandbox/held").json() == {"released": 1}
+    assert httpx.delete(f"{base}_sandbox/held", params={"id": held["id"]}).json() == {"released": 1}
     caller.join(timeout=10)
     assert answer["at"] >= released_at
     assert [e.text for e in found(answer["doc"], "OverallStatus")] == ["OK"]
