@@ -10,7 +10,10 @@ field ``NotificationId``; their customer keys equal their names:
     so the two can be joined as MC documents.
 ``SMSSendLog`` (MobileConnect)
     ``MobileNumber``, ``SubscriberKey``, ``MessageID`` (the message's API key), ``TokenID``,
-    ``ErrorCode``, ``NotificationId``, ``LogDate``.
+    ``ErrorCode``, ``NotificationId``, ``LogDate``. The reference (§2.8) names the ``SMSSendLog``
+    template but not its fields: these are the sandbox's assumption, ``TokenID`` above all, so the
+    service reads only ``NotificationId`` and ``ErrorCode`` here (and follows no delivery of an SMS
+    it settled from this log: senders.py, FOUND_IN_SEND_LOG_SMS).
 
 Rules, as MC's:
 
