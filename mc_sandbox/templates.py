@@ -141,18 +141,22 @@ EMAIL_DEFINITIONS: dict[str, EmailDefinition] = {
     )
 }
 
+# The stored texts of the MobileConnect messages (and of the transactional SMS definitions, which
+# share them): stream_app's sms_text renders the same words (stream_app/domain/templates.py), which
+# a batched send leaves to MC, each subscriber's attributes filling them in (README, "Batched sends").
 SMS_DEFINITIONS: dict[str, SmsDefinition] = {
     d.message_id: d
     for d in (
         SmsDefinition(
             message_id="packet-drawn-welcome",
             name="Packet drawn welcome",
-            text="%%GiverName%% 送你 $%%Amount%% 紅包！EZTABLE 訂位即可使用。",
+            text="%%GiverName%% 送你 $%%Amount%% 紅包！EZTABLE 訂位即可使用，祝 %%DrawerName%% 用餐愉快。",
         ),
         SmsDefinition(
             message_id="packet-drawn-welcome-en",
             name="Packet drawn welcome (English)",
-            text="%%GiverName%% sent you a $%%Amount%% red envelope! Use it on any EZTABLE booking.",
+            text="%%GiverName%% sent you a $%%Amount%% red envelope! Use it on any EZTABLE booking. "
+            "Enjoy your meal, %%DrawerName%%.",
         ),
     )
 }

@@ -92,6 +92,9 @@ class SmsWatch(faust.Record, include_metadata=False):
     channel: str = "sms"
     locale: str | None = None
     sent_at: float = 0.0
+    # The number this watch follows among the token's (a batched send has many, §4.2); "" from a
+    # watch written before sends were batched: the token's only number.
+    mobile_number: str = ""
 
 
 class BatcherInput(faust.Record, include_metadata=False):

@@ -112,13 +112,18 @@ def _code(entry: dict[str, Any]) -> int:
         return 0
 
 
-def sms_outcome(payload: Any) -> SmsOutcome | None:
-    """The final outcome of a one-number MobileConnect send from its deliveries answer, or None
-    while it is not final."""
+def sms_outcome(payload: Any, number: str = "") -> SmsOutcome | None:
+    """The final outcome for `number` of a MobileConnect send from its deliveries answer, or None
+    while it is not final. The answer is the token's, whose request may have had many numbers: only
+    `number`'s tracking entries speak for it (all of them when `number` is "", a one-number send)."""
     if not isinstance(payload, dict):
         return None
     status = str(payload.get("status") or "")
-    tracking = [t for t in payload.get("tracking") or [] if isinstance(t, dict)]
+    tracking = [
+        t
+        for t in payload.get("tracking") or []
+        if isinstance(t, dict) and (not number or str(t.get("mobileNumber") or "") == number)
+    ]
     if status == "Error":
         return SmsOutcome(UNDELIVERABLE, "MobileConnect reports the send as Error")
     if not tracking:

@@ -46,6 +46,36 @@ class SendReceipt:
 
 # Transactional Messaging's refusal of a messageKey used within the prior 72 hours (reference §3.2).
 DUPLICATE_MESSAGE_KEY = "109110"
+# MC's limits per request (reference §3.2, §4.1): Transactional Messaging takes 2,000 recipients
+# (500 recommended when they carry attributes, as ours do), MobileConnect 250 Subscribers.
+MAX_TRANSACTIONAL_RECIPIENTS = 500
+MAX_SMS_SUBSCRIBERS = 250
+
+
+@dataclass(frozen=True)
+class TransactionalRecipient:
+    """One recipient of a multi-recipient Transactional Messaging request; for SMS `to` is the number."""
+
+    message_key: str
+    contact_key: str
+    to: str
+    attributes: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class SmsSubscriber:
+    """One entry of MobileConnect's `Subscribers`: the stored message text renders its attributes."""
+
+    mobile: str  # MC's form: the country code and digits, no "+" (sms_digits)
+    subscriber_key: str
+    attributes: Mapping[str, str]
+
+
+def sms_digits(mobile: str) -> str | None:
+    """A number in MobileConnect's form (country code and digits only, no "+", §4.1), or None when it
+    has anything else: MC would refuse it, and with it the whole request it rode in."""
+    digits = mobile.strip().removeprefix("+")
+    return digits if digits.isascii() and digits.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -123,8 +153,8 @@ class RestClient:
         message sent inside the window and sends it when the window ends; the answer is the same
         202 and tokenId either way."""
         # MobileConnect wants the country code and digits only; a "+" or separators are refused.
-        digits = mobile_e164.strip().removeprefix("+")
-        if not digits.isdigit():
+        digits = sms_digits(mobile_e164)
+        if digits is None:
             raise PermanentMCError("mobile number is not E.164 digits", code="InvalidPhoneNumber")
         # With a subscriber key MC ties the SMS to the contact (its history, its opt-outs).
         recipients: dict[str, Any]
@@ -148,6 +178,46 @@ class RestClient:
         if not token_id:
             raise PermanentMCError("SMS send answered without a tokenId", code=response.status_code)
         log.debug("SMS accepted for subscriber %s", subscriber_key)
+        return SendReceipt(request_id=str(token_id))
+
+    async def send_sms_subscribers(
+        self,
+        message_id: str,
+        subscribers: Sequence[SmsSubscriber],
+        *,
+        blackout_window: Mapping[str, str] | None = None,
+        subscribe_keyword: str | None = None,
+    ) -> SendReceipt:
+        """One MobileConnect request for up to 250 `Subscribers` (§4.1), without `Override`: MC sends
+        the message's stored text, rendering each subscriber's `Attributes` (README, "Batched sends").
+        One tokenId for all of them; the deliveries of that token list each number's own tracking
+        (§4.2). MC's refusals are request-level 400s (`{"errors": [...]}`): one bad number fails the
+        whole request, so the caller sends only numbers in MC's form (sms_digits)."""
+        if not 1 <= len(subscribers) <= MAX_SMS_SUBSCRIBERS:
+            raise ValueError(f"1 to {MAX_SMS_SUBSCRIBERS} subscribers per request, not {len(subscribers)}")
+        entries: list[dict[str, Any]] = []
+        for subscriber in subscribers:
+            if sms_digits(subscriber.mobile) != subscriber.mobile:
+                raise ValueError(f"not in MobileConnect's form: {subscriber.mobile!r} (use sms_digits)")
+            entry: dict[str, Any] = {
+                "MobileNumber": subscriber.mobile,
+                "SubscriberKey": subscriber.subscriber_key,
+            }
+            if subscriber.attributes:
+                entry["Attributes"] = dict(subscriber.attributes)
+            entries.append(entry)
+        body: dict[str, Any] = {"Subscribers": entries}
+        if subscribe_keyword:
+            body["Subscribe"] = True
+            body["keyword"] = subscribe_keyword
+        if blackout_window:
+            body["blackoutWindow"] = dict(blackout_window)
+        path = f"sms/v1/messageContact/{quote(message_id, safe='')}/send"
+        response = await self._request("POST", path, body)
+        payload = _json(response)
+        token_id = payload.get("tokenId") if isinstance(payload, dict) else None
+        if not token_id:
+            raise PermanentMCError("SMS send answered without a tokenId", code=response.status_code)
         return SendReceipt(request_id=str(token_id))
 
     async def sms_deliveries(self, message_id: str, token_id: str) -> dict[str, Any]:
@@ -177,9 +247,10 @@ class RestClient:
         refuses a key used in the prior 72 hours with 109110, raised as DuplicateMessageKeyError.
         `text` (SMS) overrides the definition's content; for SMS `to` is the mobile number."""
         if channel == "sms":
-            to = to.strip().removeprefix("+")
-            if not to.isdigit():
+            digits = sms_digits(to)
+            if digits is None:
                 raise PermanentMCError("mobile number is not E.164 digits", code="InvalidPhoneNumber")
+            to = digits
         recipient: dict[str, Any] = {"contactKey": contact_key, "to": to}
         if attributes:
             recipient["attributes"] = dict(attributes)
@@ -194,6 +265,56 @@ class RestClient:
                 raise DuplicateMessageKeyError(exc.reason, exc.code) from exc
             raise
         return _transactional_receipt(_json(response), message_key)
+
+    async def send_transactional_many(
+        self, channel: str, definition_key: str, recipients: Sequence[TransactionalRecipient]
+    ) -> list[SendReceipt | PermanentMCError]:
+        """Many messages of one definition in one request (`POST /messaging/v1/{channel}/messages/`,
+        `recipients`, reference §3.2), each under its own messageKey; no `content` override (SMS: the
+        definition's stored text renders each recipient's attributes). One result per recipient, in
+        order, from its own `responses[]` item: a SendReceipt, DuplicateMessageKeyError (109110) or
+        PermanentMCError. A request-level failure (429, 5xx, a timeout, an answer without responses)
+        raises for all. SMS numbers not in MC's form are refused here, not sent."""
+        if len(recipients) > MAX_TRANSACTIONAL_RECIPIENTS:
+            raise ValueError(f"at most {MAX_TRANSACTIONAL_RECIPIENTS} recipients per request")
+        results: list[SendReceipt | PermanentMCError | None] = [None] * len(recipients)
+        body_recipients: list[dict[str, Any]] = []
+        sent: list[int] = []  # the index in `recipients` of each recipient of the request
+        for index, r in enumerate(recipients):
+            to = r.to
+            if channel == "sms":
+                digits = sms_digits(r.to)
+                if digits is None:
+                    results[index] = PermanentMCError(
+                        "mobile number is not E.164 digits", code="InvalidPhoneNumber"
+                    )
+                    continue
+                to = digits
+            item: dict[str, Any] = {"contactKey": r.contact_key, "to": to, "messageKey": r.message_key}
+            if r.attributes:
+                item["attributes"] = dict(r.attributes)
+            body_recipients.append(item)
+            sent.append(index)
+        if body_recipients:
+            body = {"definitionKey": definition_key, "recipients": body_recipients}
+            # MC answers 400 when no recipient was queued; its responses still say why, each its own.
+            response = await self._request("POST", f"messaging/v1/{channel}/messages/", body, answers=(400,))
+            payload = _json(response)
+            items = payload.get("responses") if isinstance(payload, dict) else None
+            if not isinstance(items, list) or len(items) != len(sent):
+                if response.status_code == 400:
+                    _raise_for_status(response, f"POST messaging/v1/{channel}/messages/", force=True)
+                raise TransientMCError(
+                    f"transactional send answered {len(items) if isinstance(items, list) else 'no'} "
+                    f"responses for {len(sent)} recipients"
+                )
+            request_id = str(payload.get("requestId") or "")
+            by_key = {str(i.get("messageKey")): i for i in items if isinstance(i, dict)}
+            for position, index in enumerate(sent):
+                key = recipients[index].message_key
+                answer = by_key.get(key, items[position])
+                results[index] = _recipient_result(answer, request_id, key)
+        return [r if r is not None else PermanentMCError("no result") for r in results]
 
     async def transactional_status(self, channel: str, message_key: str) -> TransactionalStatus | None:
         """The message's status at MC, or None when MC has no message with this key (404)."""
@@ -261,7 +382,10 @@ class RestClient:
         item = payload[0] if isinstance(payload, list) and payload else payload
         return str(item.get("subscriptionId", "")) if isinstance(item, dict) else ""
 
-    async def _request(self, method: str, path: str, body: Any) -> httpx.Response:
+    async def _request(
+        self, method: str, path: str, body: Any, answers: tuple[int, ...] = ()
+    ) -> httpx.Response:
+        """The response, or the error its status means; a status in `answers` is returned as it is."""
         for attempt in (1, 2):
             token = await self._tokens.token()
             url = f"{self._tokens.rest_base}{path}"
@@ -279,7 +403,8 @@ class RestClient:
                 if attempt == 1:
                     continue
                 raise AuthError(f"{method} {path}: MC rejected a fresh token", code=401)
-            _raise_for_status(response, f"{method} {path}")
+            if response.status_code not in answers:
+                _raise_for_status(response, f"{method} {path}")
             return response
         raise AssertionError("unreachable")
 
@@ -302,9 +427,9 @@ def _json(response: httpx.Response) -> Any:
         raise TransientMCError(f"HTTP {response.status_code} with a body that is not JSON") from exc
 
 
-def _raise_for_status(response: httpx.Response, what: str) -> None:
+def _raise_for_status(response: httpx.Response, what: str, *, force: bool = False) -> None:
     status = response.status_code
-    if status < 400:
+    if status < 400 and not force:
         return
     message, code, body_retry = _error_fields(response)
     if status == 429 or status >= 500 or status == 408:
@@ -378,6 +503,22 @@ def _transactional_receipt(payload: Any, message_key: str) -> SendReceipt:
     request_id = str(payload.get("requestId") or "")
     if not request_id:
         raise PermanentMCError("transactional send answered without a requestId")
+    return SendReceipt(request_id=request_id, recipient_send_id=message_key)
+
+
+def _recipient_result(item: Any, request_id: str, message_key: str) -> SendReceipt | PermanentMCError:
+    """One `responses[]` item of a multi-recipient send: accepted, or its own refusal."""
+    if not isinstance(item, dict):
+        return PermanentMCError("transactional send answered with an unexpected response")
+    # The docs' examples spell the per-response code `errorcode`, the OpenAPI spec `errorCode`.
+    code = item.get("errorcode", item.get("errorCode"))
+    if code not in (None, 0, "0"):
+        reason = str(item.get("message") or f"transactional send refused ({code})")
+        if str(code) == DUPLICATE_MESSAGE_KEY:
+            return DuplicateMessageKeyError(reason, code)
+        return PermanentMCError(reason, code=code)
+    if not request_id:
+        return PermanentMCError("transactional send answered without a requestId")
     return SendReceipt(request_id=request_id, recipient_send_id=message_key)
 
 

@@ -375,7 +375,9 @@ MC_OPERATIONS = {
     "rest": (
         "send_email",
         "send_sms",
+        "send_sms_subscribers",
         "send_transactional",
+        "send_transactional_many",
         "transactional_status",
         "register_callback",
         "subscribe",

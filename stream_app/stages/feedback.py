@@ -53,6 +53,7 @@ from stream_app.contract.topics import BOUNCED_TOPIC, FEEDBACK_TOPIC
 from stream_app.domain import feedback as rules
 from stream_app.domain.templates import TEMPLATES, localized
 from stream_app.mc import MCError, PermanentMCError
+from stream_app.mc.rest import sms_digits
 from stream_app.mc.tracking import TRACKING_KINDS, MessageIds, SendLogEntry, TrackingEvent, iso, mc_datetime
 from stream_app.ops import metrics
 from stream_app.runtime.health import is_store_error
@@ -90,8 +91,14 @@ def sms_watch(ready: SubscriberReady, ledger_key: str, token_id: str) -> Out:
         subscriber_key=ready.subscriber_key,
         locale=ready.locale,
         sent_at=time.time(),
+        mobile_number=sms_digits(ready.mobile or "") or "",
     )
-    return Out(FEEDBACK_TOPIC, token_id.encode(), encode_record(watch))
+    return Out(FEEDBACK_TOPIC, watch_key(watch).encode(), encode_record(watch))
+
+
+def watch_key(watch: SmsWatch) -> str:
+    """A watch's key: its token and its number, as a batched send's numbers share one token."""
+    return f"{watch.token_id}:{watch.mobile_number}" if watch.mobile_number else watch.token_id
 
 
 def email_definitions() -> list[tuple[str, str]]:
@@ -370,7 +377,7 @@ class Feedback:
 
     async def record_watch(self, raw: bytes | None) -> None:
         watch = decode_record(SmsWatch, raw, FEEDBACK_TOPIC)
-        self.watches[watch.token_id] = encode_record(watch)
+        self.watches[watch_key(watch)] = encode_record(watch)
 
     async def poll_sms(self, generation: int) -> None:
         now = time.time()
@@ -407,7 +414,9 @@ class Feedback:
     async def follow_sms(self, token: str, watch: SmsWatch, now: float, generation: int) -> None:
         ref = rules.notification_of(watch.ledger_key)
         try:
-            payload = await self.runtime.marketing_cloud().rest.sms_deliveries(watch.message_id, token)
+            payload = await self.runtime.marketing_cloud().rest.sms_deliveries(
+                watch.message_id, watch.token_id
+            )
         except PermanentMCError as exc:
             log.warning(
                 "MC does not know this SMS send (%s): no longer followed", exc, extra={"token": token}
@@ -415,7 +424,7 @@ class Feedback:
             self.check(generation)
             await self.drop_watch(token)
             return
-        found = rules.sms_outcome(payload)
+        found = rules.sms_outcome(payload, watch.mobile_number)
         self.check(generation)
         if found is None or ref is None:
             age = now - watch.sent_at
@@ -437,10 +446,10 @@ class Feedback:
             "subscriber_key": watch.subscriber_key,
             "locale": watch.locale,
         }
-        detail = outcome_detail(fields, found.status, reason=found.reason, mc_request_id=token)
+        detail = outcome_detail(fields, found.status, reason=found.reason, mc_request_id=watch.token_id)
         await self.emit(
             [
-                status(fields, found.status, reason=found.reason, mc_request_id=token),
+                status(fields, found.status, reason=found.reason, mc_request_id=watch.token_id),
                 trace(ref.event_id, "outcome", **detail),
             ]
         )

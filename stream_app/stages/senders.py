@@ -15,6 +15,12 @@ lets Faust close the MC client; what did not finish stays uncommitted for the ne
 Transient MC failures are retried with backoff inside one of `SEND_CONCURRENCY` slots: other
 partitions keep flowing, and when MC is down every slot waits, which pauses consumption
 (backpressure) instead of buffering or spinning.
+
+With MC_SEND_BATCH > 1 the sends of records waiting together share MC calls (mc/batching.py: classic
+emails by SOAP Create, Transactional Messaging by `recipients`, MobileConnect by `Subscribers`), a
+lone record on an idle sender still going at once. Each record keeps its own ledger entry, `pending`
+flushed before its call, and its own result from that call: sent, retried, refused or dead-lettered
+for itself, never for its batch-mates.
 """
 
 from __future__ import annotations
@@ -68,7 +74,8 @@ from stream_app.mc import (
     TransactionalStatus,
     TransientMCError,
 )
-from stream_app.mc.batching import TriggeredEmails
+from stream_app.mc.batching import MobileConnectSms, SmsGroup, TransactionalMessages, TriggeredEmails
+from stream_app.mc.rest import SmsSubscriber, TransactionalRecipient
 from stream_app.mc.soap import TriggeredEmail
 from stream_app.ops import metrics
 from stream_app.runtime.health import is_store_error
@@ -209,6 +216,8 @@ class Senders:
         }
         self.in_hand = InHand()
         self._triggered_emails: TriggeredEmails | None = None
+        self._transactional_messages: TransactionalMessages | None = None
+        self._mobileconnect_sms: MobileConnectSms | None = None
         # SMS quiet hours, passed to MobileConnect with every SMS: MC holds what it gets inside them.
         self.quiet_hours = runtime.settings.quiet_hours
         self.blackout_window = self.quiet_hours.blackout_window() if self.quiet_hours else None
@@ -269,6 +278,27 @@ class Senders:
             )
         return self._triggered_emails
 
+    def transactional_messages(self) -> TransactionalMessages:
+        """Transactional Messaging sends, many recipients of one definition per request while MC is
+        busy (mc/batching.py)."""
+        if self._transactional_messages is None:
+            self._transactional_messages = TransactionalMessages(
+                self.runtime.marketing_cloud().rest,
+                max_items=self.settings.mc_send_batch,
+                max_calls=self.settings.mc_calls_in_flight,
+            )
+        return self._transactional_messages
+
+    def mobileconnect_sms(self) -> MobileConnectSms:
+        """MobileConnect SMS, many `Subscribers` of one message per request while MC is busy."""
+        if self._mobileconnect_sms is None:
+            self._mobileconnect_sms = MobileConnectSms(
+                self.runtime.marketing_cloud().rest,
+                max_items=self.settings.mc_send_batch,
+                max_calls=self.settings.mc_calls_in_flight,
+            )
+        return self._mobileconnect_sms
+
     async def call_mc(self, ready: SubscriberReady, key: str) -> SendReceipt:
         """One send; `key` (the ledger key) rides along as `NotificationId` for MC's send log."""
         mc = self.runtime.marketing_cloud()
@@ -298,6 +328,18 @@ class Senders:
                     attributes=attributes,
                 )
             assert ready.mobile is not None
+            if self.settings.mc_send_batch > 1:
+                # No override text: the message's stored text renders the attributes (README,
+                # "Batched sends"), so each subscriber of a shared request gets its own words.
+                group = SmsGroup(
+                    definition_key,
+                    self.settings.mc_sms_keyword or None,
+                    tuple(sorted(self.blackout_window.items())) if self.blackout_window else None,
+                )
+                subscriber = SmsSubscriber(
+                    ready.mobile, ready.subscriber_key, {**ready.attributes, NOTIFICATION_ATTRIBUTE: key}
+                )
+                return await self.mobileconnect_sms().send(group, subscriber)
             return await mc.rest.send_sms(
                 definition_key,
                 mobile_e164=ready.mobile,
@@ -328,6 +370,11 @@ class Senders:
             to, text = ready.mobile, sms_text(ready.attributes, ready.locale)  # as MobileConnect's
         mkey = message_key(key)
         try:
+            if self.settings.mc_send_batch > 1:
+                # Many recipients per request, no content override: the definition's stored text
+                # renders each recipient's attributes (README, "Batched sends").
+                recipient = TransactionalRecipient(mkey, ready.subscriber_key, to, attributes)
+                return await self.transactional_messages().send(ready.channel, definition_key, recipient)
             return await rest.send_transactional(
                 ready.channel,
                 definition_key,

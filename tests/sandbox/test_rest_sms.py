@@ -184,6 +184,6 @@ def test_sms_send_and_deliveries(clean_sandbox: SandboxProcess) -> None:
         assert bad.status_code == 400 and bad.json()["errors"] == ["Token id nope is not valid."]
     msgs = get_json(base, "_sandbox/messages?channel=sms")
     assert [(m["subscriber_key"], m["to"], m["text"]) for m in msgs] == [
-        ("M1001", "886912345678", "TABLE 送你 $250 紅包！EZTABLE 訂位即可使用。"),
+        ("M1001", "886912345678", "TABLE 送你 $250 紅包！EZTABLE 訂位即可使用，祝  用餐愉快。"),
         ("", "886900000000", "custom"),
     ]
