@@ -8,13 +8,12 @@ triggered sends (REST ``messageDefinitionSends``, SOAP ``Create TriggeredSend``)
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from .context import Sandbox
 from .outcomes import Bounce
 from .sendlog import LIST_ID as _LIST_ID
-from .state import Message
+from .state import Message, utcnow
 
 SENT = "TransactionalSendEvents.EmailSent"
 NOT_SENT = "TransactionalSendEvents.EmailNotSent"
@@ -27,6 +26,11 @@ SMS_DELIVERED = "TransactionalSendEvents.SmsDelivered"
 TRANSACTIONAL_APIS = frozenset({"transactional", "transactional-sms"})
 LIST_ID = str(_LIST_ID)
 EMAIL_ID = "297967"
+
+
+def epoch_ms() -> int:
+    """Now as ENS writes its dates: epoch milliseconds (UTC)."""
+    return int(utcnow().timestamp() * 1000)
 
 
 def reported(sb: Sandbox, msg: Message) -> bool:
@@ -65,7 +69,8 @@ def event(
     engagement = category.startswith("EngagementEvents.")
     out: dict[str, Any] = {
         "eventCategoryType": category,
-        "timestampUTC": int(time.time() * 1000),
+        # Epoch milliseconds, UTC (§7.2), of the sandbox's clock (clock.py), as every date it reports.
+        "timestampUTC": epoch_ms(),
         "compositeId": f"{definition_id}.{job_id}.{LIST_ID}.{batch_id}.{subscriber_id}",
         "composite": {
             "jobId": job_id,

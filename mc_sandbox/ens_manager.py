@@ -144,11 +144,14 @@ class EnsManager:
         task.add_done_callback(self._tasks.discard)
 
     def publish(self, event: dict[str, Any]) -> None:
-        targets: set[str] = set()
+        """Every active subscription the event matches delivers it: a callback subscribed to it twice
+        gets it twice [INF]. Never kinder than MC, whose delivery is at least once (§7.4): a client
+        must take an event delivered again."""
+        targets: list[str] = []
         for sub in self.subscriptions.values():
             cb = self.callbacks.get(sub.callback_id)
             if sub.status == "active" and cb is not None and cb.verified and sub.matches(event):
-                targets.add(cb.callback_id)
+                targets.append(cb.callback_id)
         for cb_id in targets:
             cb = self.callbacks[cb_id]
             if time.monotonic() < cb.suspended_until:

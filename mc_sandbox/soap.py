@@ -26,7 +26,7 @@ from .http import token_valid
 from .sendlog import DataExtension, data_extension, value_text
 from .sendlog import rows as send_log_rows
 from .sends import NO_VALID_SUBSCRIBERS, Refusal, accept_email, check_recipient
-from .state import ImportDefinition, ImportJob, Subscriber, iso, mc_date_string, valid_email
+from .state import CST, ImportDefinition, ImportJob, Subscriber, cst, mc_date_string, valid_email
 from .templates import EMAIL_DEFINITIONS, email_definition
 
 NS = "http://exacttarget.com/wsdl/partnerAPI"
@@ -95,7 +95,7 @@ def x(name: str, value: Any, xsi_t: str | None = None) -> str:
     if isinstance(value, bool):
         value = "true" if value else "false"
     elif isinstance(value, datetime):
-        value = iso(value)
+        value = cst(value)  # MC answers in its server time: CST, no zone suffix (state.cst)
     t = f' xsi:type="{xsi_t}"' if xsi_t else ""
     return f"<{name}{t}>{escape(str(value))}</{name}>"
 
@@ -738,7 +738,8 @@ def _parse_dt(value: str) -> datetime:
         dt = datetime.fromisoformat(value.strip())
     except ValueError:
         dt = datetime.strptime(value.strip(), "%m/%d/%Y %I:%M:%S %p")  # MC's data extension dates
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    # MC's "Incoming Date Normalization": a value without a zone is server time (CST, UTC-6 all year).
+    return dt if dt.tzinfo else dt.replace(tzinfo=CST)
 
 
 def _compare(actual: Any, op: str, values: list[str], prop: str) -> bool:

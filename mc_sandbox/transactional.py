@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -250,7 +249,7 @@ def _fate(sb: Sandbox, tx: TxMessage, outcome: Outcome) -> None:
         ens_events.emit(sb, ens_events.BOUNCED, msg, definition_id, tx.ids, info)
         return
     msg.status = "unsubscribed"
-    info = ens_events.unsubscribed_info(msg, int(time.time() * 1000))
+    info = ens_events.unsubscribed_info(msg, ens_events.epoch_ms())
     ens_events.emit(sb, ens_events.UNSUBSCRIBED, msg, definition_id, tx.ids, info)
 
 

@@ -123,3 +123,26 @@ class TraceStep(faust.Record, include_metadata=False):
     stage: str
     at: str
     detail: dict[str, Any]
+
+
+class MessageWatch(faust.Record, include_metadata=False):
+    """stream_app.feedback: a Transactional Messaging send MC accepted, whose ENS events (keyed by
+    messageKey, a one-way hash of the ledger key) the feedback stage joins to its notification."""
+
+    message_key: str
+    ledger_key: str  # the NotificationId the send carried
+    channel: str  # email | sms
+    subscriber_key: str
+    definition_key: str
+    request_id: str = ""  # MC's requestId of the accepted send (the `sent` status's mc_request_id)
+    locale: str | None = None
+    sent_at: float = 0.0
+
+
+class EnsReport(faust.Record, include_metadata=False):
+    """stream_app.feedback: one ENS event, relayed by the worker whose callback MC posted it to."""
+
+    category: str  # eventCategoryType
+    event: str  # the event's JSON as MC posted it
+    message_key: str | None = None
+    received_at: str = ""

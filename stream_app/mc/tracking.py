@@ -7,6 +7,8 @@ definition's send), `BatchID` (one per request) and `SubscriberKey`. The send lo
 carries the same JobID/BatchID/SubscriberKey beside the send's own `NotificationId` attribute, so the
 two join on those ids (`SendLogEntry.message`), as MC documents for one-to-one triggered sends.
 
+EventDate is MC's server time, CST without a zone (`stream_app.mc.dates`).
+
 MC gives a tracking event no id of its own: `TrackingEvent.identity` is the one the feedback stage
 dedupes on (kind, MC's three ids, EventType and EventDate).
 """
@@ -15,8 +17,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from stream_app.mc.dates import iso_utc as iso
+from stream_app.mc.dates import mc_time
 
 TRACKING_KINDS = ("SentEvent", "NotSentEvent", "BounceEvent", "UnsubEvent")
 EVENT_FIELDS = (
@@ -38,24 +43,6 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
 SEND_LOG_JOIN_FIELDS = ("JobID", "BatchID", "SubscriberKey", "EmailAddress", "NotificationId", "ErrorCode")
 
 MessageIds = tuple[int, int, str]  # (JobID/SendID, BatchID, SubscriberKey): one message of a send
-
-
-def mc_datetime(value: Any) -> datetime | None:
-    """A SOAP dateTime as an aware datetime. One written without a zone is read as UTC, as the
-    sandbox writes it (the reference does not say which zone MC's SOAP dates are in; its REST dates
-    are CST)."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, datetime):
-        try:
-            value = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _int(value: Any) -> int | None:
@@ -111,7 +98,7 @@ class TrackingEvent:
     def from_row(cls, kind: str, row: Any) -> TrackingEvent | None:
         """A Retrieve result (zeep object, or any object with the fields as attributes); None for a
         row without the EventDate the feedback stage's mark is made of."""
-        date = mc_datetime(getattr(row, "EventDate", None))
+        date = mc_time(getattr(row, "EventDate", None))  # MC's CST when zone-less (mc/dates.py)
         if date is None:
             return None
         return cls(

@@ -47,14 +47,15 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from faust.types import TP, StreamT
 
-from stream_app.contract.internal import decode_record, encode_record
-from stream_app.contract.records import EmailBounced, SmsWatch, SubscriberReady
+from stream_app.contract.internal import UndecodableRecord, decode_record, encode_record
+from stream_app.contract.records import EmailBounced, EnsReport, MessageWatch, SmsWatch, SubscriberReady
 from stream_app.contract.topics import BOUNCED_TOPIC, FEEDBACK_TOPIC
 from stream_app.domain import feedback as rules
 from stream_app.domain.templates import TEMPLATES, localized
 from stream_app.mc import MCError, PermanentMCError
+from stream_app.mc.dates import from_epoch_ms, mc_time
 from stream_app.mc.rest import sms_digits
-from stream_app.mc.tracking import TRACKING_KINDS, MessageIds, SendLogEntry, TrackingEvent, iso, mc_datetime
+from stream_app.mc.tracking import TRACKING_KINDS, MessageIds, SendLogEntry, TrackingEvent, iso
 from stream_app.ops import metrics
 from stream_app.runtime.health import is_store_error
 from stream_app.runtime.outputs import Out, Outputs, now_rfc3339, outcome_detail, status, trace
@@ -66,6 +67,7 @@ log = logging.getLogger("stream_app.feedback")
 
 MARKS_TABLE = "feedback-marks"
 SMS_TABLE = "feedback-sms"
+ENS_TABLE = "feedback-ens"
 # New events per chunk row of the marks table (with their outcomes: well under Kafka's 1 MB).
 CHUNK_EVENTS = 100
 # Batch ids per send log lookup (one IN filter).
@@ -76,6 +78,11 @@ PASS_SECONDS = 3600.0
 SMS_GIVE_UP_SECONDS = 3 * 86_400.0
 SMS_MAX_BACKOFF_SECONDS = 900.0
 SMS_CONCURRENCY = 8
+# An ENS event no watch claimed is held this long (a watch normally trails its event by milliseconds;
+# MC keeps a message's status 3 days, §3.2), then reported in the log and dropped.
+ENS_HOLD_SECONDS = 3 * 86_400.0
+# How often the ENS join's rows past their time are dropped.
+ENS_SWEEP_SECONDS = 600.0
 
 
 class Revoked(Exception):
@@ -99,6 +106,56 @@ def sms_watch(ready: SubscriberReady, ledger_key: str, token_id: str) -> Out:
 def watch_key(watch: SmsWatch) -> str:
     """A watch's key: its token and its number, as a batched send's numbers share one token."""
     return f"{watch.token_id}:{watch.mobile_number}" if watch.mobile_number else watch.token_id
+
+
+def message_watch(ready: SubscriberReady, ledger_key: str, message_key: str, request_id: str) -> Out:
+    """What the sender puts on `stream_app.feedback` once MC accepted a Transactional Messaging send:
+    ENS names the message by its messageKey only (reference §7.2)."""
+    watch = MessageWatch(
+        message_key=message_key,
+        ledger_key=ledger_key,
+        channel=ready.channel,
+        subscriber_key=ready.subscriber_key,
+        definition_key=localized(ready.template, ready.locale).definition_key,
+        request_id=request_id,
+        locale=ready.locale,
+        sent_at=time.time(),
+    )
+    return Out(FEEDBACK_TOPIC, message_key.encode(), encode_record(watch))
+
+
+def ens_report(item: dict[str, Any]) -> Out:
+    """One ENS event as the callback relays it onto `stream_app.feedback` (stages/suppression.py)."""
+    info = item.get("info")
+    info = info if isinstance(info, dict) else {}
+    message_key = str(info.get("messageKey") or "") or None
+    event = rules.EnsEvent.from_json(item)
+    key = message_key or (event.composite if event else None) or str(info.get("to") or "")
+    report = EnsReport(
+        category=str(item.get("eventCategoryType")),
+        event=orjson.dumps(item).decode(),
+        message_key=message_key,
+        received_at=now_rfc3339(),
+    )
+    return Out(FEEDBACK_TOPIC, key.encode(), encode_record(report))
+
+
+FeedbackRecord = SmsWatch | MessageWatch | EnsReport
+
+
+def decode_feedback(raw: bytes | None) -> FeedbackRecord:
+    """A record of `stream_app.feedback`, whichever of its three kinds (its fields say which)."""
+    try:
+        data = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError as exc:
+        raise UndecodableRecord(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise UndecodableRecord("not a JSON object")
+    if "token_id" in data:
+        return decode_record(SmsWatch, raw, FEEDBACK_TOPIC)
+    if "category" in data:
+        return decode_record(EnsReport, raw, FEEDBACK_TOPIC)
+    return decode_record(MessageWatch, raw, FEEDBACK_TOPIC)
 
 
 def email_definitions() -> list[tuple[str, str]]:
@@ -132,6 +189,11 @@ class Feedback:
         # One partition each, written from outside the agent too: the partitioner's (it has one).
         self.marks = runtime.table(MARKS_TABLE, partitions=1, use_partitioner=True)
         self.watches = runtime.table(SMS_TABLE, partitions=1, use_partitioner=True)
+        # Transactional Messaging: each send's watch and the ENS events joined to it (or held for it),
+        # written by the agent only, on the one partition whatever partitioner wrote the record.
+        self.ens_rows = runtime.table(ENS_TABLE, partitions=1, use_partitioner=True, retained=True)
+        self.ens = rules.EnsJoin(self.ens_rows)
+        self._ens_swept = time.monotonic()
         self.partition = TP(FEEDBACK_TOPIC, 0)
         self.owner = False
         self.generation = 0  # bumped on every revocation: a poll of an older one stops
@@ -227,7 +289,7 @@ class Feedback:
             await self.put(mark_key, orjson.dumps({"date": iso(until), "at_date": []}))
             return
         mark = orjson.loads(raw)
-        since = mc_datetime(mark["date"])
+        since = mc_time(mark["date"])
         assert since is not None
         upper = min(until, _ms(since + timedelta(seconds=PASS_SECONDS)))
         if upper <= since:
@@ -244,8 +306,8 @@ class Feedback:
         page_size = self.settings.feedback_page_size or None
         async for page in soap.tracking_pages(kind, object_id, since, upper, batch_size=page_size):
             self.check(generation)
-            at_upper.update(e.identity for e in page if e.event_date == upper)
-            new = [e for e in page if e.identity not in known]
+            new, at_mark = rules.page_split(page, known, upper)
+            at_upper.update(at_mark)
             if not new:
                 continue
             logged = await self.join(new)
@@ -375,9 +437,109 @@ class Feedback:
 
     # ------------------------------------------------------------------------------------------ SMS
 
-    async def record_watch(self, raw: bytes | None) -> None:
-        watch = decode_record(SmsWatch, raw, FEEDBACK_TOPIC)
-        self.watches[watch_key(watch)] = encode_record(watch)
+    async def record(self, raw: bytes | None) -> None:
+        """One record of `stream_app.feedback`: an SMS to follow, a message to join, an ENS event."""
+        found = decode_feedback(raw)
+        if isinstance(found, SmsWatch):
+            self.watches[watch_key(found)] = encode_record(found)
+            return
+        now = time.time()
+        if isinstance(found, MessageWatch):
+            joined = self.ens.watch(found.asdict(), now)
+            outs = [o for j in joined for o in self.ens_outcome(j.event, j.watch, first=False)]
+        else:
+            outs = self.ens_event(found, now)
+        for out in outs:
+            await self.out.emit(out)
+        if time.monotonic() - self._ens_swept > ENS_SWEEP_SECONDS:
+            self.sweep_ens(now)
+
+    def ens_event(self, report: EnsReport, now: float) -> list[Out]:
+        try:
+            item = orjson.loads(report.event)
+        except orjson.JSONDecodeError as exc:
+            raise UndecodableRecord(f"event: not JSON: {exc}") from None
+        event = rules.EnsEvent.from_json(item)
+        if event is None:
+            raise UndecodableRecord("event: not an ENS event")
+        new, joined = self.ens.event(event, item, now)
+        if not new:
+            metrics.feedback_event(event.name, "repeated")
+            return [o for j in joined for o in self.ens_outcome(j.event, j.watch, first=False)]
+        mine = next((j for j in joined if j.event.identity == event.identity), None)
+        others = [j for j in joined if j is not mine]
+        outs = self.ens_outcome(event, mine.watch if mine else None, first=True)
+        return outs + [o for j in others for o in self.ens_outcome(j.event, j.watch, first=False)]
+
+    def ens_outcome(self, event: rules.EnsEvent, watch: dict[str, Any] | None, *, first: bool) -> list[Out]:
+        """What one ENS event owes: on its first delivery, the suppression list's record (which needs
+        no watch: ENS names the address); once joined to its watch, the notification's status."""
+        found = rules.ens_outcome(event)
+        if found is None:
+            return []
+        at_mc = from_epoch_ms(event.timestamp_ms)
+        event_date = iso(at_mc) if at_mc is not None else None
+        ref = rules.notification_of(str(watch["ledger_key"])) if watch else None
+        outs: list[Out] = []
+        if first and found.bounce_kind:
+            address = event.address
+            if address:
+                bounce = EmailBounced(
+                    email=address,
+                    kind=found.bounce_kind,
+                    at=now_rfc3339(),
+                    subscriber_key=event.info.get("subscriberKey") or (watch or {}).get("subscriber_key"),
+                    bounce_code=found.bounce_code,
+                    reason=found.reason,
+                    definition_key=event.definition_key,
+                    mc_event=f"ens:{event.identity}",
+                    event_date=event_date,
+                    notification_id=ref.notification_id if ref else None,
+                )
+                outs.append(Out(BOUNCED_TOPIC, address.encode(), encode_record(bounce)))
+            else:
+                log.warning("ENS %s with no address: not added to the suppression list", event.name)
+        if watch is None or ref is None:
+            if first:
+                metrics.feedback_event(event.name, "held")
+            return outs
+        metrics.feedback_event(event.name, "matched")
+        fields = {
+            "notification_id": ref.notification_id,
+            "event_id": ref.event_id,
+            "channel": watch.get("channel") or "email",
+            "template": ref.template,
+            "subscriber_key": watch.get("subscriber_key") or "",
+            "locale": watch.get("locale"),
+        }
+        request_id = str(watch.get("request_id") or "")
+        if found.status is None:
+            step = trace(
+                ref.event_id,
+                rules.SENT_BY_MC,
+                notification_id=ref.notification_id,
+                channel=fields["channel"],
+                at_mc=event_date,
+            )
+            return [*outs, step]
+        detail = outcome_detail(fields, found.status, reason=found.reason, mc_event=event.name)
+        return [
+            *outs,
+            status(fields, found.status, reason=found.reason, mc_request_id=request_id),
+            trace(ref.event_id, "outcome", **detail, at_mc=event_date),
+        ]
+
+    def sweep_ens(self, now: float) -> None:
+        """Drop the join's rows past their time; an ENS event no watch ever claimed is logged."""
+        self._ens_swept = time.monotonic()
+        keep = self.settings.state_retention_days * 86_400.0
+        for event in self.ens.expire(now, ENS_HOLD_SECONDS, keep):
+            metrics.feedback_event(event.name, "unmatched")
+            log.warning(
+                "ENS %s for a message no send of this service announced: no status reported",
+                event.name,
+                extra={"message_key": event.message_key, "composite": event.composite},
+            )
 
     async def poll_sms(self, generation: int) -> None:
         now = time.time()
@@ -466,11 +628,11 @@ def install(runtime: Runtime) -> None:
     async def watches(stream: StreamT) -> None:
         async for event in stream.events():
             try:
-                await feedback.record_watch(event.value)
+                await feedback.record(event.value)
             except Exception as exc:  # stream_app.feedback.dlq keeps the watch with the reason
                 if is_store_error(exc):  # not the record's fault: stop, unacked (runtime/health.py)
                     await runtime.health.halt("feedback", exc)
-                log.exception("could not record an SMS to follow")
+                log.exception("could not record a watch or an ENS event")
                 await feedback.out.dead_letter(event, exc)
 
     interval = runtime.settings.feedback_interval_seconds

@@ -80,7 +80,7 @@ from stream_app.mc.soap import TriggeredEmail
 from stream_app.ops import metrics
 from stream_app.runtime.health import is_store_error
 from stream_app.runtime.outputs import Outputs, headers_of
-from stream_app.stages.feedback import sms_watch
+from stream_app.stages.feedback import message_watch, sms_watch
 
 if TYPE_CHECKING:
     from stream_app.runtime.app import Runtime
@@ -572,6 +572,9 @@ class Senders:
             if ready.channel == "sms" and not self.transactional["sms"]:
                 # MobileConnect's tokenId, whose delivery the feedback stage follows (stages/feedback.py).
                 await self.out.emit(sms_watch(ready, key, receipt.request_id))
+            elif self.transactional[ready.channel]:
+                # ENS names the message by its messageKey only: the feedback stage joins it here.
+                await self.out.emit(message_watch(ready, key, message_key(key), receipt.request_id))
             ledger[key] = Entry(
                 SENT,
                 time.time(),

@@ -7,11 +7,16 @@ unsubscribe suppresses at once; soft bounces are counted per address (the `soft-
 suppress once they meet MC's own rule (domain/suppression.py).
 
 At start-up the worker registers an Event Notification Service (ENS) callback with MC, as any ENS
-client does: register, answer MC's verification POST, verify, subscribe to `EmailBounced`. Each
-signed batch MC POSTs is checked against the signature key, relayed onto `email.bounced`, and the
-`suppressed` global table (every worker holds all of it) is built from that topic.
+client does: register, answer MC's verification POST, verify, subscribe. ENS reports Transactional
+Messaging sends only (reference §7.1); the subscription takes the events that say what became of a
+message after `sent` (domain/feedback.py ENS_EVENTS: EmailSent, EmailNotSent, EmailBounced,
+EmailUnsubscribe, SmsSent, SmsNotSent, SmsDelivered, SmsBounced). Each signed batch MC POSTs is
+checked against the signature key and its events relayed onto `stream_app.feedback`, where the
+feedback stage's owner joins each to its notification by messageKey (the send's watch), dedupes
+ENS's repeated deliveries and reports the status, the bounces and unsubscribes going to
+`email.bounced` (stages/feedback.py).
 
-The callback answers MC 2xx only once Kafka has acknowledged every bounce of the batch (5xx
+The callback answers MC 2xx only once Kafka has acknowledged every event of the batch (5xx
 otherwise: MC delivers the batch again), is verified by its signature alone (no operator token), and
 is served on the web port or, with `ENS_LISTEN=host:port`, on a listener of its own that serves
 nothing else, so that the operator port need not face MC. Unsigned verification probes are taken
@@ -23,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import mode
@@ -34,61 +38,37 @@ from faust.web import Request, Response, View
 
 from stream_app.contract.internal import decode_record, encode_record
 from stream_app.contract.records import EmailBounced
-from stream_app.contract.topics import BOUNCED_TOPIC
+from stream_app.contract.topics import BOUNCED_TOPIC, FEEDBACK_TOPIC
+from stream_app.domain import feedback as feedback_rules
 from stream_app.domain import suppression as rules
 from stream_app.domain.notifications import mask_email
 from stream_app.mc import MCError, verify_ens_signature
 from stream_app.runtime.health import is_store_error
-from stream_app.runtime.outputs import Outputs, now_rfc3339
+from stream_app.runtime.outputs import Out, Outputs
+from stream_app.stages.feedback import ens_report
 
 if TYPE_CHECKING:
     from stream_app.runtime.app import Runtime
 
 log = logging.getLogger("stream_app.suppression")
 
-BOUNCE_EVENTS = ("TransactionalSendEvents.EmailBounced",)
 ENS_PATH = "/mc/ens/{run_id}/"
 SIGNATURE_HEADER = "x-sfmc-ens-signature"
 # Verification probes kept while registering (MC sends one per registration; the rest is noise).
 MAX_PROBES = 4
-# How long a batch's bounces may take to reach Kafka before MC is told to deliver it again.
+# How long a batch's events may take to reach Kafka before MC is told to deliver it again.
 BOUNCE_ACK_SECONDS = 15.0
 
 
-def bounces_from(batch: Any) -> list[EmailBounced]:
-    """ENS delivers a JSON array of events; keep the bounces, whatever else it carries."""
+def reports_from(batch: Any) -> list[Out]:
+    """ENS delivers a JSON array of events (§7.2): each one this service subscribed to, as the
+    record the feedback stage reads (stages/feedback.py joins it to its message)."""
     events = batch if isinstance(batch, list) else [batch]
-    bounces = []
-    for item in events:
-        if not isinstance(item, dict) or item.get("eventCategoryType") not in BOUNCE_EVENTS:
-            continue
-        info = item.get("info") or {}
-        address = str(info.get("to") or "").strip().lower()
-        if not address:
-            continue
-        # ENS's own dedupe key (reference §7.4): a soft bounce delivered twice counts once.
-        mc_event = f"ens:{item.get('eventCategoryType')}:{info.get('messageKey')}:{item.get('timestampUTC')}"
-        bounces.append(
-            EmailBounced(
-                email=address,
-                subscriber_key=info.get("subscriberKey"),
-                kind=str(item["eventCategoryType"]).rsplit(".", 1)[-1],
-                bounce_code=info.get("bounceCode"),
-                reason=str(info.get("bounceMessage") or info.get("smtpReason") or ""),
-                definition_key=item.get("definitionKey"),
-                at=now_rfc3339(),
-                mc_event=mc_event,
-                event_date=_ens_date(item.get("timestampUTC")),
-            )
-        )
-    return bounces
-
-
-def _ens_date(timestamp_ms: Any) -> str | None:
-    try:
-        return datetime.fromtimestamp(float(timestamp_ms) / 1000, UTC).isoformat().replace("+00:00", "Z")
-    except (TypeError, ValueError, OverflowError, OSError):
-        return None
+    return [
+        ens_report(item)
+        for item in events
+        if isinstance(item, dict) and item.get("eventCategoryType") in feedback_rules.ENS_EVENTS
+    ]
 
 
 class SuppressionList:
@@ -184,9 +164,9 @@ class EnsRegistration:
         finally:
             self.registering = False
             self.verification.clear()
-        await rest.subscribe(callback_id, f"bounces-{port}", BOUNCE_EVENTS)
+        await rest.subscribe(callback_id, f"feedback-{port}", feedback_rules.ENS_EVENTS)
         self.ready.set()
-        log.info("registered ENS callback for bounces", extra={"callback_id": callback_id})
+        log.info("registered ENS callback for MC's feedback", extra={"callback_id": callback_id})
 
     async def register_until_done(self) -> None:
         delay = 1.0
@@ -213,9 +193,9 @@ class EnsRegistration:
 class EnsCallback:
     """What MC's POSTs to this run's callback are answered, whichever server they reach."""
 
-    def __init__(self, registration: EnsRegistration, bounced_topic: Any) -> None:
+    def __init__(self, registration: EnsRegistration, feedback_topic: Any) -> None:
         self.registration = registration
-        self.bounced_topic = bounced_topic
+        self.feedback_topic = feedback_topic
 
     async def answer(self, run_id: str, body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]:
         registration = self.registration
@@ -235,21 +215,19 @@ class EnsCallback:
         ):
             log.warning("ENS batch with a bad signature refused")
             return 401, {"error": "bad signature"}
-        bounces = bounces_from(payload)
+        reports = reports_from(payload)
         try:
-            await asyncio.wait_for(self.relay(bounces), BOUNCE_ACK_SECONDS)
-        except Exception as exc:  # MC delivers the batch again; the suppression table dedupes
+            await asyncio.wait_for(self.relay(reports), BOUNCE_ACK_SECONDS)
+        except Exception as exc:  # MC delivers the batch again; the feedback stage dedupes
             log.warning("ENS batch not relayed to Kafka (%s); MC will deliver it again", type(exc).__name__)
-            return 503, {"error": "bounces not stored; deliver again"}
-        for bounce in bounces:
-            log.info("bounce received", extra={"email": mask_email(bounce.email)})
+            return 503, {"error": "events not stored; deliver again"}
+        log.info("ENS events received", extra={"events": len(reports)})
         return 200, {"ok": True}
 
-    async def relay(self, bounces: list[EmailBounced]) -> None:
-        """Every bounce onto `email.bounced`, returning once Kafka acknowledged all of them."""
+    async def relay(self, reports: list[Out]) -> None:
+        """Every event onto `stream_app.feedback`, returning once Kafka acknowledged all of them."""
         delivered = [
-            await self.bounced_topic.send(key=bounce.email.encode(), value=encode_record(bounce), force=True)
-            for bounce in bounces
+            await self.feedback_topic.send(key=out.key, value=out.value, force=True) for out in reports
         ]
         await asyncio.gather(*delivered)
 
@@ -288,7 +266,10 @@ def install(runtime: Runtime) -> None:
     out = Outputs(app)
     registration = EnsRegistration(runtime)
     runtime.before_mc_close(registration.unregister)
-    callback = EnsCallback(registration, bounced_topic)
+    # Every worker's callback relays onto the feedback stage's one-partition topic (its owner joins
+    # and dedupes them); a worker without the senders only produces to it.
+    feedback_topic = app.topic(FEEDBACK_TOPIC, value_type=bytes, value_serializer="raw", partitions=1)
+    callback = EnsCallback(registration, feedback_topic)
     listen = runtime.settings.ens_host_port
     listener: list[EnsListener] = []
 

@@ -1,8 +1,14 @@
 """MC's feedback after `sent` (issue 18), against the sandbox telling the truth: ENS hears nothing of
-classic sends, MobileConnect delivers only to subscribed numbers. The feedback stage reads MC's
-tracking objects (joined through the send log) and MobileConnect's delivery status.
+classic sends, MobileConnect delivers only to subscribed numbers.
 
-A broker, a sandbox and a worker of this module's own: the worker runs with a soft-bounce window of
+Every test of the stack runs for both of MC's send paths: `triggered` (MC_EMAIL_API=triggered,
+MC_SMS_API=mobileconnect), where the feedback stage reads MC's tracking objects (joined through the
+send log) and MobileConnect's delivery status, and `transactional` (both APIs), where MC reports
+through ENS only, every event posted twice (at least once, §7.4), and the feedback stage joins each
+to its notification by messageKey. The user sees the same outcomes; only MC's own words in the
+reasons differ (REASONS).
+
+A broker, a sandbox and a worker per path: the worker runs with a soft-bounce window of
 SOFT_WINDOW_DAYS (about 1.7 s, not MC's 15 days), so that three soft bounces a few seconds apart
 meet MC's rule. The restart test brings a stack of its own.
 """
@@ -46,27 +52,81 @@ DRAWER = "packet-drawn-drawer"
 WELCOME = "packet-drawn-welcome"
 
 
+TRIGGERED, TRANSACTIONAL = "triggered", "transactional"
+# What MC says, in each path's words: SOAP tracking and MobileConnect delivery records, or ENS.
+REASONS = {
+    TRIGGERED: {
+        "hard": "hard bounce (SMTP 550)",
+        "soft": "soft bounce (SMTP 452)",
+        "delivered": "4000 Delivered to handset",
+        "stopped": "not subscribed",
+    },
+    TRANSACTIONAL: {
+        "hard": "hard bounce (ENS 5.1.1)",
+        "soft": "soft bounce (ENS 4.2.2)",
+        "delivered": "4000 Delivered",
+        "stopped": "1 Unsubscribed",
+    },
+}
+
+
 class Stack:
-    def __init__(self, kafka: EmbeddedKafka, sandbox: SandboxProcess, worker: WorkerProcess) -> None:
-        self.kafka, self.sandbox, self.worker = kafka, sandbox, worker
+    def __init__(
+        self, kafka: EmbeddedKafka, sandbox: SandboxProcess, worker: WorkerProcess, api: str
+    ) -> None:
+        self.kafka, self.sandbox, self.worker, self.api = kafka, sandbox, worker, api
         self.bootstrap = kafka.bootstrap
+        self.reasons = REASONS[api]
+        self.ens_doubled = False
+
+    async def ens_twice(self) -> None:
+        """ENS delivers at least once (§7.4): a second subscription of the worker's callback makes MC
+        post every event twice, so that each test also shows it counted and reported once."""
+        if self.api != TRANSACTIONAL or self.ens_doubled:
+            return
+        base = self.sandbox.http_url
+        ens = await eventually(lambda: _subscribed_callback(base), timeout=60)
+        headers = {"Authorization": f"Bearer {_token(self.sandbox)}"}
+        body = [
+            {"callbackId": ens["callbackId"], "subscriptionName": "again", "eventCategoryTypes": ens["types"]}
+        ]
+        answer = httpx.post(f"{base}platform/v1/ens-subscriptions", json=body, headers=headers, timeout=10)
+        assert answer.status_code == 201, answer.text
+        self.ens_doubled = True
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("feedback")
+def _subscribed_callback(base: str) -> dict[str, Any] | None:
+    """The worker's ENS callback and the event types it subscribed to, once it has."""
+    ens = httpx.get(f"{base}_sandbox/ens", timeout=10).json()
+    found = next(iter(ens["subscriptions"]), None)
+    if found is None:
+        return None
+    return {"callbackId": found["callbackId"], "types": found["eventCategoryTypes"]}
+
+
+@pytest.fixture(scope="module", params=[TRIGGERED, TRANSACTIONAL])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    api = str(request.param)
+    root = tmp_path_factory.mktemp(f"feedback-{api}")
     with private_stack(root) as (kafka, sandbox):
         worker = start_worker(
-            kafka, sandbox, root / "worker", APP_ID=APP_ID, SOFT_BOUNCE_WINDOW_DAYS=SOFT_WINDOW_DAYS
+            kafka,
+            sandbox,
+            root / "worker",
+            APP_ID=APP_ID,
+            SOFT_BOUNCE_WINDOW_DAYS=SOFT_WINDOW_DAYS,
+            MC_EMAIL_API=api,
+            MC_SMS_API="mobileconnect" if api == TRIGGERED else TRANSACTIONAL,
         )
         try:
             worker.wait_ready()
-            yield Stack(kafka, sandbox, worker)
+            yield Stack(kafka, sandbox, worker, api)
         finally:
             worker.stop()
 
 
 async def send(stack: Stack, event: dict[str, Any]) -> dict[str, Any]:
+    await stack.ens_twice()
     await produce(stack.bootstrap, "packet.drawn", event, key=event["packet_id"].encode())
     return event
 
@@ -102,7 +162,7 @@ async def test_a_hard_bounce_is_mailed_once_shows_bounced_and_its_next_event_end
     address = f"{unique('hard')}@bounce.example"
     first = await send(stack, drawn_event(drawer__email=address, drawer__mobile=None))
     bounced = await eventually(lambda: outcome(stack, first, DRAWER, "bounced"), timeout=60)
-    assert bounced["reason"].startswith("hard bounce (SMTP 550)") and "5.1.1" in bounced["reason"]
+    assert bounced["reason"].startswith(stack.reasons["hard"]) and "5.1.1" in bounced["reason"]
     assert await all_outcomes(stack, first, DRAWER) == ["sent", "bounced"]
     note = await eventually(
         lambda: (n := view_note(stack, first, DRAWER)) and n.get("status") == "bounced" and n, timeout=30
@@ -126,7 +186,7 @@ async def test_soft_bounces_suppress_only_once_they_meet_mcs_rule(stack: Stack) 
             event = drawn_event(drawer=event["drawer"], giver=event["giver"])
         await send(stack, event)
         bounced = await eventually(lambda e=event: outcome(stack, e, DRAWER, "bounced"), timeout=60)
-        assert bounced["reason"].startswith("soft bounce (SMTP 452)")
+        assert bounced["reason"].startswith(stack.reasons["soft"])
         if n < 3:
             # Counted, not suppressed: MC's rule wants three spanning the window.
             await eventually(lambda k=n: _soft_bounces_recorded(stack, address, k), timeout=30)
@@ -160,7 +220,11 @@ async def test_an_unsubscribe_ends_unsubscribed_and_is_not_mailed_again(stack: S
 
 async def test_a_subscriber_gone_at_send_time_ends_not_sent(stack: Stack) -> None:
     """MC accepted the send, and the subscriber was deleted before its send time: MC writes a
-    NotSentEvent (no reason in it) and a send log row with its ErrorCode."""
+    NotSentEvent (no reason in it) and a send log row with its ErrorCode. (Transactional Messaging
+    adds the contact it sends to: its EmailNotSent is met when MC holds the subscriber, in
+    test_an_operator_lifts_a_suppression_and_the_log_says_so.)"""
+    if stack.api == TRANSACTIONAL:
+        pytest.skip("a classic send's NotSentEvent; ENS's EmailNotSent is met in the lift test")
     event = drawn_event(drawer__mobile=None)
     await send(stack, event)
     member = event["drawer"]["member_id"]
@@ -203,7 +267,7 @@ async def test_a_welcome_sms_subscribes_a_new_number_and_shows_delivered(stack: 
     event = await send(stack, drawn_event())
     number = event["drawer"]["mobile"].lstrip("+")
     delivered = await eventually(lambda: outcome(stack, event, WELCOME, "delivered"), timeout=60)
-    assert delivered["reason"] == "4000 Delivered to handset"
+    assert delivered["reason"] == stack.reasons["delivered"]
     sent = await outcome(stack, event, WELCOME, "sent")
     assert sent is not None and delivered["mc_request_id"] == sent["mc_request_id"]  # the tokenId
     subscriptions = httpx.get(f"{stack.sandbox.http_url}_sandbox/mobile-subscriptions", timeout=10).json()
@@ -226,7 +290,7 @@ async def test_a_number_that_texted_stop_is_not_resubscribed_and_ends_undelivera
         assert answer.status_code == 202, answer.text
     await send(stack, event)
     found = await eventually(lambda: outcome(stack, event, WELCOME, "undeliverable"), timeout=60)
-    assert "not subscribed" in found["reason"]
+    assert stack.reasons["stopped"] in found["reason"]
 
 
 async def test_an_operator_lifts_a_suppression_and_the_log_says_so(stack: Stack) -> None:
@@ -257,10 +321,17 @@ async def test_an_operator_lifts_a_suppression_and_the_log_says_so(stack: Stack)
     await eventually(lambda: not suppressed(stack, address)["suppressed"], timeout=30)
     lifted = await eventually(lambda: _log_line(stack.worker, "suppression lifted"), timeout=30)
     assert address not in lifted and "mailbox fixed, OPS-1" in lifted
-    # Lifted here, MC still holds the subscriber after its hard bounce: MC refuses the next send.
+    # Lifted here, MC still holds the subscriber after its hard bounce: MC refuses the next send
+    # (a triggered send, at once), or accepts it and does not send it (Transactional Messaging:
+    # ENS's EmailNotSent, statusCode 2 Held).
     again = await send(stack, drawn_event(drawer=event["drawer"], giver=event["giver"]))
-    refused = await eventually(lambda: outcome(stack, again, DRAWER, "failed"), timeout=60)
-    assert "MC refused" in refused["reason"]
+    if stack.api == TRIGGERED:
+        refused = await eventually(lambda: outcome(stack, again, DRAWER, "failed"), timeout=60)
+        assert "MC refused" in refused["reason"]
+    else:
+        held = await eventually(lambda: outcome(stack, again, DRAWER, "not_sent"), timeout=60)
+        assert held["reason"].startswith("MC did not send it (EmailNotSent; statusCode 2 Held")
+        assert await all_outcomes(stack, again, DRAWER) == ["sent", "not_sent"]
 
 
 def _log_line(worker: WorkerProcess, text: str) -> str | None:

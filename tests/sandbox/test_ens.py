@@ -4,6 +4,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 from typing import Any
 
 import httpx
@@ -131,3 +132,80 @@ async def test_probe_failure_and_bad_url(clean_sandbox: SandboxProcess) -> None:
             "platform/v1/ens-callbacks", json=[{"callbackName": "cb", "url": "http://example.com/x"}]
         )
         assert r.status_code == 400
+
+
+FEEDBACK_TYPES = [
+    "TransactionalSendEvents.EmailSent",
+    "TransactionalSendEvents.EmailBounced",
+    "EngagementEvents.EmailUnsubscribe",
+]
+
+
+async def _subscribe(c: httpx.AsyncClient, rec: Receiver, name: str = "feedback") -> str:
+    r = await c.post("platform/v1/ens-callbacks", json=[{"callbackName": "cb", "url": rec.url}])
+    assert r.status_code == 201, r.text
+    probe = json.loads(rec.bodies[0][0])
+    assert (await c.post("platform/v1/ens-verify", json=probe)).status_code == 200
+    body = [
+        {"callbackId": probe["callbackId"], "subscriptionName": name, "eventCategoryTypes": FEEDBACK_TYPES}
+    ]
+    assert (await c.post("platform/v1/ens-subscriptions", json=body)).status_code == 201
+    return str(probe["callbackId"])
+
+
+def _of(rec: Receiver, category: str) -> list[dict[str, Any]]:
+    return [e for batch, _raw, _h in rec.events() for e in batch if e["eventCategoryType"] == category]
+
+
+async def test_transactional_fates_are_reported_as_mc_reports_them(clean_sandbox: SandboxProcess) -> None:
+    """A soft bounce is an EmailBounced with bounceCode SOFT; an unsubscribe after the send is an
+    EngagementEvents.EmailUnsubscribe, which names no messageKey: only its composite joins it to the
+    EmailSent of its message (§7.2). Dates are epoch ms of MC's clock (the sandbox's, moved here)."""
+    base = clean_sandbox.http_url
+    ahead = 3 * 86_400
+    moved = httpx.post(f"{base}_sandbox/clock", json={"advance_seconds": ahead}, timeout=10)
+    moved.raise_for_status()
+    try:
+        async with (
+            Receiver() as rec,
+            httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token(base)}"}) as c,
+        ):
+            await _subscribe(c, rec)
+            soft = await _bounce_send(c, base, "S1", "full@soft.example")
+            unsub = await _bounce_send(c, base, "U1", "bye@unsub.example")
+            await until(
+                lambda: _of(rec, "EngagementEvents.EmailUnsubscribe")
+                and len(_of(rec, FEEDBACK_TYPES[1])) == 1
+            )
+            (bounce,) = _of(rec, "TransactionalSendEvents.EmailBounced")
+            assert bounce["info"]["messageKey"] == soft and bounce["info"]["bounceCode"] == "SOFT"
+            assert bounce["info"]["smtpReason"] == "4.2.2"
+            sent = {e["info"]["messageKey"]: e for e in _of(rec, "TransactionalSendEvents.EmailSent")}
+            assert set(sent) == {soft, unsub}
+            (gone,) = _of(rec, "EngagementEvents.EmailUnsubscribe")
+            assert "messageKey" not in gone["info"] and gone["info"]["to"] == "bye@unsub.example"
+            assert gone["composite"] == sent[unsub]["composite"] != sent[soft]["composite"]
+            assert gone["definitionKey"] == "NA" and gone["channel"] == "email"
+            now_ms = (time.time() + ahead) * 1000
+            for event in (bounce, gone, *sent.values()):
+                assert abs(event["timestampUTC"] - now_ms) < 60_000  # MC's clock, not the host's
+    finally:
+        httpx.post(f"{base}_sandbox/clock", json={"now": None}, timeout=10)
+
+
+async def test_a_callback_subscribed_twice_gets_each_event_twice(clean_sandbox: SandboxProcess) -> None:
+    """ENS's delivery is at least once (§7.4): each matching subscription delivers."""
+    base = clean_sandbox.http_url
+    async with (
+        Receiver() as rec,
+        httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token(base)}"}) as c,
+    ):
+        callback_id = await _subscribe(c, rec)
+        body = [
+            {"callbackId": callback_id, "subscriptionName": "again", "eventCategoryTypes": FEEDBACK_TYPES}
+        ]
+        assert (await c.post("platform/v1/ens-subscriptions", json=body)).status_code == 201
+        key = await _bounce_send(c, base, "D1", "gone@bounce.example")
+        await until(lambda: len(_of(rec, "TransactionalSendEvents.EmailBounced")) == 2)
+        first, second = _of(rec, "TransactionalSendEvents.EmailBounced")
+        assert first == second and first["info"]["messageKey"] == key

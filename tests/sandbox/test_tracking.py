@@ -6,7 +6,7 @@ bounce in the truthful sandbox, soft.example soft bounces, unsub.example unsubsc
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -340,3 +340,53 @@ def test_zeep_reads_the_tracking_objects(mc: Mc) -> None:
     assert isinstance(bounce.EventDate, datetime) and isinstance(bounce.SendID, int)
     (unsub,) = get("UnsubEvent", [*EVENT, "List", "IsMasterUnsubscribed"])
     assert unsub.List.ID == 69238 and unsub.IsMasterUnsubscribed is True
+
+
+def test_event_dates_are_mcs_cst_without_a_zone_and_zone_less_filters_are_cst_too(mc: Mc) -> None:
+    """MC answers in its server time, CST (UTC-6 all year) without a suffix, and reads a zone-less
+    filter value as server time too (MC's "Incoming Date Normalization"); `Z` or an offset is UTC."""
+    create_subscribers(mc.base, mc.tok, [("C1", "c1@example.com")])
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    mc.send("C1", "c1@example.com")
+    (sent,) = mc.wait_events("SentEvent", EVENT)
+    after = datetime.now(UTC) + timedelta(seconds=1)
+    text = sent["EventDate"] or ""
+    assert text and not text.endswith("Z") and "+" not in text and text.count("-") == 2  # no zone
+    when = datetime.fromisoformat(text).replace(tzinfo=timezone(timedelta(hours=-6)))
+    assert before <= when <= after
+
+    def cst(moment: datetime) -> str:
+        return moment.astimezone(timezone(timedelta(hours=-6))).replace(tzinfo=None).isoformat()
+
+    assert (
+        len(
+            mc.events("SentEvent", ["SubscriberKey"], simple("EventDate", "between", cst(before), cst(after)))
+        )
+        == 1
+    )
+    # The same wall-clock times read as UTC would be six hours later: nothing in that window.
+    as_utc = simple("EventDate", "between", cst(before) + "Z", cst(after) + "Z")
+    assert mc.events("SentEvent", ["SubscriberKey"], as_utc) == []
+
+
+async def test_the_services_soap_client_reads_event_dates_in_the_window_it_asked_for(mc: Mc) -> None:
+    """The feedback stage's pass asks MC for [since, until] and moves its mark by the dates it reads
+    back: read as UTC, MC's CST dates would lie six hours before the window they were found in."""
+    from stream_app.mc import MarketingCloud
+    from stream_app.settings import Settings
+
+    create_subscribers(mc.base, mc.tok, [("C2", "c2@bounce.example")])
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    mc.send("C2", "c2@bounce.example")
+    mc.wait_events("BounceEvent", ["SubscriberKey"])
+    until = datetime.now(UTC) + timedelta(seconds=1)
+    client = MarketingCloud(Settings(mc_auth_url=mc.base))
+    try:
+        await client.soap.start()
+        object_id = await client.soap.definition_object_id("packet-drawn-drawer")
+        assert object_id is not None
+        pages = [page async for page in client.soap.tracking_pages("BounceEvent", object_id, since, until)]
+    finally:
+        await client.close()
+    (bounce,) = [event for page in pages for event in page]
+    assert since <= bounce.event_date <= until and bounce.event_date.utcoffset() is not None
