@@ -1,13 +1,17 @@
-"""The embedded Apache Kafka: the pinned jars, a KRaft node or a cluster of them, its tools, its command.
+"""The embedded Apache Kafka: the pinned jars, a KRaft node or a cluster of them, its tools, its command;
+beside it the schema registry, a JVM run the same way.
 
 | module | what |
 |---|---|
-| `jars` | Maven resolution of the jars `broker/pom.xml` pins; the `java` and classpath that run them |
+| `jars` | Maven builds from a pom, once (`maven_once`, `pom_property`); the broker's jars; `java` |
 | `process` | children that die with their parent, stopped (or killed) by PID; `free_port`; `run_blocking` |
+| `jvm` | `JvmChild`: a JVM started, awaited until ready, stopped by PID (a Kafka node, the registry) |
 | `config` | the broker settings that depend on the node count (replication), for every node and compose |
 | `embedded` | `EmbeddedKafka` (one node), `KafkaCluster` (N nodes, one quorum), the readiness checks |
 | `tools` | the `kafka-*` console tools |
+| `foreground` | the run loop of both commands: start, supervise until a signal or a child's exit, stop |
 | `cli` | `python -m stream_app broker [--nodes N]` |
+| `registry`, `registry_cli` | Apicurio schema registry (`LocalRegistry`); `python -m stream_app registry` |
 | `errors` | `BrokerError` |
 """
 

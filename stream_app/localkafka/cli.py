@@ -8,13 +8,9 @@ consecutive ports from its one address: 9092-9094 by default).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from urllib.parse import urlparse
 
 from stream_app.localkafka.config import CLUSTER_MIN_NODES
@@ -25,6 +21,7 @@ from stream_app.localkafka.embedded import (
     KafkaCluster,
 )
 from stream_app.localkafka.errors import BrokerError
+from stream_app.localkafka.foreground import run_foreground, stop_signals
 from stream_app.settings import Settings
 
 
@@ -98,13 +95,7 @@ def main(argv: Sequence[str]) -> int:
     if args.nodes != 1 and args.nodes < CLUSTER_MIN_NODES:
         parser.error(f"--nodes is 1 or at least {CLUSTER_MIN_NODES}")
     settings = Settings()
-    stopping: list[int] = []
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping.append(signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    stopping = stop_signals()
     if args.nodes == 1:
         return _run_single(settings, args.data_dir, args.ready_timeout or READY_TIMEOUT, stopping)
     return _run_cluster(settings, args.nodes, args.data_dir, args.ready_timeout, stopping)
@@ -120,27 +111,7 @@ def _run_single(settings: Settings, data_dir: Path | None, ready_timeout: float,
         new_process_group=True,
         ready_timeout=ready_timeout,
     )
-    try:
-        try:
-            broker.start(abort=lambda: bool(stopping))
-        except BrokerError as e:
-            if stopping:
-                return 0
-            print(f"broker failed: {e}", file=sys.stderr)
-            return 1
-        print(ready_line(broker), flush=True)
-        died = _supervise({1: broker}, stopping)
-        if died is not None:
-            print(
-                f"broker exited unexpectedly with code {died.proc.returncode if died.proc else None}; "
-                f"last lines of {died.log_path}:\n{died.log_tail()}",
-                file=sys.stderr,
-            )
-            return 1
-        print("broker stopping", flush=True)
-        return 0
-    finally:
-        broker.stop()
+    return run_foreground(broker, "broker", {"broker": broker}, lambda: [ready_line(broker)], stopping)
 
 
 def _run_cluster(
@@ -160,40 +131,11 @@ def _run_cluster(
     except BrokerError as e:
         print(f"cluster failed: {e}", file=sys.stderr)
         return 1
-    try:
-        try:
-            cluster.start(abort=lambda: bool(stopping))
-        except BrokerError as e:
-            if stopping:
-                return 0
-            print(f"cluster failed: {e}", file=sys.stderr)
-            return 1
-        for line in cluster_ready_lines(cluster):
-            print(line, flush=True)
-        died = _supervise(cluster.nodes, stopping)
-        if died is not None:
-            code = died.proc.returncode if died.proc else None
-            print(
-                f"node {died.node_id} ({died.bootstrap}) exited unexpectedly with code {code}; "
-                f"stopping the others; last lines of {died.log_path}:\n{died.log_tail()}",
-                file=sys.stderr,
-            )
-            return 1
-        print(f"cluster stopping (pids {', '.join(str(p) for p in cluster.pids.values())})", flush=True)
-        return 0
-    finally:
-        cluster.stop()
-
-
-def _supervise(nodes: dict[int, EmbeddedKafka], stopping: list[int]) -> EmbeddedKafka | None:
-    """Wait for a signal (returns None) or for a node to exit on its own (returns that node)."""
-    first = next(iter(nodes.values())).proc
-    assert first is not None
-    while not stopping:
-        # Waiting on a process rather than sleeping: its death is noticed at once.
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            first.wait(0.2)
-        for node in nodes.values():
-            if node.proc is not None and node.proc.poll() is not None:
-                return node
-    return None
+    return run_foreground(
+        cluster,
+        "cluster",
+        {f"node {node_id} ({n.bootstrap})": n for node_id, n in cluster.nodes.items()},
+        lambda: cluster_ready_lines(cluster),
+        stopping,
+        lambda: f"cluster stopping (pids {', '.join(str(p) for p in cluster.pids.values())})",
+    )

@@ -41,15 +41,13 @@ from stream_app.localkafka.jars import (
     java_executable,
     kafka_version,
 )
+from stream_app.localkafka.jvm import JvmChild
 from stream_app.localkafka.process import (
     STOP_TIMEOUT,
     free_port,
-    kill_process,
     port_accepts,
     port_bindable,
     run_blocking,
-    spawn,
-    stop_process,
 )
 from stream_app.settings import Settings
 
@@ -141,16 +139,7 @@ def new_cluster_id() -> str:
             return text
 
 
-def _tail(path: Path, lines: int) -> list[str]:
-    if not path.is_file():
-        return []
-    with path.open("rb") as f:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - 64 * 1024))
-        return f.read().decode("utf-8", "replace").splitlines()[-lines:]
-
-
-class EmbeddedKafka:
+class EmbeddedKafka(JvmChild):
     """One Apache Kafka node (broker and KRaft controller in one JVM) on a loopback address.
 
     Alone it is a quorum of itself. Given `node_id`, `voters` (node id -> controller port, every voter
@@ -160,6 +149,10 @@ class EmbeddedKafka:
     formatted on first start, its meta.properties keeps the cluster id), `logs/server.log` (log4j) and
     `logs/jvm.out` (the JVM's own stdout/stderr, e.g. a crash before logging starts).
     """
+
+    kind = "broker"
+    awaited = "answer metadata requests"
+    poll_interval = 0.1
 
     def __init__(
         self,
@@ -175,19 +168,16 @@ class EmbeddedKafka:
         cluster_id: str | None = None,
         replication: Mapping[str, str] = SINGLE_NODE_REPLICATION,
     ) -> None:
+        super().__init__(new_process_group=new_process_group, ready_timeout=ready_timeout)
         self.host = host
         self.port = port
         self.data_dir = (data_dir or Settings().state_dir / "kafka").resolve()
         self.controller_port = controller_port
-        self.new_process_group = new_process_group
-        self.ready_timeout = ready_timeout
         self.node_id = node_id
         self.voters = dict(voters) if voters else None
         self.cluster_id = cluster_id
         self.replication = replication
-        self.proc: subprocess.Popen[bytes] | None = None
         self._lock: IO[str] | None = None
-        self._jvm_out: IO[bytes] | None = None
 
     # -- paths and addresses
 
@@ -216,130 +206,43 @@ class EmbeddedKafka:
         return f"kafka://{self.bootstrap}"
 
     @property
-    def pid(self) -> int:
-        if self.proc is None:
-            raise BrokerError("the broker is not running")
-        return self.proc.pid
-
-    @property
     def version(self) -> str:
         return kafka_version()
 
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+    @property
+    def address(self) -> str:
+        return self.bootstrap
 
-    def log_tail(self, lines: int = 30) -> str:
-        out = _tail(self.log_path, lines)
-        jvm = _tail(self.logs_dir / "jvm.out", 10)
-        if jvm:
-            out += ["--- jvm.out ---", *jvm]
-        return "\n".join(out)
+    @property
+    def jvm_out_path(self) -> Path:
+        return self.logs_dir / "jvm.out"
 
-    # -- lifecycle
+    # -- lifecycle (JvmChild's start, wait_ready, stop, kill)
 
-    def __enter__(self) -> EmbeddedKafka:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def start(self, *, wait: bool = True, abort: Callable[[], bool] | None = None) -> EmbeddedKafka:
-        """Start the JVM and (by default) block until the broker answers metadata requests."""
-        if self.running():
-            return self
+    def _launch(self) -> None:
         self._check_address()
         java = java_executable()
         ensure_jars()
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._take_data_dir_lock()
-        try:
-            self._write_config()
-            self._format_if_needed(java)
-            self._jvm_out = (self.logs_dir / "jvm.out").open("ab")
-            cmd = [
-                java,
-                *BROKER_JVM_OPTS,
-                f"-Dlog4j2.configurationFile={SERVER_LOG4J}",
-                f"-Dkafka.logs.dir={self.logs_dir}",
-                "-cp",
-                classpath(),
-                "kafka.Kafka",
-                str(self.server_properties),
-            ]
-            assert self._lock is not None
-            self.proc = spawn(
-                cmd,
-                cwd=self.data_dir,
-                stdout=self._jvm_out,
-                stderr=subprocess.STDOUT,
-                new_process_group=self.new_process_group,
-                # Kafka recovers from a hard kill; a JVM that outlives its parent is worse.
-                death_signal=signal.SIGKILL,
-                # The JVM inherits the data-dir lock, so the lock lasts as long as the JVM does,
-                # even if this Python process dies first.
-                pass_fds=[self._lock.fileno()],
-            )
-        except BaseException:
-            self._release()
-            raise
-        if wait:
-            try:
-                self.wait_ready(abort=abort)
-            except BaseException:
-                self.stop()
-                raise
-        return self
+        self._write_config()
+        self._format_if_needed(java)
+        cmd = self._kafka_command(java, BROKER_JVM_OPTS, "kafka.Kafka", str(self.server_properties))
+        assert self._lock is not None
+        # The JVM inherits the data-dir lock, so the lock lasts as long as the JVM does, even if this
+        # Python process dies first.
+        self._spawn(cmd, cwd=self.data_dir, pass_fds=[self._lock.fileno()])
 
-    def wait_ready(self, timeout: float | None = None, abort: Callable[[], bool] | None = None) -> None:
-        """Block until the broker answers a metadata request listing itself, or raise with its log."""
-        budget = self.ready_timeout if timeout is None else timeout
-        deadline = time.monotonic() + budget
-        while True:
-            if self.proc is None:
-                raise BrokerError("the broker was never started")
-            if self.proc.poll() is not None:
-                raise BrokerError(
-                    f"the broker exited with code {self.proc.returncode} during startup; "
-                    f"last lines of {self.log_path}:\n{self.log_tail()}"
-                )
-            if abort is not None and abort():
-                raise BrokerError("startup aborted")
-            if port_accepts(self.host, self.port):
-                info = run_blocking(lambda: describe_cluster(self.bootstrap, 2.0))
-                if info is not None and (self.host, self.port) in info.brokers:
-                    self.cluster_id = info.cluster_id
-                    return
-            if time.monotonic() > deadline:
-                raise BrokerError(
-                    f"the broker at {self.bootstrap} did not answer metadata requests within {budget:.0f} s; "
-                    f"last lines of {self.log_path}:\n{self.log_tail()}"
-                )
-            # Poll the process rather than sleep: an early crash is reported at once.
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(0.1)
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
-        """SIGTERM the JVM by PID, wait up to `timeout` for a clean shutdown, then SIGKILL."""
-        rc = None
-        try:
-            if self.proc is not None:
-                rc = stop_process(self.proc, timeout)
-        finally:
-            self._release()
-        return rc
-
-    def kill(self) -> int | None:
-        """SIGKILL the JVM by PID, as a crash would end it (no controlled shutdown); returns its code."""
-        rc = None
-        try:
-            if self.proc is not None:
-                rc = kill_process(self.proc)
-        finally:
-            self._release()
-        return rc
+    def _ready(self) -> bool:
+        """The broker answers a metadata request listing itself (an open port is not enough)."""
+        if not port_accepts(self.host, self.port):
+            return False
+        info = run_blocking(lambda: describe_cluster(self.bootstrap, 2.0))
+        if info is not None and (self.host, self.port) in info.brokers:
+            self.cluster_id = info.cluster_id
+            return True
+        return False
 
     # -- internals
 
@@ -378,10 +281,10 @@ class EmbeddedKafka:
         self._lock = lock
 
     def _release(self) -> None:
-        for f in (self._jvm_out, self._lock):
-            if f is not None:
-                f.close()
-        self._jvm_out = self._lock = None
+        super()._release()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def _pick_controller_port(self) -> int:
         if self.controller_port:
@@ -422,6 +325,19 @@ class EmbeddedKafka:
         )
         self.server_properties.write_text(text)
 
+    def _kafka_command(self, java: str, jvm_opts: Sequence[str], main_class: str, *args: str) -> list[str]:
+        """A Kafka main class run from the pinned jars, logging as this node does (into logs_dir)."""
+        return [
+            java,
+            *jvm_opts,
+            f"-Dlog4j2.configurationFile={SERVER_LOG4J}",
+            f"-Dkafka.logs.dir={self.logs_dir}",
+            "-cp",
+            classpath(),
+            main_class,
+            *args,
+        ]
+
     def _format_if_needed(self, java: str) -> None:
         if (self.log_dir / "meta.properties").is_file():
             return
@@ -429,20 +345,12 @@ class EmbeddedKafka:
         self.cluster_id = self.cluster_id or new_cluster_id()
         # Static voters (no --standalone or --initial-controllers): the voter set lives in
         # server.properties, not in the metadata log, so controller ports may change between runs.
-        cmd = [
+        cmd = self._kafka_command(
             java,
-            *TOOL_JVM_OPTS,
-            f"-Dlog4j2.configurationFile={SERVER_LOG4J}",
-            f"-Dkafka.logs.dir={self.logs_dir}",
-            "-cp",
-            classpath(),
+            TOOL_JVM_OPTS,
             "kafka.tools.StorageTool",
-            "format",
-            "--cluster-id",
-            self.cluster_id,
-            "--config",
-            str(self.server_properties),
-        ]
+            *("format", "--cluster-id", self.cluster_id, "--config", str(self.server_properties)),
+        )
         done = subprocess.run(cmd, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
         if done.returncode != 0:
             raise BrokerError(f"formatting {self.log_dir} failed:\n{done.stdout}{done.stderr}")

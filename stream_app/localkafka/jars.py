@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from stream_app.localkafka.errors import BrokerError
@@ -38,24 +39,30 @@ TOOL_JVM_OPTS: tuple[str, ...] = (
 )
 
 
-def kafka_version(pom: Path = POM) -> str:
-    """The Apache Kafka version pinned in broker/pom.xml."""
+def pom_property(pom: Path, name: str) -> str:
+    """The `<name>` property of a Maven pom's `<properties>` (the versions the poms here pin)."""
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
-    node = ET.parse(pom).getroot().find("m:properties/m:kafka.version", ns)
+    node = ET.parse(pom).getroot().find(f"m:properties/m:{name}", ns)
     if node is None or not (node.text or "").strip():
-        raise BrokerError(f"{pom} has no <kafka.version> property")
+        raise BrokerError(f"{pom} has no <{name}> property")
     return (node.text or "").strip()
 
 
-def _pom_fingerprint(pom: Path) -> str:
+def kafka_version(pom: Path = POM) -> str:
+    """The Apache Kafka version pinned in broker/pom.xml."""
+    return pom_property(pom, "kafka.version")
+
+
+def pom_fingerprint(pom: Path) -> str:
     return hashlib.sha256(pom.read_bytes()).hexdigest()
 
 
-def _jars_current(lib: Path, version: str, fingerprint: str) -> bool:
-    marker = lib / MARKER.name
-    if not marker.is_file() or not (lib / f"kafka_2.13-{version}.jar").is_file():
+def build_current(target: Path, product: str, marker: str, stamp: str) -> bool:
+    """Whether `target` holds a finished build: its `product` file and a `marker` reading `stamp`."""
+    path = target / marker
+    if not path.is_file() or not (target / product).is_file():
         return False
-    return marker.read_text().split() == [f"kafka.version={version}", f"pom.sha256={fingerprint}"]
+    return path.read_text().split() == stamp.split()
 
 
 def java_executable() -> str:
@@ -72,52 +79,75 @@ def java_executable() -> str:
     return found
 
 
-def ensure_jars() -> Path:
-    """Resolve the pinned Kafka jars into broker/lib with Maven, once; returns broker/lib.
+def maven_once(
+    target: Path,
+    *,
+    pom: Path,
+    goals: Callable[[Path], Sequence[str]],
+    product: str,
+    marker: str,
+    stamp: str,
+    lock: Path,
+    doing: str,
+    timeout: float | None = None,
+) -> Path:
+    """Fill `target` with what Maven makes of `pom` (`mvn -f pom <goals(out dir)>`), once; returns it.
 
-    Cached by a marker holding the pom's version and hash, so editing the pom re-resolves. Resolution
-    goes to a scratch directory that replaces lib/ only when complete: an interrupted run, or a version
-    bump, never leaves a half-filled or mixed-version classpath behind.
+    Cached by `marker` holding `stamp` (say, the pom's hash), so a changed pom builds again. Maven
+    writes to a scratch directory that replaces `target` only when complete and holding `product`: an
+    interrupted run, or a version bump, never leaves a half-filled or mixed-version directory behind.
+    `doing` says what for, in the messages ("resolving Apache Kafka 4.1.1 jars").
     """
-    version, fingerprint = kafka_version(), _pom_fingerprint(POM)
-    if _jars_current(LIB_DIR, version, fingerprint):
-        return LIB_DIR
+    if build_current(target, product, marker, stamp):
+        return target
     java_executable()  # fail on a missing JVM before spending time on Maven
     mvn = shutil.which("mvn")
     if not mvn:
         raise BrokerError(
-            f"mvn not found: it resolves Apache Kafka {version} from Maven Central into {LIB_DIR} "
-            "on first use (Debian/Ubuntu: apt-get install -y maven)"
+            f"mvn not found: {doing} from Maven Central into {target} needs it, on first use "
+            "(Debian/Ubuntu: apt-get install -y maven)"
         )
-    # Two processes (say `make run` and `make test`) may get here together; one resolves, the other waits.
-    with open(BROKER_DIR / ".lib.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _jars_current(LIB_DIR, version, fingerprint):
-            return LIB_DIR
-        print(
-            f"resolving Apache Kafka {version} jars with Maven into {LIB_DIR} (first run only)",
-            file=sys.stderr,
-        )
-        scratch = BROKER_DIR / "lib.tmp"
+    # Two processes (say `make run` and `make test`) may get here together; one builds, the other waits.
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        if build_current(target, product, marker, stamp):
+            return target
+        print(f"{doing} with Maven into {target} (first run only)", file=sys.stderr)
+        scratch = target.with_name(target.name + ".tmp")
         shutil.rmtree(scratch, ignore_errors=True)
-        cmd = [
-            mvn,
-            "-q",
-            "-B",
-            "-f",
-            str(POM),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={scratch}",
-            "-DincludeScope=runtime",
-        ]
-        done = subprocess.run(cmd, cwd=BROKER_DIR, capture_output=True, text=True, check=False)
-        if done.returncode != 0 or not (scratch / f"kafka_2.13-{version}.jar").is_file():
+        cmd = [mvn, "-q", "-B", "-f", str(pom), *goals(scratch)]
+        try:
+            done = subprocess.run(
+                cmd, cwd=pom.parent, capture_output=True, text=True, check=False, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            raise BrokerError(f"`{shlex.join(cmd)}` took longer than {timeout:.0f} s") from None
+        if done.returncode != 0 or not (scratch / product).is_file():
             output = (done.stdout + done.stderr).strip().splitlines()[-40:]
             raise BrokerError(f"`{shlex.join(cmd)}` failed ({done.returncode}):\n" + "\n".join(output))
-        (scratch / MARKER.name).write_text(f"kafka.version={version}\npom.sha256={fingerprint}\n")
-        shutil.rmtree(LIB_DIR, ignore_errors=True)
-        scratch.rename(LIB_DIR)
-    return LIB_DIR
+        (scratch / marker).write_text(stamp)
+        shutil.rmtree(target, ignore_errors=True)
+        scratch.rename(target)
+    return target
+
+
+def ensure_jars() -> Path:
+    """Resolve the pinned Kafka jars into broker/lib with Maven, once; returns broker/lib."""
+    version = kafka_version()
+    return maven_once(
+        LIB_DIR,
+        pom=POM,
+        goals=lambda out: [
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={out}",
+            "-DincludeScope=runtime",
+        ],
+        product=f"kafka_2.13-{version}.jar",
+        marker=MARKER.name,
+        stamp=f"kafka.version={version}\npom.sha256={pom_fingerprint(POM)}\n",
+        lock=BROKER_DIR / ".lib.lock",
+        doing=f"resolving Apache Kafka {version} jars",
+    )
 
 
 def classpath() -> str:

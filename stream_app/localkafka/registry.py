@@ -9,27 +9,21 @@ but through Maven, and a changed pom builds again.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import shlex
-import shutil
-import signal
-import subprocess
-import sys
-import time
-import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import IO
 from urllib.parse import urlparse
 
 import httpx
 
 from stream_app.localkafka.errors import BrokerError
-from stream_app.localkafka.jars import java_executable
-from stream_app.localkafka.process import STOP_TIMEOUT, port_bindable, spawn, stop_process
+from stream_app.localkafka.jars import (
+    build_current,
+    java_executable,
+    maven_once,
+    pom_fingerprint,
+    pom_property,
+)
+from stream_app.localkafka.jvm import JvmChild
+from stream_app.localkafka.process import port_bindable
 from stream_app.settings import PROJECT_ROOT
 
 REGISTRY_DIR = PROJECT_ROOT / "registry"
@@ -56,70 +50,28 @@ REGISTRY_JVM_OPTS: tuple[str, ...] = (
 
 def apicurio_version(pom: Path = POM) -> str:
     """The Apicurio Registry release registry/pom.xml pins."""
-    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
-    node = ET.parse(pom).getroot().find("m:properties/m:apicurio.version", ns)
-    if node is None or not (node.text or "").strip():
-        raise BrokerError(f"{pom} has no <apicurio.version> property")
-    return (node.text or "").strip()
-
-
-def _fingerprint(pom: Path) -> str:
-    return hashlib.sha256(pom.read_bytes()).hexdigest()
+    return pom_property(pom, "apicurio.version")
 
 
 def _built(app: Path, fingerprint: str) -> bool:
-    marker = app / MARKER
-    return (app / RUNNER).is_file() and marker.is_file() and marker.read_text().strip() == fingerprint
+    return build_current(app, RUNNER, MARKER, fingerprint)
 
 
 def ensure_registry() -> Path:
-    """Build the registry with Maven into registry/app, once; returns its runner jar.
-
-    Built in a scratch directory that replaces app/ only when complete, under a lock (two test runs
-    may get here together); a changed pom builds again."""
-    fingerprint = _fingerprint(POM)
-    if _built(APP_DIR, fingerprint):
-        return APP_DIR / RUNNER
-    java_executable()
-    mvn = shutil.which("mvn")
-    if not mvn:
-        raise BrokerError(
-            "mvn not found: it builds Apicurio Registry from Maven Central into "
-            f"{APP_DIR} on first use (Debian/Ubuntu: apt-get install -y maven)"
-        )
-    with open(REGISTRY_DIR / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _built(APP_DIR, fingerprint):
-            return APP_DIR / RUNNER
-        print(
-            f"building Apicurio Registry {apicurio_version()} with Maven into {APP_DIR} (first run only)",
-            file=sys.stderr,
-        )
-        scratch = REGISTRY_DIR / "app.tmp"
-        shutil.rmtree(scratch, ignore_errors=True)
-        cmd = [
-            mvn,
-            "-q",
-            "-B",
-            "-f",
-            str(POM),
-            "package",
-            "-DskipTests",
-            f"-Dregistry.build.directory={scratch}",
-        ]
-        try:
-            done = subprocess.run(
-                cmd, cwd=REGISTRY_DIR, capture_output=True, text=True, check=False, timeout=BUILD_TIMEOUT
-            )
-        except subprocess.TimeoutExpired:
-            raise BrokerError(f"`{shlex.join(cmd)}` took longer than {BUILD_TIMEOUT:.0f} s") from None
-        if done.returncode != 0 or not (scratch / RUNNER).is_file():
-            output = (done.stdout + done.stderr).strip().splitlines()[-40:]
-            raise BrokerError(f"`{shlex.join(cmd)}` failed ({done.returncode}):\n" + "\n".join(output))
-        (scratch / MARKER).write_text(fingerprint + "\n")
-        shutil.rmtree(APP_DIR, ignore_errors=True)
-        scratch.rename(APP_DIR)
-    return APP_DIR / RUNNER
+    """Build the registry with Maven into registry/app, once; returns its runner jar (a changed pom
+    builds again)."""
+    app = maven_once(
+        APP_DIR,
+        pom=POM,
+        goals=lambda out: ["package", "-DskipTests", f"-Dregistry.build.directory={out}"],
+        product=RUNNER,
+        marker=MARKER,
+        stamp=pom_fingerprint(POM) + "\n",
+        lock=REGISTRY_DIR / ".build.lock",
+        doing=f"building Apicurio Registry {apicurio_version()}",
+        timeout=BUILD_TIMEOUT,
+    )
+    return app / RUNNER
 
 
 def registry_answers(api_url: str, timeout: float = 2.0) -> bool:
@@ -130,9 +82,11 @@ def registry_answers(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-class LocalRegistry:
+class LocalRegistry(JvmChild):
     """One Apicurio Registry JVM on host:port, in-memory (its schemas go with it), logging to
     `log_dir`/registry.log. Stopped by its PID; it dies with this process."""
+
+    kind = "registry"
 
     def __init__(
         self,
@@ -143,13 +97,10 @@ class LocalRegistry:
         new_process_group: bool = False,
         ready_timeout: float = READY_TIMEOUT,
     ) -> None:
+        super().__init__(new_process_group=new_process_group, ready_timeout=ready_timeout)
         self.host = host
         self.port = port
         self.log_dir = log_dir or PROJECT_ROOT / ".state" / "registry"
-        self.new_process_group = new_process_group
-        self.ready_timeout = ready_timeout
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._out: IO[bytes] | None = None
 
     @property
     def base_url(self) -> str:
@@ -161,47 +112,25 @@ class LocalRegistry:
         return self.base_url + API_PATH
 
     @property
-    def log_path(self) -> Path:
-        return self.log_dir / "registry.log"
+    def address(self) -> str:
+        return self.url
 
     @property
-    def pid(self) -> int:
-        if self.proc is None:
-            raise BrokerError("the registry is not running")
-        return self.proc.pid
+    def log_path(self) -> Path:
+        return self.log_dir / "registry.log"
 
     @property
     def version(self) -> str:
         return apicurio_version()
 
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+    # -- lifecycle (JvmChild's start, wait_ready, stop, kill)
 
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(text[-lines:])
-
-    def __enter__(self) -> LocalRegistry:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def start(self, *, wait: bool = True, abort: Callable[[], bool] | None = None) -> LocalRegistry:
-        """Start the JVM and (by default) block until the registry answers its API."""
-        if self.running():
-            return self
+    def _launch(self) -> None:
         if not port_bindable(self.host, self.port):
             raise BrokerError(f"{self.host}:{self.port} is in use: another registry, or another server")
         java = java_executable()
         runner = ensure_registry()
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._out = self.log_path.open("ab")
         cmd = [
             java,
             *REGISTRY_JVM_OPTS,
@@ -210,54 +139,10 @@ class LocalRegistry:
             "-jar",
             str(runner),
         ]
-        self.proc = spawn(
-            cmd,
-            cwd=self.log_dir,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            new_process_group=self.new_process_group,
-            death_signal=signal.SIGKILL,  # in-memory: nothing to lose, and it must not outlive us
-        )
-        if wait:
-            try:
-                self.wait_ready(abort=abort)
-            except BaseException:
-                self.stop()
-                raise
-        return self
+        self._spawn(cmd, cwd=self.log_dir)
 
-    def wait_ready(self, timeout: float | None = None, abort: Callable[[], bool] | None = None) -> None:
-        budget = self.ready_timeout if timeout is None else timeout
-        deadline = time.monotonic() + budget
-        while True:
-            if self.proc is None:
-                raise BrokerError("the registry was never started")
-            if self.proc.poll() is not None:
-                raise BrokerError(
-                    f"the registry exited with code {self.proc.returncode} during startup; "
-                    f"last lines of {self.log_path}:\n{self.log_tail()}"
-                )
-            if abort is not None and abort():
-                raise BrokerError("startup aborted")
-            if registry_answers(self.url):
-                return
-            if time.monotonic() > deadline:
-                raise BrokerError(
-                    f"the registry at {self.url} did not answer within {budget:.0f} s; "
-                    f"last lines of {self.log_path}:\n{self.log_tail()}"
-                )
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(0.2)
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
-        """SIGTERM the JVM by PID, wait up to `timeout`, then SIGKILL; returns its exit code."""
-        rc = None
-        if self.proc is not None:
-            rc = stop_process(self.proc, timeout)
-        if self._out is not None:
-            self._out.close()
-            self._out = None
-        return rc
+    def _ready(self) -> bool:
+        return registry_answers(self.url)
 
 
 def host_port(url: str) -> tuple[str, int]:

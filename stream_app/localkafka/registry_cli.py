@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
-from stream_app.localkafka.errors import BrokerError
+from stream_app.localkafka.foreground import run_foreground, stop_signals
 from stream_app.localkafka.registry import READY_TIMEOUT, LocalRegistry, host_port
 from stream_app.settings import Settings
 
@@ -45,34 +40,6 @@ def main(argv: Sequence[str]) -> int:
         new_process_group=True,
         ready_timeout=args.ready_timeout,
     )
-    stopping: list[int] = []
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping.append(signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-    try:
-        try:
-            registry.start(abort=lambda: bool(stopping))
-        except BrokerError as e:
-            if stopping:
-                return 0
-            print(f"registry failed: {e}", file=sys.stderr)
-            return 1
-        print(ready_line(registry), flush=True)
-        assert registry.proc is not None
-        while not stopping:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                registry.proc.wait(0.2)
-            if registry.proc.returncode is not None:
-                print(
-                    f"registry exited unexpectedly with code {registry.proc.returncode}; "
-                    f"last lines of {registry.log_path}:\n{registry.log_tail()}",
-                    file=sys.stderr,
-                )
-                return 1
-        print("registry stopping", flush=True)
-        return 0
-    finally:
-        registry.stop()
+    return run_foreground(
+        registry, "registry", {"registry": registry}, lambda: [ready_line(registry)], stop_signals()
+    )

@@ -3,6 +3,7 @@ marker, the address it listens on."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,8 +37,8 @@ def test_without_maven_the_build_fails_saying_how_to_get_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(registry, "APP_DIR", tmp_path / "app")
-    which = registry.shutil.which
-    monkeypatch.setattr(registry.shutil, "which", lambda name: None if name == "mvn" else which(name))
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == "mvn" else which(name))
     with pytest.raises(BrokerError, match="mvn not found: .*apt-get install -y maven"):
         registry.ensure_registry()
 

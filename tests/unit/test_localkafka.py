@@ -1,7 +1,10 @@
-"""stream_app.localkafka without a JVM: the node-count settings, BROKER_URL's addresses, cluster arguments."""
+"""stream_app.localkafka without a JVM: the node-count settings, BROKER_URL's addresses, cluster arguments,
+the poms' pins and the JVM-child lifecycle (around a shell)."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,9 +16,13 @@ from stream_app.localkafka import (
     KafkaCluster,
     docker_env,
     free_port,
+    jars,
+    registry,
     replication_settings,
 )
 from stream_app.localkafka.cli import broker_addresses, cluster_addresses
+from stream_app.localkafka.jars import kafka_version, pom_property
+from stream_app.localkafka.jvm import JvmChild
 
 
 def test_replication_follows_the_node_count() -> None:
@@ -83,3 +90,65 @@ def test_a_data_dir_formatted_for_another_node_count_is_refused(tmp_path: Path) 
         ports.add(free_port())
     with pytest.raises(BrokerError, match="cluster of 5 nodes, not 3"):
         KafkaCluster(3, ports=sorted(ports), data_dir=tmp_path).start()
+
+
+def test_pom_property_reads_both_poms_pins_and_names_a_missing_one(tmp_path: Path) -> None:
+    assert pom_property(jars.POM, "kafka.version") == kafka_version()
+    assert pom_property(registry.POM, "apicurio.version") == registry.apicurio_version()
+    pom = tmp_path / "pom.xml"
+    pom.write_text('<project xmlns="http://maven.apache.org/POM/4.0.0"><properties/></project>')
+    with pytest.raises(BrokerError, match="has no <kafka.version> property"):
+        kafka_version(pom)
+
+
+class _Shell(JvmChild):
+    """The JvmChild lifecycle around a shell instead of a JVM: ready once `marker` exists."""
+
+    kind = "shell"
+
+    def __init__(self, script: str, workdir: Path) -> None:
+        super().__init__(new_process_group=True, ready_timeout=10.0)
+        self.script = script
+        self.workdir = workdir
+
+    @property
+    def address(self) -> str:
+        return str(self.workdir)
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "out.log"
+
+    def _launch(self) -> None:
+        self._spawn(["sh", "-c", self.script], cwd=self.workdir)
+
+    def _ready(self) -> bool:
+        return (self.workdir / "marker").exists()
+
+
+def test_a_child_is_awaited_until_ready_and_stopped_by_pid(tmp_path: Path) -> None:
+    # `exec` so the PID is the sleeper's own, and SIGTERM reaches it rather than a waiting shell.
+    child = _Shell("echo up; touch marker; exec sleep 60", tmp_path)
+    with child:
+        assert child.running()
+        pid = child.pid
+    assert not child.running()
+    assert child.proc is not None and child.proc.returncode == -signal.SIGTERM
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert child.log_tail() == "up"
+
+
+def test_a_child_that_exits_during_startup_fails_with_its_log(tmp_path: Path) -> None:
+    child = _Shell("echo boom; exit 3", tmp_path)
+    with pytest.raises(BrokerError, match="the shell exited with code 3 during startup;.*\nboom"):
+        child.start()
+    assert not child.running()
+
+
+def test_a_child_not_ready_in_time_is_stopped(tmp_path: Path) -> None:
+    child = _Shell("exec sleep 60", tmp_path)
+    child.ready_timeout = 0.3
+    with pytest.raises(BrokerError, match="did not answer within 0 s"):
+        child.start()
+    assert child.proc is not None and child.proc.returncode is not None
