@@ -8,7 +8,9 @@ Every other address is delivered.
     a hard bounce: 550 5.1.1 user unknown. MC sets the subscriber Held at once, as it does for one hard
     bounce from a "trusted" domain (reference §2.6); Held subscribers are refused from then on.
 ``--soft-bounce-domains`` (default ``soft.example``)
-    a soft bounce: 452 4.2.2 mailbox full. The subscriber becomes Bounced, which MC still sends to.
+    a soft bounce: 452 4.2.2 mailbox full. The subscriber becomes Bounced, which MC still sends to,
+    until MC's hold rule (reference §2.6) holds it: three bounces spanning at least 15 days (on the
+    sandbox's clock, which a test moves with ``POST /_sandbox/clock``).
 ``--unsub-domains`` (default ``unsub.example``)
     delivered, then the recipient unsubscribes through the message's link: the subscriber becomes
     Unsubscribed (a master unsubscribe).
@@ -21,7 +23,9 @@ them [INF].
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from .state import Config, State, utcnow
@@ -74,6 +78,17 @@ SOFT = Bounce(
 BOUNCES = {Outcome.HARD_BOUNCE: HARD, Outcome.SOFT_BOUNCE: SOFT}
 
 
+HOLD_BOUNCES = 3
+HOLD_SPAN = timedelta(days=15)
+
+
+def held_by_bounces(bounce_dates: Sequence[datetime]) -> bool:
+    """MC's hold rule (reference §2.6): three bounces spanning at least 15 days make a subscriber Held.
+
+    One or two bounces leave it Bounced, and so do three within fewer days: the span is what holds."""
+    return len(bounce_dates) >= HOLD_BOUNCES and max(bounce_dates) - min(bounce_dates) >= HOLD_SPAN
+
+
 def parse_domains(value: str) -> tuple[str, ...]:
     """``"a.example, b.example"`` -> the lower-cased domains; an empty string gives none."""
     return tuple(d.strip().lower() for d in value.split(",") if d.strip())
@@ -102,8 +117,12 @@ def apply_to_subscriber(state: State, subscriber_key: str, outcome: Outcome) -> 
         return
     bounce = BOUNCES.get(outcome)
     if bounce is not None:
-        # A soft bounce leaves an Unsubscribed subscriber Unsubscribed; a hard one holds anyone.
-        if bounce is HARD or sub.status == "Active":
+        sub.bounce_dates.append(utcnow())
+        # A soft bounce leaves an Unsubscribed subscriber Unsubscribed; a hard one holds anyone, and
+        # so does the bounce that meets the hold rule.
+        if bounce is HARD or held_by_bounces(sub.bounce_dates):
+            sub.status = "Held"
+        elif sub.status == "Active":
             sub.status = bounce.subscriber_status
     else:
         sub.status = "Unsubscribed"

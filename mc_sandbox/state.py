@@ -115,6 +115,8 @@ class Subscriber:
     attributes: dict[str, str] = field(default_factory=dict)
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
+    # When its emails bounced, hard or soft: MC's hold rule counts them (outcomes.held_by_bounces).
+    bounce_dates: list[datetime] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
