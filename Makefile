@@ -3,15 +3,18 @@
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
 VENV := .venv
 # The stamp, not the directory, is the target: a venv whose lock or pyproject changed is re-synced.
+# FuelSDK (a test's second MC client) goes in with --no-deps: it pins suds-jurko, which does not build
+# on Python 3.11; requirements-fuelsdk.txt lists its real dependencies instead.
 STAMP := $(VENV)/.installed
 
 .PHONY: .venv run test bench lint clean
 
 .venv: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock requirements-fuelsdk.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.lock
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-fuelsdk.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 

@@ -5,7 +5,7 @@ Responses copy the real envelope (WS-Addressing + a wsu:Timestamp) and write ele
 
 Retrieve answers at most 2,500 rows; with more, ``MoreDataAvailable`` and a RequestID whose
 ``ContinueRequest`` returns the next page. ``DataExtensionObject[<name or key>]`` reads the send logs
-(sendlog.py) as Properties/Property name-value pairs.
+(sendlog.py) as Properties/Property name-value pairs; ``DataExtension`` lists them (Name, CustomerKey).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from lxml import etree
 from . import tracking
 from .context import Sandbox, sandbox_of
 from .http import token_valid
-from .sendlog import DataExtension, data_extension, value_text
+from .sendlog import DATA_EXTENSIONS, DataExtension, data_extension, value_text
 from .sendlog import rows as send_log_rows
 from .sends import NO_VALID_SUBSCRIBERS, Refusal, accept_email, check_recipient
 from .state import CST, ImportDefinition, ImportJob, Subscriber, cst, mc_date_string, valid_email
@@ -604,6 +604,28 @@ def _tsd_rows(sb: Sandbox) -> list[Record]:
     ]
 
 
+def _data_extension_rows(sb: Sandbox) -> list[Record]:
+    """The account's data extensions (the send logs, sendlog.py) as Retrieve DataExtension rows.
+
+    Clients look a data extension's Name up by its CustomerKey, or the reverse, before they read its
+    rows: FuelSDK's ``ET_DataExtension_Row`` does (reference §2.8). Not sendable: a send log is not a
+    sendable data extension."""
+    return [
+        {
+            "ObjectID": str(uuid.uuid5(_DE_NS, de.name)),
+            "CustomerKey": de.customer_key,
+            "Name": de.name,
+            "Description": None,
+            "IsSendable": False,
+            "IsTestable": False,
+        }
+        for de in DATA_EXTENSIONS.values()
+    ]
+
+
+_DE_NS = uuid.UUID("0d3c9a8e-5b1f-4f7e-8a61-2c4d8e9b7a10")  # stable ObjectIDs across restarts
+
+
 def _import_definition_rows(sb: Sandbox) -> list[Record]:
     return [
         {
@@ -691,6 +713,11 @@ RETRIEVE_TYPES: dict[str, RetrieveType] = {
     "ImportDefinition": RetrieveType(
         ("ObjectID", "CustomerKey", "Name", "AllowErrors", "FileSpec", "UpdateType"),
         _import_definition_rows,
+    ),
+    # APIObject's ObjectID and CustomerKey, then DataExtension's own sequence (WSDL).
+    "DataExtension": RetrieveType(
+        ("ObjectID", "CustomerKey", "Name", "Description", "IsSendable", "IsTestable"),
+        _data_extension_rows,
     ),
 }
 
