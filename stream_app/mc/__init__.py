@@ -18,6 +18,7 @@ from stream_app.mc.errors import (
     PermanentMCError,
     ThrottledMCError,
     TransientMCError,
+    may_have_reached_mc,
 )
 from stream_app.mc.pacing import PacedTransport, Pacer
 from stream_app.mc.rest import RestClient, SendReceipt, TransactionalStatus, verify_ens_signature
@@ -55,6 +56,7 @@ __all__ = [
     "UpsertResult",
     "attempt_name",
     "error_report_path",
+    "may_have_reached_mc",
     "verify_ens_signature",
 ]
 
@@ -76,7 +78,9 @@ class MarketingCloud:
         )
         self.tokens = TokenManager(settings, self.http)
         self.rest = RestClient(self.tokens, self.http, from_address=settings.mc_from_address)
-        self.soap = SoapClient(self.tokens, self.http)
+        # The same timeout as REST: the crash window is judged by it (ledger.settle_at), whichever
+        # API carried the send.
+        self.soap = SoapClient(self.tokens, self.http, timeout=settings.mc_request_timeout_seconds)
         self.sftp = SftpUploader(settings)
 
     async def start(self) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+import httpx
+
 
 class MCError(Exception):
     """Any failure talking to Marketing Cloud."""
@@ -94,3 +96,16 @@ class DuplicateMessageKeyError(PermanentMCError):
 
 # Whether an error is about MC's pace rather than the request (not counted as one of its tries).
 PACING_ERRORS = (ThrottledMCError, BlockedMCError)
+
+
+# Failures of a call that never reached MC: no connection was made, or no token to send it with.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, AuthError)
+
+
+def may_have_reached_mc(exc: TransientMCError) -> bool:
+    """Whether MC may have carried out a call that failed this way: its answer timed out or was
+    cut, or MC answered an error (a 5xx can come after the work is done). A pace (429, rate fault,
+    50200) and a call that never left are known not to have been carried out."""
+    if isinstance(exc, PACING_ERRORS):
+        return False
+    return not isinstance(exc.__cause__, _NEVER_SENT)

@@ -73,6 +73,7 @@ from stream_app.mc import (
     SubscriberRow,
     TransactionalStatus,
     TransientMCError,
+    may_have_reached_mc,
 )
 from stream_app.mc.batching import MobileConnectSms, SmsGroup, TransactionalMessages, TriggeredEmails
 from stream_app.mc.rest import SmsSubscriber, TransactionalRecipient
@@ -100,16 +101,18 @@ NOTIFICATION_ATTRIBUTE = "NotificationId"
 FROM_NAME_ATTRIBUTE = "FromName"
 
 
-# The outcome `sent` of a notification left `pending` by a crash and found in MC's send log (by its
-# NotificationId, which we supply, so the row exists even when the crash came before MC's answer).
-FOUND_IN_SEND_LOG = "found in MC's send log after a restart"
-# The same for a MobileConnect SMS, whose delivery is then not followed: deliveries are read by the
-# send's tokenId (reference §4.2), which only MC's lost answer carried. MC documents no tokenId in
-# the SMSSendLog (§2.8 names the template, not a TokenID field), and a match by number and time
-# would be a guess.
-FOUND_IN_SEND_LOG_SMS = (
-    f"{FOUND_IN_SEND_LOG}; its delivery is not followed (the tokenId was in MC's answer, lost in the crash)"
-)
+def found_in_send_log(channel: str, after: str = "a restart") -> str:
+    """The reason of a `sent` settled by MC's send log (by its NotificationId, which we supply, so
+    the row exists even when MC's answer never came back). An SMS settled so is not followed to its
+    delivery: deliveries are read by the send's tokenId (reference §4.2), which only MC's lost answer
+    carried; MC documents no tokenId in the SMSSendLog (§2.8 names the template, not a TokenID
+    field), and a match by number and time would be a guess."""
+    reason = f"found in MC's send log after {after}"
+    if channel == "sms":
+        reason += "; its delivery is not followed (the tokenId was in MC's answer, which never came)"
+    return reason
+
+
 # The outcome `sent` of a notification whose messageKey MC already had (see send_transactional).
 ALREADY_AT_MC = "already sent: MC refused its messageKey as a duplicate (109110) and has the message"
 
@@ -486,6 +489,8 @@ class Senders:
                 found = await self.status_at_mc(ready, key)
                 if found is not None:
                     state, reason = (SENT, "") if found.accepted else (FAILED, not_sent_reason(found))
+                    if found.accepted:  # ENS names the message by its messageKey: join it here too
+                        await self.out.emit(message_watch(ready, key, message_key(key), found.request_id))
                     ledger[key] = Entry(
                         state,
                         time.time(),
@@ -506,8 +511,7 @@ class Senders:
             elif decision is Decision.RECONCILE:
                 assert entry is not None
                 if await self.logged_by_mc(ready, key, entry):
-                    # An SMS settled here gets no delivery watch: see FOUND_IN_SEND_LOG_SMS.
-                    found_reason = FOUND_IN_SEND_LOG_SMS if ready.channel == "sms" else FOUND_IN_SEND_LOG
+                    found_reason = found_in_send_log(ready.channel)
                     ledger[key] = Entry(SENT, time.time(), entry.attempts, reason=found_reason).dumps()
                     await self.out.status(
                         ready, "sent", reason=found_reason, attempts=entry.attempts, upstream=upstream
@@ -527,15 +531,31 @@ class Senders:
 
             resynced = False
             calls = 0
+            # When a classic call MC may have carried out went unanswered (a timeout, a dropped
+            # connection, a 5xx): the send log decides before it is made again. Transactional
+            # sends need no such look: MC refuses their messageKey a second time (109110).
+            unanswered_at: float | None = None
+            found_in_log = False
 
             async def attempt(number: int) -> SendReceipt:
-                nonlocal resynced, calls
+                nonlocal resynced, calls, unanswered_at, found_in_log
                 calls += 1
                 if calls > 1 and event.message.tp not in self.app.consumer.assignment():
                     # Revoked while waiting to retry: the partition's new owner settles this send.
                     raise Revoked(ready.notification_id)
+                if unanswered_at is not None:
+                    # The failed call had its whole timeout already: MC's log lag is what is left.
+                    since = Entry(PENDING, unanswered_at - self.settings.mc_request_timeout_seconds)
+                    if await self.logged_by_mc(ready, key, since):
+                        found_in_log = True
+                        return SendReceipt(request_id="")
+                    unanswered_at = None
                 try:
                     return await self.call_mc(ready, key)
+                except TransientMCError as exc:
+                    if not self.transactional[ready.channel] and may_have_reached_mc(exc):
+                        unanswered_at = time.time()
+                    raise
                 except PermanentMCError as exc:
                     # MC lost or changed the subscriber we imported: upsert it and try once more.
                     if resynced or ready.channel != "email" or exc.subscriber_code not in RESYNC_CODES:
@@ -568,6 +588,11 @@ class Senders:
                 await self.out.status(
                     ready, "failed", reason=str(exc), attempts=exc.attempts, upstream=upstream
                 )
+                return
+            if found_in_log:
+                reason = found_in_send_log(ready.channel, "a call MC did not answer")
+                ledger[key] = Entry(SENT, time.time(), attempts, reason=reason).dumps()
+                await self.out.status(ready, "sent", reason=reason, attempts=attempts, upstream=upstream)
                 return
             if ready.channel == "sms" and not self.transactional["sms"]:
                 # MobileConnect's tokenId, whose delivery the feedback stage follows (stages/feedback.py).

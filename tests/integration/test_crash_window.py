@@ -440,3 +440,60 @@ async def _pending(kafka: EmbeddedKafka, app_id: str, records: list[dict[str, An
             if r.value and orjson.loads(r.value)["state"] == PENDING:
                 marked.add(orjson.loads(r.key))
     return {r["notification_id"] for r in records} <= marked
+
+
+async def test_a_batch_whose_answer_outlives_the_clients_timeout_is_not_sent_again(
+    own_stack: tuple[EmbeddedKafka, SandboxProcess], tmp_path: Path
+) -> None:
+    """No crash, the same window: MC carried out a batch of emails and an SMS but answered after the
+    client had given up on the call (the sandbox holds its answers past MC_REQUEST_TIMEOUT_SECONDS).
+    A blind retry would send each of them twice; the sender asks MC's send log first and finds
+    them. Each notification is sent exactly once and ends `sent`."""
+    kafka, sandbox = own_stack
+    await ensure_topics(Settings(broker_url=kafka.url), topic_partitions(Settings()))
+    people = [(unique("M"), f"{unique('u')}@example.com") for _ in range(8)]
+    client = mc_client(sandbox)
+    try:
+        assert all(r.ok for r in await client.soap.upsert_subscribers(SubscriberRow(*p) for p in people))
+    finally:
+        await client.close()
+    opener = ready_record(unique("d"), *people[0])
+    batch = [ready_record(unique("d"), *p) for p in people[1:]]
+    sms = ready_record(unique("d"), *people[1], template="packet-drawn-welcome", mobile="+886912345679")
+    records = [opener, *batch, sms]
+
+    worker = start_worker(
+        kafka,
+        sandbox,
+        tmp_path / "w",
+        APP_ID="unanswered",
+        MC_CALLS_IN_FLIGHT="1",
+        MC_REQUEST_TIMEOUT_SECONDS="3",
+        SEND_LOG_LAG_SECONDS="2",
+    )
+    try:
+        worker.wait_ready()
+        # The opener's call is held until the rest wait behind it, so they travel as one batch.
+        fault(sandbox, target="soap", mode="hold_answer", min_items=1, seconds=120)
+        await produce(kafka.bootstrap, "subscriber.ready", opener, key=opener["notification_id"].encode())
+        opened = await eventually(lambda: _holding(sandbox, "soap", 1), timeout=60)
+        fault(sandbox, target="soap", mode="hold_answer", min_items=2, seconds=8)
+        fault(sandbox, target="sms", mode="hold_answer", min_items=1, seconds=8)
+        for record in [*batch, sms]:
+            await produce(kafka.bootstrap, "subscriber.ready", record, key=record["notification_id"].encode())
+        await eventually(lambda: _pending(kafka, "unanswered", [*batch, sms]), timeout=60)
+        httpx.delete(f"{sandbox.http_url}_sandbox/held", params={"id": opened["id"]}, timeout=10)
+        held_batch = await eventually(lambda: _holding(sandbox, "soap", 2), timeout=60)
+        await eventually(lambda: _outcomes(kafka, *records), timeout=120)
+    finally:
+        worker.stop()
+
+    found = {s["notification_id"]: s for r in records for s in await statuses(kafka.bootstrap, r["event_id"])}
+    assert {n: s["status"] for n, s in found.items()} == {r["notification_id"]: "sent" for r in records}
+    unanswered = [*held_batch["notification_ids"], sms["notification_id"]]
+    assert len(held_batch["notification_ids"]) >= 2
+    assert all("after a call MC did not answer" in found[n]["reason"] for n in unanswered), [
+        (n in unanswered, found[n]["reason"]) for n in found
+    ]
+    sent = [m["attributes"].get("NotificationId") for m in messages(sandbox)]
+    assert sorted(sent) == sorted(r["notification_id"] for r in records)  # each exactly once

@@ -16,6 +16,7 @@ import pytest
 from stream_app.domain.ledger import ledger_key, message_key
 from stream_app.domain.retry import RetriesExhausted, RetryPolicy, call_with_retries
 from stream_app.mc import (
+    AuthError,
     BlockedMCError,
     DuplicateMessageKeyError,
     PermanentMCError,
@@ -23,6 +24,7 @@ from stream_app.mc import (
     ThrottledMCError,
     TokenManager,
     TransientMCError,
+    may_have_reached_mc,
 )
 from stream_app.mc.pacing import CLOSED, HALF_OPEN, OPEN, PacedTransport, Pacer, TokenBucket, classify
 from stream_app.ops import metrics
@@ -448,3 +450,31 @@ def test_the_pacer_reports_to_the_worker_figures() -> None:
     finally:
         metrics.reset_for_tests()
         metrics.MC_BLOCKED.set(0)
+
+
+def _raised_from(
+    cause: BaseException | None, cls: type[TransientMCError] = TransientMCError
+) -> TransientMCError:
+    error = cls("SOAP Create: failed")
+    error.__cause__ = cause
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "carried_out"),
+    [
+        (_raised_from(httpx.ReadTimeout("read")), True),  # MC may answer after the client gave up
+        (_raised_from(httpx.RemoteProtocolError("cut")), True),
+        (_raised_from(None), True),  # an error MC answered (a 5xx): it may come after the work
+        (_raised_from(httpx.ConnectError("refused")), False),
+        (_raised_from(httpx.ConnectTimeout("connect")), False),
+        (_raised_from(AuthError("bad secret")), False),
+        (_raised_from(None, ThrottledMCError), False),  # 429 / rate fault: a pace, nothing done
+        (_raised_from(None, BlockedMCError), False),
+    ],
+)
+def test_a_failed_call_counts_as_maybe_carried_out_unless_it_never_reached_mc(
+    error: TransientMCError, carried_out: bool
+) -> None:
+    """The sender asks MC's send log before making again a classic call MC may have carried out."""
+    assert may_have_reached_mc(error) is carried_out
