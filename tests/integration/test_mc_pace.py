@@ -66,12 +66,26 @@ async def test_the_worker_keeps_under_mcs_call_budget_and_sends_everything(tmp_p
     assert paced > 30  # the sends did wait for their turn
 
 
-async def test_mcs_block_stops_the_senders_and_alerts_then_they_resume(tmp_path: Path) -> None:
+# MC bounds concurrent REST calls only (SOAP "does not enforce concurrent call restrictions", §6):
+# one call per notification over REST, or batches through Transactional Messaging (REST as well).
+BLOCKED_PATHS = {
+    "one-per-call": {"MC_SEND_BATCH": "1"},
+    "transactional-batched": {
+        "MC_SEND_BATCH": "50",
+        "MC_EMAIL_API": "transactional",
+        "MC_SMS_API": "transactional",
+    },
+}
+
+
+@pytest.mark.parametrize("path", list(BLOCKED_PATHS))
+async def test_mcs_block_stops_the_senders_and_alerts_then_they_resume(tmp_path: Path, path: str) -> None:
     """MC blocks calls beyond one at a time (`--max-concurrent-calls 1`, errorcode 50200, no
     Retry-After). The worker's circuit breaker stops its MC calls and probes once per pause; the
     mc_blocked alert fires; no notification spends its tries (two here) or fails. Once MC lets
     calls through again, the next probe reopens the way, every notification goes once, and the
-    alert recovers."""
+    alert recovers. Batched (a request per definition), a blocked call holds back all its
+    notifications, and none of them spends a try either."""
     with private_stack(tmp_path, "--max-concurrent-calls", "1") as (kafka, sandbox):
         worker = start_worker(
             kafka,
@@ -80,9 +94,9 @@ async def test_mcs_block_stops_the_senders_and_alerts_then_they_resume(tmp_path:
             APP_ID="blocked",
             FEEDBACK_INTERVAL_SECONDS="0",  # MC's feedback is not what this test counts
             MC_BLOCKED_PAUSE_SECONDS="1",
-            MC_SEND_BATCH="1",  # emails over REST, where MC's concurrency block applies
             RETRY_MAX_ATTEMPTS="2",
             ALERT_INTERVAL_SECONDS="0.5",
+            **BLOCKED_PATHS[path],
         )
         try:
             worker.wait_ready()
