@@ -10,6 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from mc_sandbox.templates import SMS_DEFINITIONS, TX_DEFINITIONS, render
+from stream_app.domain.notifications import sms_text
+from stream_app.domain.templates import localized
 from tests.fixtures.sandbox import SandboxProcess
 
 from .helpers import client, get_json, wait_for
@@ -114,3 +117,33 @@ def test_the_keyword_must_be_the_codes(mobile: Mobile) -> None:
     r = mobile.http.post(SEND, json={"mobileNumbers": ["886900000009"], "Subscribe": True})
     assert r.json()["errors"] == ["Keyword cannot be blank when Subscribe or Resubscribe are true."]
     assert mobile.subscriptions() == {}
+
+
+@pytest.mark.parametrize("locale", ["zh-TW", "en"])
+def test_the_stored_message_text_reads_as_the_service_renders_it(locale: str) -> None:
+    """Batched SMS carry no override text: MC renders the message's stored text with each
+    subscriber's attributes, which must give the words sms_text gives (README, "Batched sends")."""
+    attributes = {"GiverName": "TABLE", "DrawerName": "EZ", "Amount": "250", "Cashback": "100"}
+    message_id = localized("packet-drawn-welcome", locale).definition_key
+    stored = render(SMS_DEFINITIONS[message_id].text, attributes)
+    assert stored == sms_text(attributes, locale)
+    assert render(TX_DEFINITIONS["sms"][message_id].text, attributes) == stored
+
+
+def test_subscribers_get_the_stored_text_with_their_own_attributes_and_their_own_tracking(
+    mobile: Mobile,
+) -> None:
+    subscribers = [
+        {"MobileNumber": n, "SubscriberKey": f"K{n}", "Attributes": {"GiverName": g, "Amount": "1"}}
+        for n, g in (("886900000101", "A"), ("886900000102", "B"))
+    ]
+    r = mobile.http.post(SEND, json={"Subscribers": subscribers, "Subscribe": True, "keyword": KEYWORD})
+    assert r.status_code == 202, r.text
+    token_id = r.json()["tokenId"]
+    assert mobile.numbers_reached(token_id) == {"886900000101", "886900000102"}
+    texts = {m["to"]: m["text"] for m in get_json(mobile.base, "_sandbox/messages?channel=sms")}
+    assert texts["886900000101"].startswith("A 送你 $1") and texts["886900000102"].startswith("B 送你 $1")
+    # One malformed number fails the whole request (§4.1): nothing is queued.
+    bad = [*subscribers, {"MobileNumber": "+886-900", "SubscriberKey": "K", "Attributes": {}}]
+    r = mobile.http.post(SEND, json={"Subscribers": bad, "Subscribe": True, "keyword": KEYWORD})
+    assert r.status_code == 400 and r.json()["errors"] == ["+886-900 is not a numeric string"]
