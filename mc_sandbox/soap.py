@@ -168,6 +168,10 @@ def overall(statuses: list[str]) -> str:
 # ------------------------------------------------------------------------------------------- handler
 
 
+class ClientFault(Exception):
+    """A request an operation answers with a ``soap:Client`` fault rather than a result status."""
+
+
 @dataclass
 class Ctx:
     sb: Sandbox
@@ -209,7 +213,10 @@ async def soap_handler(request: web.Request) -> web.Response:
             faultcode="soap:Client",
             actor=actor,
         )
-    action, payload = handler(ctx, op)
+    try:
+        action, payload = handler(ctx, op)
+    except ClientFault as exc:
+        return fault_response(str(exc), faultcode="soap:Client", actor=actor)
     return xml_response(envelope(action, payload))
 
 
@@ -919,12 +926,43 @@ def _batch_size(req: etree._Element | None) -> int:
     return size if 0 < size <= MAX_RETRIEVE else MAX_RETRIEVE
 
 
+# ------------------------------------------------------------------------------------------- Describe
+
+
+def op_describe(ctx: Ctx, op: etree._Element) -> tuple[str, str]:
+    """``DefinitionRequestMsg``: one ObjectDefinition per ObjectDefinitionRequest (WSDL), naming the
+    properties a Retrieve of that type accepts. FuelSDK describes an object before a ``get()`` that
+    names no properties. MC lists more properties than the sandbox retrieves; a client that reads
+    what Describe lists and retrieves exactly those works with either [INF]."""
+    out: list[str] = []
+    for req in kids(kid(op, "DescribeRequests"), "ObjectDefinitionRequest"):
+        object_type = text(req, "ObjectType") or ""
+        rtype = _retrieve_type(object_type)
+        if isinstance(rtype, str):
+            # DefinitionResponseMsg has no per-request status to carry the error in: a fault [INF].
+            raise ClientFault(f"Unable to describe objects of type {object_type or '(none)'}.")
+        props = "".join(
+            f"<Properties>{x('Name', f)}{x('DataType', 'String')}{x('IsUpdatable', False)}"
+            f"{x('IsRetrievable', True)}</Properties>"
+            for f in rtype.fields
+        )
+        out.append(
+            f"<ObjectDefinition>{x('ObjectType', object_type)}{x('Name', object_type)}"
+            f"{x('IsRetrievable', True)}{props}</ObjectDefinition>"
+        )
+    return "DescribeResponse", (
+        f'<DefinitionResponseMsg xmlns="{NS}">{"".join(out)}{x("RequestID", ctx.request_id)}'
+        "</DefinitionResponseMsg>"
+    )
+
+
 OPERATIONS: dict[str, Callable[[Ctx, etree._Element], tuple[str, str]]] = {
     "CreateRequest": op_create,
     "UpdateRequest": op_update,
     "DeleteRequest": op_delete,
     "RetrieveRequestMsg": op_retrieve,
     "PerformRequestMsg": op_perform,
+    "DefinitionRequestMsg": op_describe,
 }
 
 

@@ -184,6 +184,18 @@ def test_fuelsdk_gets_a_token_the_wsdl_and_the_soap_endpoint_from_the_sandbox(
         fuel_client(clean_sandbox, wsdl, secret="wrong")
 
 
+def test_a_get_naming_no_properties_describes_the_object_first(fuel: Any) -> None:
+    add_subscribers(fuel, [("F-D", "d@example.com")])
+    described = ok(stub(FuelSDK.ET_Subscriber(), fuel).info())
+    assert {"SubscriberKey", "EmailAddress", "Status"} <= {
+        p.Name for p in described.results[0].Properties if p.IsRetrievable
+    }
+    (sub,) = ok(stub(FuelSDK.ET_Subscriber(), fuel).get()).results
+    assert (sub.SubscriberKey, sub.EmailAddress, sub.Status) == ("F-D", "d@example.com", "Active")
+    unknown = FuelSDK.ET_Describe(fuel, "NoSuchObject")
+    assert (unknown.code, unknown.status) == (500, False)  # a fault, never an empty success
+
+
 def test_an_expired_token_is_the_token_expired_fault_and_a_new_token_works(fuel: Any) -> None:
     base = fuel.base_api_url
     httpx.post(f"{base}_sandbox/tokens/expire", timeout=10).raise_for_status()
