@@ -21,7 +21,7 @@ from . import ens_events, tracking
 from .context import Sandbox
 from .outcomes import BOUNCES, Outcome, apply_to_subscriber, outcome_for
 from .sendlog import log_email
-from .state import Message, iso, utcnow, valid_email
+from .state import Message, cst, utcnow, valid_email
 from .templates import EmailDefinition, render
 
 NO_VALID_SUBSCRIBERS = "Unable to queue Triggered Send request. There are no valid subscribers."
@@ -172,7 +172,7 @@ def _settle_record(sb: Sandbox, msg: Message, status: str, reason: str | None = 
         return  # SOAP sends have none: the route answers for REST recipientSendIds only
     sub = sb.state.subscribers.get(msg.subscriber_key)
     record["status"] = status
-    record["deliveryTime"] = iso(msg.sent_at)
+    record["deliveryTime"] = cst(msg.sent_at)
     if reason is None:
         record["to"] = {"address": msg.to, "id": sub.id if sub else 0, "key": msg.subscriber_key}
     else:
@@ -187,7 +187,7 @@ def record_refusal(sb: Sandbox, recipient_send_id: str, definition_key: str, rea
         "messageId": recipient_send_id,
         "definitionKey": definition_key,
         "status": "Error",
-        "deliveryTime": iso(utcnow()),
+        "deliveryTime": cst(utcnow()),
         "to": {"address": "", "id": 0, "key": ""},
         "messageErrors": [{"messageErrorStatus": reason}],
     }

@@ -44,10 +44,11 @@ def cst(dt: datetime | None) -> str | None:
 
 
 def mc_date_string(dt: datetime | None) -> str | None:
-    """The ``M/D/YYYY h:mm:ss AM`` shape of ImportResultsSummary's string dates (UTC here)."""
+    """The ``M/D/YYYY h:mm:ss AM`` shape of ImportResultsSummary's string dates, in MC's server time
+    (CST, UTC-6 all year) like every date MC writes without a zone."""
     if dt is None:
         return None
-    dt = dt.astimezone(UTC)
+    dt = dt.astimezone(CST)
     hour = dt.hour % 12 or 12
     ampm = "AM" if dt.hour < 12 else "PM"
     return f"{dt.month}/{dt.day}/{dt.year} {hour}:{dt.minute:02d}:{dt.second:02d} {ampm}"

@@ -81,8 +81,10 @@ STALE_PENDING = Gauge(
 )
 FEEDBACK_EVENTS = Counter(
     "stream_app_feedback_events",
-    "MC tracking events the feedback stage read, by tracking object and whether MC's send log named "
-    "their notification (matched) or not (unmatched: not this service's send, or send logging off)",
+    "MC's delivery events the feedback stage read (tracking objects for classic sends, ENS events "
+    "for Transactional Messaging), by kind and result: matched to their notification; held (an ENS "
+    "event waiting for its send's watch); repeated (an ENS delivery met before); unmatched (not this "
+    "service's send, send logging off, or an ENS event whose watch never came)",
     ["kind", "result"],
     registry=REGISTRY,
 )

@@ -542,22 +542,24 @@ class Feedback:
             )
 
     async def poll_sms(self, generation: int) -> None:
+        """The deliveries of every send with a watch due, one MC call per send (its tokenId): the
+        numbers of a batched send share it, and each watch reads its own number's entries."""
         now = time.time()
-        due = [
-            (str(token), raw)
-            for token, raw in list(self.watches.data.items())
-            if raw is not None and self._sms_next.get(str(token), 0.0) <= now
-        ]
+        due: dict[tuple[str, str], list[tuple[str, SmsWatch]]] = {}
+        for key, raw in list(self.watches.data.items()):
+            if raw is not None and self._sms_next.get(str(key), 0.0) <= now:
+                watch = decode_record(SmsWatch, raw)
+                due.setdefault((watch.message_id, watch.token_id), []).append((str(key), watch))
         if not due:
             return
         gate = asyncio.Semaphore(SMS_CONCURRENCY)
 
-        async def one(token: str, raw: bytes) -> None:
+        async def one(send: tuple[str, str], watches: list[tuple[str, SmsWatch]]) -> None:
             async with gate:
                 self.check(generation)
-                await self.follow_sms(token, decode_record(SmsWatch, raw), now, generation)
+                await self.follow_send(send, watches, now, generation)
 
-        results = await asyncio.gather(*(one(token, raw) for token, raw in due), return_exceptions=True)
+        results = await asyncio.gather(*(one(send, w) for send, w in due.items()), return_exceptions=True)
         for result in results:
             if isinstance(result, Revoked):
                 raise result
@@ -573,19 +575,27 @@ class Feedback:
         with contextlib.suppress(KeyError):
             del self.watches.data[token]
 
-    async def follow_sms(self, token: str, watch: SmsWatch, now: float, generation: int) -> None:
-        ref = rules.notification_of(watch.ledger_key)
+    async def follow_send(
+        self, send: tuple[str, str], watches: list[tuple[str, SmsWatch]], now: float, generation: int
+    ) -> None:
+        message_id, token_id = send
         try:
-            payload = await self.runtime.marketing_cloud().rest.sms_deliveries(
-                watch.message_id, watch.token_id
-            )
+            payload = await self.runtime.marketing_cloud().rest.sms_deliveries(message_id, token_id)
         except PermanentMCError as exc:
             log.warning(
-                "MC does not know this SMS send (%s): no longer followed", exc, extra={"token": token}
+                "MC does not know this SMS send (%s): no longer followed", exc, extra={"token": token_id}
             )
             self.check(generation)
-            await self.drop_watch(token)
+            for token, _ in watches:
+                await self.drop_watch(token)
             return
+        for token, watch in watches:
+            await self.follow_sms(token, watch, payload, now, generation)
+
+    async def follow_sms(
+        self, token: str, watch: SmsWatch, payload: dict[str, Any], now: float, generation: int
+    ) -> None:
+        ref = rules.notification_of(watch.ledger_key)
         found = rules.sms_outcome(payload, watch.mobile_number)
         self.check(generation)
         if found is None or ref is None:
