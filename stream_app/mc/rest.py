@@ -166,19 +166,7 @@ class RestClient:
         else:
             recipients = {"mobileNumbers": [digits]}
         body = {**recipients, "Override": True, "messageText": text}
-        if subscribe_keyword:
-            body["Subscribe"] = True
-            body["keyword"] = subscribe_keyword
-        if blackout_window:
-            body["blackoutWindow"] = dict(blackout_window)
-        path = f"sms/v1/messageContact/{quote(message_id, safe='')}/send"
-        response = await self._request("POST", path, body)
-        payload = _json(response)
-        token_id = payload.get("tokenId") if isinstance(payload, dict) else None
-        if not token_id:
-            raise PermanentMCError("SMS send answered without a tokenId", code=response.status_code)
-        log.debug("SMS accepted for subscriber %s", subscriber_key)
-        return SendReceipt(request_id=str(token_id))
+        return await self._message_contact(message_id, body, blackout_window, subscribe_keyword)
 
     async def send_sms_subscribers(
         self,
@@ -206,7 +194,18 @@ class RestClient:
             if subscriber.attributes:
                 entry["Attributes"] = dict(subscriber.attributes)
             entries.append(entry)
-        body: dict[str, Any] = {"Subscribers": entries}
+        return await self._message_contact(
+            message_id, {"Subscribers": entries}, blackout_window, subscribe_keyword
+        )
+
+    async def _message_contact(
+        self,
+        message_id: str,
+        body: dict[str, Any],
+        blackout_window: Mapping[str, str] | None,
+        subscribe_keyword: str | None,
+    ) -> SendReceipt:
+        """POST a MobileConnect send (§4.1); its tokenId is the receipt's request id."""
         if subscribe_keyword:
             body["Subscribe"] = True
             body["keyword"] = subscribe_keyword
@@ -492,18 +491,10 @@ def _transactional_receipt(payload: Any, message_key: str) -> SendReceipt:
         raise PermanentMCError("transactional send answered with an unexpected body")
     responses = payload.get("responses")
     item = responses[0] if isinstance(responses, list) and responses else {}
-    if isinstance(item, dict):
-        # The docs' examples spell the per-response code `errorcode`, the OpenAPI spec `errorCode`.
-        code = item.get("errorcode", item.get("errorCode"))
-        if code not in (None, 0, "0"):
-            reason = str(item.get("message") or f"transactional send refused ({code})")
-            if str(code) == DUPLICATE_MESSAGE_KEY:
-                raise DuplicateMessageKeyError(reason, code)
-            raise PermanentMCError(reason, code=code)
-    request_id = str(payload.get("requestId") or "")
-    if not request_id:
-        raise PermanentMCError("transactional send answered without a requestId")
-    return SendReceipt(request_id=request_id, recipient_send_id=message_key)
+    result = _recipient_result(item, str(payload.get("requestId") or ""), message_key)
+    if isinstance(result, PermanentMCError):
+        raise result
+    return result
 
 
 def _recipient_result(item: Any, request_id: str, message_key: str) -> SendReceipt | PermanentMCError:

@@ -373,27 +373,7 @@ async def test_a_worker_killed_while_mc_holds_its_answer_to_a_batch_sends_each_n
     worker = start_worker(kafka, sandbox, tmp_path / "w1", MC_CALLS_IN_FLIGHT="1", **env)
     try:
         worker.wait_ready()
-        # MC slow to answer the opener's call: the batch forms behind it...
-        fault(sandbox, target="soap", mode="hold_answer", min_items=1, seconds=120)
-        await produce(kafka.bootstrap, "subscriber.ready", opener, key=opener["notification_id"].encode())
-        opened = await eventually(lambda: _holding(sandbox, "soap", 1), timeout=60)
-        # ...and the call that carries it, like the SMS's, is accepted in full and never answered.
-        fault(sandbox, target="soap", mode="hold_answer", min_items=2, seconds=120)
-        fault(sandbox, target="sms", mode="hold_answer", min_items=1, seconds=120)
-        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
-        await producer.start()
-        try:
-            for record in [*batch, sms]:  # within a second: the giver's two well inside 30 s
-                await producer.send(
-                    "subscriber.ready", orjson.dumps(record), key=record["notification_id"].encode()
-                )
-            await producer.flush()
-        finally:
-            await producer.stop()
-        await eventually(lambda: _pending(kafka, app_id, [*batch, sms]), timeout=60)
-        release = httpx.delete(f"{sandbox.http_url}_sandbox/held", params={"id": opened["id"]}, timeout=10)
-        assert release.json() == {"released": 1}  # the opener's answer, now
-        held_batch = await eventually(lambda: _holding(sandbox, "soap", 2), timeout=60)
+        held_batch = await _batch_behind_held_opener(kafka, sandbox, app_id, opener, [*batch, sms], 120)
         held_sms = await eventually(lambda: _holding(sandbox, "sms", 1), timeout=60)
     finally:
         worker.kill()
@@ -424,6 +404,39 @@ async def test_a_worker_killed_while_mc_holds_its_answer_to_a_batch_sends_each_n
     assert sorted(sent) == sorted(r["notification_id"] for r in records)  # each exactly once
     gift_emails = [m for m in messages(sandbox) if m["subscriber_key"] == giver[0]]
     assert len(gift_emails) == 2 and {m["definition_key"] for m in gift_emails} == {"packet-drawn-giver"}
+
+
+async def _batch_behind_held_opener(
+    kafka: EmbeddedKafka,
+    sandbox: SandboxProcess,
+    app_id: str,
+    opener: dict[str, Any],
+    rest: list[dict[str, Any]],
+    hold_seconds: float,
+) -> dict[str, Any]:
+    """MC slow to answer the opener's call, so that `rest` (emails and SMS) forms a batch behind it
+    (one MC call in flight); the calls that carry them are accepted in full by MC and their answers
+    held `hold_seconds`. Returns the held email batch once the opener's answer was let go."""
+    fault(sandbox, target="soap", mode="hold_answer", min_items=1, seconds=120)
+    await produce(kafka.bootstrap, "subscriber.ready", opener, key=opener["notification_id"].encode())
+    opened = await eventually(lambda: _holding(sandbox, "soap", 1), timeout=60)
+    fault(sandbox, target="soap", mode="hold_answer", min_items=2, seconds=hold_seconds)
+    fault(sandbox, target="sms", mode="hold_answer", min_items=1, seconds=hold_seconds)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for record in rest:  # within a second: two of one giver are well inside 30 s
+            await producer.send(
+                "subscriber.ready", orjson.dumps(record), key=record["notification_id"].encode()
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+    await eventually(lambda: _pending(kafka, app_id, rest), timeout=60)
+    release = httpx.delete(f"{sandbox.http_url}_sandbox/held", params={"id": opened["id"]}, timeout=10)
+    assert release.json() == {"released": 1}  # the opener's answer, now
+    held: dict[str, Any] = await eventually(lambda: _holding(sandbox, "soap", 2), timeout=60)
+    return held
 
 
 def _holding(sandbox: SandboxProcess, target: str, at_least: int) -> dict[str, Any] | None:
@@ -473,17 +486,7 @@ async def test_a_batch_whose_answer_outlives_the_clients_timeout_is_not_sent_aga
     )
     try:
         worker.wait_ready()
-        # The opener's call is held until the rest wait behind it, so they travel as one batch.
-        fault(sandbox, target="soap", mode="hold_answer", min_items=1, seconds=120)
-        await produce(kafka.bootstrap, "subscriber.ready", opener, key=opener["notification_id"].encode())
-        opened = await eventually(lambda: _holding(sandbox, "soap", 1), timeout=60)
-        fault(sandbox, target="soap", mode="hold_answer", min_items=2, seconds=8)
-        fault(sandbox, target="sms", mode="hold_answer", min_items=1, seconds=8)
-        for record in [*batch, sms]:
-            await produce(kafka.bootstrap, "subscriber.ready", record, key=record["notification_id"].encode())
-        await eventually(lambda: _pending(kafka, "unanswered", [*batch, sms]), timeout=60)
-        httpx.delete(f"{sandbox.http_url}_sandbox/held", params={"id": opened["id"]}, timeout=10)
-        held_batch = await eventually(lambda: _holding(sandbox, "soap", 2), timeout=60)
+        held_batch = await _batch_behind_held_opener(kafka, sandbox, "unanswered", opener, [*batch, sms], 8)
         await eventually(lambda: _outcomes(kafka, *records), timeout=120)
     finally:
         worker.stop()
