@@ -42,6 +42,7 @@ EVENTS = 600
 MEMBERS = 200
 BAD_EVERY = 12  # one malformed record among every 12
 RATE_PER_S = 30.0
+REQUEST_TIMEOUT_S = 5
 
 
 class Stack:
@@ -60,6 +61,7 @@ class Stack:
             SESSION_TIMEOUT_SECONDS="6",
             # Paced under MC's budget, which the sandbox keeps here (emails batched, the default).
             MC_MAX_REQUESTS_PER_SECOND="30",
+            MC_REQUEST_TIMEOUT_SECONDS=str(REQUEST_TIMEOUT_S),
         )
         self.workers[name] = worker
         return worker
@@ -104,10 +106,14 @@ async def test_kills_and_mc_failures_lose_nothing_and_send_nothing_twice(chaos_s
         records.append((event["packet_id"].encode(), orjson.dumps(event)))
 
     # MC misbehaves throughout: a share of REST, SOAP (batched emails among them) and SMS calls
-    # fail, and one SFTP session drops.
+    # fail, a few sends are carried out but answered only after the client gave up on them, and
+    # one SFTP session drops.
     fault(stack.sandbox, target="rest", mode="error500", probability=0.08)
     fault(stack.sandbox, target="soap", mode="error500", probability=0.05)
     fault(stack.sandbox, target="sms", mode="error429", probability=0.1)
+    late = REQUEST_TIMEOUT_S + 3
+    fault(stack.sandbox, target="soap", mode="hold_answer", min_items=1, count=3, seconds=late)
+    fault(stack.sandbox, target="sms", mode="hold_answer", min_items=1, count=2, seconds=late)
     fault(stack.sandbox, target="sftp", mode="disconnect", count=1)
 
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka.bootstrap, acks="all")
@@ -138,6 +144,8 @@ async def test_kills_and_mc_failures_lose_nothing_and_send_nothing_twice(chaos_s
     stats = httpx.get(f"{stack.sandbox.http_url}_sandbox/stats", timeout=10).json()
     calls = httpx.get(f"{stack.sandbox.http_url}_sandbox/calls", timeout=10).json()
     dlq_keys = {r.key for r in await read_all(stack.kafka.bootstrap, "packet.drawn.dlq")}
+    answers_held = httpx.get(f"{stack.sandbox.http_url}_sandbox/held", timeout=10).json()
+    held = Counter(h["target"] for h in answers_held)
     report = {
         "events": len(records),
         "expected_notifications": len(expected),
@@ -149,6 +157,7 @@ async def test_kills_and_mc_failures_lose_nothing_and_send_nothing_twice(chaos_s
         "bad_inputs": len(bad_keys),
         "bad_in_dlq": len(bad_keys & dlq_keys),
         "faults_injected": stats.get("faults_injected"),
+        "answered_after_the_client_gave_up": dict(held),
         "sftp_uploads": stats.get("sftp_uploads"),
         "mc_calls_peak_per_min": {f: c["peak_per_minute"] for f, c in calls.items()},
         "mc_throttled": sum(c["throttled_total"] for c in calls.values()),
@@ -162,6 +171,7 @@ async def test_kills_and_mc_failures_lose_nothing_and_send_nothing_twice(chaos_s
     assert not unexpected, sorted(unexpected)[:20]
     assert bad_keys <= dlq_keys
     assert stats.get("faults_injected", 0) > 0
+    assert report["answered_after_the_client_gave_up"] == {"soap": 3, "sms": 2}
 
     # At 3 a.m. an operator replays every subscriber.ready record with kcat (CRC32 partitioner, no
     # headers): a duplicate outcome for each, no send.
