@@ -24,6 +24,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from stream_app.localkafka import EmbeddedKafka, free_port
+from stream_app.mc import MarketingCloud
+from stream_app.settings import Settings
 from tests.fixtures.sandbox import SandboxProcess, start_sandbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -259,6 +261,21 @@ def sample(text: str, series: str) -> float:
         if line.startswith(series + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def sandbox_settings(sandbox: SandboxProcess) -> Settings:
+    """Settings whose MC is this sandbox (its HTTP and SFTP ports, its host key)."""
+    return Settings(
+        mc_auth_url=sandbox.http_url,
+        mc_sftp_host="127.0.0.1",
+        mc_sftp_port=sandbox.sftp_port,
+        mc_sftp_known_hosts=sandbox.known_hosts,
+    )
+
+
+def mc_client(sandbox: SandboxProcess) -> MarketingCloud:
+    """Our MC client, pointed at a test's sandbox: for the state a worker left at MC."""
+    return MarketingCloud(sandbox_settings(sandbox))
 
 
 def fault(sandbox: Any, **body: Any) -> None:

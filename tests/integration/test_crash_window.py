@@ -21,7 +21,7 @@ from stream_app.cli.topics import ensure_topics
 from stream_app.contract.topics import partition_for, topic_partitions
 from stream_app.domain.ledger import PENDING, Entry
 from stream_app.localkafka import EmbeddedKafka
-from stream_app.mc import MarketingCloud, SubscriberRow
+from stream_app.mc import SubscriberRow
 from stream_app.settings import Settings
 from tests.fixtures.sandbox import SandboxProcess
 from tests.fixtures.worker import start_worker
@@ -32,6 +32,7 @@ from tests.integration.helpers import (
     drawn_event,
     eventually,
     fault,
+    mc_client,
     messages,
     private_stack,
     produce,
@@ -51,17 +52,6 @@ TEMPLATE = "packet-drawn-drawer"
 def own_stack(tmp_path: Path) -> Iterator[tuple[EmbeddedKafka, SandboxProcess]]:
     with private_stack(tmp_path) as stack:
         yield stack
-
-
-def mc_client(sandbox: SandboxProcess) -> MarketingCloud:
-    """Our MC client, pointed at the test's sandbox: for the state a crashed worker left at MC."""
-    return MarketingCloud(
-        Settings(
-            mc_auth_url=sandbox.http_url,
-            mc_sftp_port=sandbox.sftp_port,
-            mc_sftp_known_hosts=sandbox.known_hosts,
-        )
-    )
 
 
 def ready_record(

@@ -32,6 +32,7 @@ from stream_app.mc.tracking import TrackingEvent
 from stream_app.mc.transport import AiohttpTransport
 from stream_app.settings import Settings
 from tests.fixtures.sandbox import SandboxProcess, start_sandbox
+from tests.integration.helpers import sandbox_settings
 
 # Fixtures live on the session loop; the tests must run on it too.
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -50,13 +51,7 @@ def mc_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]
 
 @pytest.fixture(scope="module")
 def settings(mc_box: SandboxProcess) -> Settings:
-    return replace(
-        Settings(),
-        mc_auth_url=mc_box.http_url,
-        mc_sftp_host="127.0.0.1",
-        mc_sftp_port=mc_box.sftp_port,
-        mc_sftp_known_hosts=Path(mc_box.known_hosts),
-    )
+    return sandbox_settings(mc_box)
 
 
 @pytest.fixture

@@ -20,14 +20,14 @@ from stream_app.cli.topics import ensure_topics
 from stream_app.contract.topics import topic_partitions
 from stream_app.domain.ledger import FAILED, PENDING, Entry, message_key
 from stream_app.localkafka import EmbeddedKafka
-from stream_app.mc import MarketingCloud, SubscriberRow
+from stream_app.mc import SubscriberRow
 from stream_app.settings import Settings
 from stream_app.stages.senders import ALREADY_AT_MC
-from tests.fixtures.sandbox import SandboxProcess
 from tests.fixtures.worker import start_worker
 from tests.integration.helpers import (
     drawn_event,
     eventually,
+    mc_client,
     messages,
     private_stack,
     produce_events,
@@ -142,16 +142,6 @@ async def test_a_crash_between_mcs_accepting_and_sent_ends_with_one_email_each(t
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-
-
-def mc_client(sandbox: SandboxProcess) -> MarketingCloud:
-    return MarketingCloud(
-        Settings(
-            mc_auth_url=sandbox.http_url,
-            mc_sftp_port=sandbox.sftp_port,
-            mc_sftp_known_hosts=sandbox.known_hosts,
-        )
-    )
 
 
 def ready_record(event_id: str, member: str, email: str) -> dict[str, Any]:
